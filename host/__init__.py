@@ -1,0 +1,1 @@
+"""Accelerator runtime: the Accelerator interface, backends (emu, pynq, remote), device programs, CLI."""

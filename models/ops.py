@@ -1,0 +1,108 @@
+"""The operation interface every backend implements.
+
+The training step (``zskip.models.step``) is written once against this
+interface. ``ReferenceOps`` computes it with the numpy reference; the
+accelerator backends run the HLS kernels (one call per op, or the whole step
+recorded as one device program). Nothing outside the backend factory asks
+which backend it holds.
+
+Shapes: activations NCHW (N, C, H, W) or (N, I) after flattening; conv
+weights (K, C, R, S); linear weights (J, I). ``dy`` is always the gradient
+with respect to the layer's pre-activation output. Masks are bool arrays:
+``mask = y > 0`` of the op's output. ``out_mask`` given to a backward-data op
+is the ReLU mask of that op's *input* (the previous layer's output): the
+gradient is never computed (left zero) where it is False.
+"""
+from __future__ import annotations
+
+from typing import Optional, Protocol, Tuple
+
+import numpy as np
+
+from . import reference as R
+
+
+class Ops(Protocol):
+    """What a backend must provide for one training step."""
+
+    #: counters of the last call: ``cycles``, ``macs_executed``, ``macs_dense``
+    #: (zeros on backends that have no kernel counters)
+    last_stats: dict
+
+    def conv_forward(self, x, w, b, stride: int = 1, pad: int = 0, relu: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(y (N, K, OH, OW), mask or None when relu is False)."""
+
+    def conv_backward_data(self, dy, w, x_shape, stride: int = 1, pad: int = 0, out_mask=None) -> np.ndarray:
+        """dx (N, C, H, W), zero where out_mask is False."""
+
+    def conv_backward_weight(self, x, dy, w_shape, stride: int = 1, pad: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """(dw (K, C, R, S), db (K,))."""
+
+    def maxpool_forward(self, x, size: int = 2, stride: int = 2) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(y (N, C, OH, OW), argmax int32 flat index h * W + w in the plane, mask = y > 0)."""
+
+    def maxpool_backward(self, dy, argmax, x_shape, size: int = 2, stride: int = 2) -> np.ndarray:
+        """dx (N, C, H, W): dy scattered to the argmax positions."""
+
+    def linear_forward(self, x, w, b, relu: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(y (N, J), mask or None when relu is False)."""
+
+    def linear_backward_data(self, dy, w, out_mask=None) -> np.ndarray:
+        """dx (N, I), zero where out_mask (N, I) is False."""
+
+    def linear_backward_weight(self, x, dy) -> Tuple[np.ndarray, np.ndarray]:
+        """(dw (J, I), db (J,))."""
+
+    def softmax_xent(self, logits, labels) -> Tuple[float, np.ndarray]:
+        """(mean loss, dlogits (N, J))."""
+
+    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float) -> Tuple[np.ndarray, np.ndarray]:
+        """(param', velocity'), PyTorch's rule (see reference.sgd_update)."""
+
+
+_NO_STATS = {"cycles": 0, "macs_executed": 0, "macs_dense": 0}
+
+
+class ReferenceOps:
+    """:class:`Ops` computed by the numpy reference (the ``reference`` backend)."""
+
+    name = "reference"
+
+    def __init__(self):
+        self.last_stats = dict(_NO_STATS)
+
+    def conv_forward(self, x, w, b, stride=1, pad=0, relu=True):
+        y = R.conv2d_forward(x, w, b, stride, pad)
+        return R.relu_forward(y) if relu else (y, None)
+
+    def conv_backward_data(self, dy, w, x_shape, stride=1, pad=0, out_mask=None):
+        dx = R.conv2d_backward_data(dy, w, x_shape, stride, pad)
+        return dx if out_mask is None else R.relu_backward(dx, out_mask)
+
+    def conv_backward_weight(self, x, dy, w_shape, stride=1, pad=0):
+        return R.conv2d_backward_weight(x, dy, w_shape, stride, pad)
+
+    def maxpool_forward(self, x, size=2, stride=2):
+        y, argmax = R.maxpool2d_forward(x, size, stride)
+        return y, argmax, y > 0
+
+    def maxpool_backward(self, dy, argmax, x_shape, size=2, stride=2):
+        return R.maxpool2d_backward(dy, argmax, x_shape, size, stride)
+
+    def linear_forward(self, x, w, b, relu=True):
+        y = R.linear_forward(x, w, b)
+        return R.relu_forward(y) if relu else (y, None)
+
+    def linear_backward_data(self, dy, w, out_mask=None):
+        dx = R.check_array("dy", dy, 2) @ R.check_array("w", w, 2)
+        return dx if out_mask is None else R.relu_backward(dx, out_mask)
+
+    def linear_backward_weight(self, x, dy):
+        dy, x = R.check_array("dy", dy, 2), R.check_array("x", x, 2)
+        return dy.T @ x, dy.sum(axis=0)
+
+    def softmax_xent(self, logits, labels):
+        return R.softmax_cross_entropy(logits, labels)
+
+    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay):
+        return R.sgd_update(param, grad, velocity, lr, momentum, weight_decay)

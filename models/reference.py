@@ -1,0 +1,307 @@
+"""numpy software reference: the ground truth every backend is compared with.
+
+Each forward sits next to its backward. Tensors are NCHW; convolution weights
+are (K, C, R, S) (K output channels, C input channels, R x S kernel); linear
+weights are (J, I) (J outputs, I inputs), as in PyTorch. Arithmetic happens in
+the dtype of the inputs (float64 for gradient checks, float32 elsewhere).
+
+The naive loop versions (``*_naive``) are kept as ground truth for the
+vectorised ones; tests check that the two agree.
+
+The sparsity accounting at the end (``conv_macs``, ``linear_macs``) defines the
+figures every later report uses. A MAC is counted once per (output, tap) pair
+whose input tap lies inside the image: taps that land in the zero padding are
+never fetched by any mode of the kernels, so they are in neither count.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "conv_output_shape", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
+    "conv2d_forward_naive", "conv2d_backward_data_naive", "conv2d_backward_weight_naive",
+    "relu_forward", "relu_backward", "maxpool2d_forward", "maxpool2d_backward",
+    "linear_forward", "linear_backward", "softmax_cross_entropy", "sgd_update",
+    "conv_macs", "linear_macs",
+]
+
+
+# --------------------------------------------------------------------------- checks
+def check_array(name: str, a, ndim: int | None = None, finite: bool = True) -> np.ndarray:
+    """Return ``a`` as a float ndarray, or raise a ValueError/TypeError naming ``name``."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected a rank-{ndim} array, got shape {a.shape}")
+    if finite and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name}: contains a non-finite value at index {tuple(int(i) for i in bad)}")
+    return a
+
+
+def _float(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype.kind == "f" else a.astype(np.float32)
+
+
+def conv_output_shape(x_shape, w_shape, stride: int = 1, pad: int = 0) -> tuple:
+    """Output shape (N, K, OH, OW) of a convolution; validates every argument.
+
+    x_shape (N, C, H, W), w_shape (K, C, R, S).
+    """
+    if len(x_shape) != 4:
+        raise ValueError(f"x: expected a rank-4 NCHW shape, got {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        raise ValueError(f"w: expected a rank-4 (K, C, R, S) shape, got {tuple(w_shape)}")
+    n, c, h, wd = (int(v) for v in x_shape)
+    k, cw, r, s = (int(v) for v in w_shape)
+    if c != cw:
+        raise ValueError(f"w: has {cw} input channels but x has {c} (w shape {tuple(w_shape)}, x shape {tuple(x_shape)})")
+    if not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride: must be an integer >= 1, got {stride!r}")
+    if not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"pad: must be an integer >= 0, got {pad!r}")
+    if r > h + 2 * pad or s > wd + 2 * pad:
+        raise ValueError(f"w: kernel {r}x{s} is larger than the padded input {h + 2 * pad}x{wd + 2 * pad}")
+    return (n, k, (h + 2 * pad - r) // stride + 1, (wd + 2 * pad - s) // stride + 1)
+
+
+def _windows(x: np.ndarray, r: int, s: int, stride: int, pad: int) -> np.ndarray:
+    """View (N, C, OH, OW, R, S) of the padded input's receptive fields."""
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    win = np.lib.stride_tricks.sliding_window_view(xp, (r, s), axis=(2, 3))
+    return win[:, :, ::stride, ::stride]
+
+
+# --------------------------------------------------------------------------- convolution
+def conv2d_forward(x, w, b, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """y (N, K, OH, OW) = conv(x (N, C, H, W), w (K, C, R, S)) + b (K,)."""
+    x, w, b = check_array("x", x, 4), check_array("w", w, 4), check_array("b", b, 1)
+    n, k, oh, ow = conv_output_shape(x.shape, w.shape, stride, pad)
+    if b.shape != (k,):
+        raise ValueError(f"b: expected shape ({k},), got {b.shape}")
+    win = _windows(_float(x), w.shape[2], w.shape[3], stride, pad)[:, :, :oh, :ow]
+    y = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3]))      # (N, OH, OW, K)
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) + b[None, :, None, None]
+
+
+def conv2d_backward_data(dy, w, x_shape, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """dx (N, C, H, W) from dy (N, K, OH, OW) and w (K, C, R, S)."""
+    dy, w = check_array("dy", dy, 4), check_array("w", w, 4)
+    n, k, oh, ow = conv_output_shape(x_shape, w.shape, stride, pad)
+    if dy.shape != (n, k, oh, ow):
+        raise ValueError(f"dy: expected shape {(n, k, oh, ow)}, got {dy.shape}")
+    _, c, h, wd = x_shape
+    r, s = w.shape[2:]
+    cols = np.tensordot(_float(dy), w, axes=([1], [0]))           # (N, OH, OW, C, R, S)
+    cols = cols.transpose(0, 3, 4, 5, 1, 2)                        # (N, C, R, S, OH, OW)
+    dxp = np.zeros((n, c, h + 2 * pad + stride, wd + 2 * pad + stride), dtype=cols.dtype)
+    for i in range(r):
+        for j in range(s):
+            dxp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += cols[:, :, i, j]
+    return np.ascontiguousarray(dxp[:, :, pad:pad + h, pad:pad + wd])
+
+
+def conv2d_backward_weight(x, dy, w_shape, stride: int = 1, pad: int = 0):
+    """(dw (K, C, R, S), db (K,)) from x (N, C, H, W) and dy (N, K, OH, OW)."""
+    x, dy = check_array("x", x, 4), check_array("dy", dy, 4)
+    n, k, oh, ow = conv_output_shape(x.shape, w_shape, stride, pad)
+    if dy.shape != (n, k, oh, ow):
+        raise ValueError(f"dy: expected shape {(n, k, oh, ow)}, got {dy.shape}")
+    win = _windows(_float(x), w_shape[2], w_shape[3], stride, pad)[:, :, :oh, :ow]
+    dw = np.tensordot(_float(dy), win, axes=([0, 2, 3], [0, 2, 3]))  # (K, C, R, S)
+    return dw, dy.sum(axis=(0, 2, 3))
+
+
+def _taps(x_shape, w_shape, stride, pad):
+    """Yield (n, k, c, oh, ow, r, s, h, w) for every tap that lies inside the image."""
+    n_, k_, oh_, ow_ = conv_output_shape(x_shape, w_shape, stride, pad)
+    _, c_, h_, w_ = x_shape
+    r_, s_ = w_shape[2:]
+    for n in range(n_):
+        for k in range(k_):
+            for c in range(c_):
+                for oh in range(oh_):
+                    for ow in range(ow_):
+                        for r in range(r_):
+                            for s in range(s_):
+                                h, w = oh * stride + r - pad, ow * stride + s - pad
+                                if 0 <= h < h_ and 0 <= w < w_:
+                                    yield n, k, c, oh, ow, r, s, h, w
+
+
+def conv2d_forward_naive(x, w, b, stride=1, pad=0):
+    """Loop version of :func:`conv2d_forward` (ground truth, small shapes only)."""
+    x, w, b = np.asarray(x), np.asarray(w), np.asarray(b)
+    y = np.zeros(conv_output_shape(x.shape, w.shape, stride, pad), dtype=np.result_type(x, w, b))
+    y += b[None, :, None, None]
+    for n, k, c, oh, ow, r, s, h, wi in _taps(x.shape, w.shape, stride, pad):
+        y[n, k, oh, ow] += w[k, c, r, s] * x[n, c, h, wi]
+    return y
+
+
+def conv2d_backward_data_naive(dy, w, x_shape, stride=1, pad=0):
+    """Loop version of :func:`conv2d_backward_data`."""
+    dx = np.zeros(x_shape, dtype=np.result_type(dy, w))
+    for n, k, c, oh, ow, r, s, h, wi in _taps(x_shape, w.shape, stride, pad):
+        dx[n, c, h, wi] += w[k, c, r, s] * dy[n, k, oh, ow]
+    return dx
+
+
+def conv2d_backward_weight_naive(x, dy, w_shape, stride=1, pad=0):
+    """Loop version of :func:`conv2d_backward_weight`."""
+    dw = np.zeros(w_shape, dtype=np.result_type(x, dy))
+    for n, k, c, oh, ow, r, s, h, wi in _taps(x.shape, w_shape, stride, pad):
+        dw[k, c, r, s] += x[n, c, h, wi] * dy[n, k, oh, ow]
+    return dw, dy.sum(axis=(0, 2, 3))
+
+
+# --------------------------------------------------------------------------- ReLU
+def relu_forward(x):
+    """(y, mask): y = max(x, 0), mask = y > 0 (bool, same shape)."""
+    x = check_array("x", x)
+    mask = x > 0
+    return np.where(mask, x, 0).astype(x.dtype, copy=False), mask
+
+
+def relu_backward(dy, mask):
+    """dx = dy where mask else 0."""
+    dy = check_array("dy", dy)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != dy.shape:
+        raise ValueError(f"mask: expected shape {dy.shape}, got {mask.shape}")
+    return np.where(mask, dy, 0).astype(dy.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- max pooling
+def _pool_shape(x_shape, size, stride):
+    if len(x_shape) != 4:
+        raise ValueError(f"x: expected a rank-4 NCHW shape, got {tuple(x_shape)}")
+    if size < 1 or stride < 1:
+        raise ValueError(f"size/stride: must be >= 1, got size={size}, stride={stride}")
+    n, c, h, w = x_shape
+    if size > h or size > w:
+        raise ValueError(f"size: pooling window {size} is larger than the input {h}x{w}")
+    return n, c, (h - size) // stride + 1, (w - size) // stride + 1
+
+
+def maxpool2d_forward(x, size: int = 2, stride: int = 2):
+    """(y (N, C, OH, OW), argmax (N, C, OH, OW) int32).
+
+    argmax is the flat index h * W + w of the maximum inside its input plane;
+    ties go to the first element in row-major window order.
+    """
+    x = check_array("x", x, 4)
+    n, c, oh, ow = _pool_shape(x.shape, size, stride)
+    win = np.lib.stride_tricks.sliding_window_view(x, (size, size), axis=(2, 3))
+    win = win[:, :, ::stride, ::stride][:, :, :oh, :ow].reshape(n, c, oh, ow, size * size)
+    j = win.argmax(axis=-1)
+    y = np.take_along_axis(win, j[..., None], axis=-1)[..., 0]
+    rows = np.arange(oh)[:, None] * stride + j // size
+    cols = np.arange(ow)[None, :] * stride + j % size
+    return y, (rows * x.shape[3] + cols).astype(np.int32)
+
+
+def maxpool2d_backward(dy, argmax, x_shape, size: int = 2, stride: int = 2):
+    """dx (N, C, H, W): dy scattered (accumulated) to the argmax positions."""
+    dy = check_array("dy", dy, 4)
+    n, c, oh, ow = _pool_shape(x_shape, size, stride)
+    if dy.shape != (n, c, oh, ow) or np.shape(argmax) != dy.shape:
+        raise ValueError(f"dy/argmax: expected shape {(n, c, oh, ow)}, got {dy.shape} and {np.shape(argmax)}")
+    dx = np.zeros((n * c, x_shape[2] * x_shape[3]), dtype=dy.dtype)
+    rows = np.repeat(np.arange(n * c), oh * ow)
+    np.add.at(dx, (rows, np.asarray(argmax).reshape(-1)), dy.reshape(-1))
+    return dx.reshape(x_shape)
+
+
+# --------------------------------------------------------------------------- fully connected
+def linear_forward(x, w, b):
+    """y (N, J) = x (N, I) @ w (J, I).T + b (J,)."""
+    x, w, b = check_array("x", x, 2), check_array("w", w, 2), check_array("b", b, 1)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"w: has {w.shape[1]} inputs but x has {x.shape[1]} features")
+    if b.shape != (w.shape[0],):
+        raise ValueError(f"b: expected shape ({w.shape[0]},), got {b.shape}")
+    return x @ w.T + b
+
+
+def linear_backward(dy, x, w):
+    """(dx (N, I), dw (J, I), db (J,)) from dy (N, J), x (N, I), w (J, I)."""
+    dy, x, w = check_array("dy", dy, 2), check_array("x", x, 2), check_array("w", w, 2)
+    if dy.shape != (x.shape[0], w.shape[0]):
+        raise ValueError(f"dy: expected shape {(x.shape[0], w.shape[0])}, got {dy.shape}")
+    return dy @ w, dy.T @ x, dy.sum(axis=0)
+
+
+# --------------------------------------------------------------------------- loss, optimiser
+def softmax_cross_entropy(logits, labels):
+    """(mean loss, dlogits (N, J)) for logits (N, J) and integer labels (N,)."""
+    logits = check_array("logits", logits, 2)
+    labels = np.asarray(labels)
+    if labels.shape != (logits.shape[0],) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels: expected {logits.shape[0]} integer labels, got shape {labels.shape} dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise ValueError(f"labels: must lie in [0, {logits.shape[1] - 1}]")
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    n = logits.shape[0]
+    loss = -np.log(np.maximum(p[np.arange(n), labels], np.finfo(p.dtype).tiny)).mean()
+    p[np.arange(n), labels] -= 1
+    return float(loss), p / n
+
+
+def sgd_update(param, grad, velocity, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+    """(param', velocity') with PyTorch's SGD rule.
+
+    v' = momentum * v + (grad + weight_decay * param);  param' = param - lr * v'.
+    """
+    param, grad, velocity = check_array("param", param), check_array("grad", grad), check_array("velocity", velocity)
+    if not (param.shape == grad.shape == velocity.shape):
+        raise ValueError(f"grad/velocity: expected shape {param.shape}, got {grad.shape} and {velocity.shape}")
+    v = momentum * velocity + (grad + weight_decay * param)
+    return (param - lr * v).astype(param.dtype, copy=False), v.astype(velocity.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- sparsity accounting
+def conv_macs(x, dy, w_shape, stride: int = 1, pad: int = 0, out_mask=None) -> dict:
+    """MAC counts of a convolution's three passes for one batch.
+
+    x (N, C, H, W) the layer input, dy (N, K, OH, OW) the gradient of its
+    pre-activation output, out_mask (N, C, H, W) bool or None: the ReLU mask of
+    the previous layer, whose False outputs backward-data never computes.
+
+    Returns ``{"fwd": {...}, "bwd_data": {...}, "bwd_weight": {...}}``, each
+    with ``macs_dense`` (every in-image tap) and ``macs_nonzero``:
+    forward skips zero inputs; backward-data skips zero ``dy`` and masked
+    outputs; backward-weight skips pairs with a zero operand.
+    """
+    x, dy = np.asarray(x), np.asarray(dy)
+    nz_x = (x != 0).astype(np.float64)
+    nz_dy = (dy != 0).astype(np.float64)
+    k, c = w_shape[0], w_shape[1]
+    ones = np.ones((1, c) + tuple(w_shape[2:]))
+    # taps per output position, summed: a conv of an all-ones image
+    dense = k * conv2d_forward(np.ones_like(nz_x), ones, np.zeros(1), stride, pad).sum()
+    fwd = k * conv2d_forward(nz_x, ones, np.zeros(1), stride, pad).sum()
+    reach = conv2d_backward_data(nz_dy, np.ones((k, c) + tuple(w_shape[2:])), x.shape, stride, pad)
+    if out_mask is not None:
+        reach = reach * np.asarray(out_mask, dtype=bool)
+    bwd_w = conv2d_backward_weight(nz_x, nz_dy, (k, c) + tuple(w_shape[2:]), stride, pad)[0].sum()
+    d = int(round(dense))
+    return {"fwd": {"macs_dense": d, "macs_nonzero": int(round(fwd))},
+            "bwd_data": {"macs_dense": d, "macs_nonzero": int(round(reach.sum()))},
+            "bwd_weight": {"macs_dense": d, "macs_nonzero": int(round(bwd_w))}}
+
+
+def linear_macs(x, dy, out_mask=None) -> dict:
+    """MAC counts of a fully-connected layer's passes; x (N, I), dy (N, J), out_mask (N, I)."""
+    nz_x = (np.asarray(x) != 0).sum(axis=1)
+    nz_dy = (np.asarray(dy) != 0).sum(axis=1)
+    n, i = np.shape(x)
+    j = np.shape(dy)[1]
+    live = np.full(n, i) if out_mask is None else np.asarray(out_mask, dtype=bool).sum(axis=1)
+    d = int(n * i * j)
+    return {"fwd": {"macs_dense": d, "macs_nonzero": int(j * nz_x.sum())},
+            "bwd_data": {"macs_dense": d, "macs_nonzero": int((nz_dy * live).sum())},
+            "bwd_weight": {"macs_dense": d, "macs_nonzero": int((nz_dy * nz_x).sum())}}

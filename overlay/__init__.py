@@ -1,0 +1,1 @@
+"""Board data, Vivado block-design scripts and the PYNQ overlay class."""
