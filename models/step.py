@@ -1,0 +1,166 @@
+"""One training step, written once against the :class:`~zskip.models.ops.Ops` interface.
+
+Every tensor operation goes through ``ops`` (so the same code drives the numpy
+reference and the accelerators); between ops only reshapes happen
+(flatten/unflatten). The backward pass follows the zero-skipping dataflow:
+
+- ReLU backward is fused: the backward-data of layer L+1 gets
+  ``out_mask`` = ReLU mask of its input (layer L's output), so it returns the
+  gradient with respect to L's pre-activation output directly;
+- a max-pool after a ReLU passes its own mask (``y > 0``) on as the ReLU
+  mask of its output, and its backward scatters an already masked gradient,
+  which stays masked;
+- no backward-data is run for a layer with no parameters before it (the
+  gradient with respect to the image is never needed).
+
+Statistics (fractions of zeros, the reference MAC accounting, the ops'
+``last_stats``) are read from the tensors after the fact and never feed back
+into the arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from . import reference as R
+from .networks import Conv, Flatten, Linear, MaxPool, Model, param_key
+
+__all__ = ["StepResult", "train_step", "predict", "forward"]
+
+
+@dataclass
+class StepResult:
+    """What one training step returns.
+
+    ``params`` / ``velocities``: the updated dicts (new arrays, inputs untouched).
+    ``loss``: mean softmax cross-entropy of the batch before the update.
+    ``logits``: (N, classes) of the forward pass before the update.
+    ``layers``: per layer with parameters, a dict with ``index``, ``kind``,
+    ``input_sparsity`` (fraction of zeros of its input activation),
+    ``grad_sparsity`` (fraction of zeros of dy, the gradient of its
+    pre-activation output), ``macs`` (reference accounting per pass:
+    ``{"fwd"|"bwd_data"|"bwd_weight": {"macs_dense", "macs_nonzero"}}``;
+    ``bwd_data`` absent when the pass is not run) and ``kernel`` (the ops'
+    ``last_stats`` per pass).
+    """
+    loss: float
+    logits: np.ndarray
+    params: Dict[str, np.ndarray]
+    velocities: Dict[str, np.ndarray]
+    layers: List[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Record:
+    """What the forward pass keeps of one layer for the backward pass."""
+    x: np.ndarray                       # the layer's input
+    in_mask: Optional[np.ndarray]       # ReLU mask of the input, None if no ReLU before
+    argmax: Optional[np.ndarray] = None
+    fwd_stats: Optional[dict] = None
+
+
+def _zero_fraction(a: np.ndarray) -> float:
+    return float(np.count_nonzero(a == 0)) / a.size if a.size else 0.0
+
+
+def forward(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray):
+    """Run the forward pass; returns (logits (N, classes), per-layer records)."""
+    x = R.check_array("x", x, 4)
+    if tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(f"x: expected samples of shape {tuple(model.input_shape)} for model "
+                         f"{model.name!r}, got batch shape {x.shape}")
+    records: List[_Record] = []
+    act, mask = x, None
+    for i, layer in enumerate(model.layers):
+        rec = _Record(act, mask)
+        if isinstance(layer, Conv):
+            act, mask = ops.conv_forward(act, params[param_key(i, "w")], params[param_key(i, "b")],
+                                         stride=layer.stride, pad=layer.pad, relu=layer.relu)
+            rec.fwd_stats = dict(ops.last_stats)
+        elif isinstance(layer, Linear):
+            act, mask = ops.linear_forward(act, params[param_key(i, "w")], params[param_key(i, "b")],
+                                           relu=layer.relu)
+            rec.fwd_stats = dict(ops.last_stats)
+        elif isinstance(layer, MaxPool):
+            act, rec.argmax, pool_mask = ops.maxpool_forward(act, size=layer.size, stride=layer.stride)
+            # max of non-negative values is zero exactly where the ReLU derivative
+            # of its argmax is zero, so y > 0 is the ReLU mask of the pooled output
+            mask = pool_mask if mask is not None else None
+        elif isinstance(layer, Flatten):
+            act = act.reshape(act.shape[0], -1)
+            mask = None if mask is None else mask.reshape(mask.shape[0], -1)
+        records.append(rec)
+    return act, records
+
+
+def predict(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Logits (N, classes) for a batch x (N, C, H, W)."""
+    return forward(ops, model, params, x)[0]
+
+
+def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray],
+               x: np.ndarray, y: np.ndarray, lr: float, momentum: float, weight_decay: float,
+               account: bool = True) -> StepResult:
+    """Forward, softmax cross-entropy, backward and SGD on one batch.
+
+    x (N, C, H, W) float32, y (N,) integer labels. ``account=False`` skips the
+    reference MAC accounting (the costliest statistic) and leaves ``macs``
+    empty; the arithmetic is the same either way.
+    """
+    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+    logits, records = forward(ops, model, params, x)
+    loss, grad = ops.softmax_xent(logits, y)
+    first_param = min(i for i, l in enumerate(model.layers) if isinstance(l, (Conv, Linear)))
+
+    grads: Dict[str, np.ndarray] = {}
+    layer_stats: List[dict] = []
+    for i in range(len(model.layers) - 1, -1, -1):
+        layer, rec = model.layers[i], records[i]
+        if isinstance(layer, Flatten):
+            grad = grad.reshape(rec.x.shape)
+            continue
+        if isinstance(layer, MaxPool):
+            grad = ops.maxpool_backward(grad, rec.argmax, rec.x.shape, size=layer.size, stride=layer.stride)
+            continue
+        w = params[param_key(i, "w")]
+        kernel = {"fwd": rec.fwd_stats}
+        info = {"index": i, "kind": layer.kind,
+                "input_sparsity": _zero_fraction(rec.x), "grad_sparsity": _zero_fraction(grad)}
+        if account:
+            if isinstance(layer, Conv):
+                macs = R.conv_macs(rec.x, grad, w.shape, layer.stride, layer.pad, out_mask=rec.in_mask)
+            else:
+                macs = R.linear_macs(rec.x, grad, out_mask=rec.in_mask)
+            if i == first_param:
+                del macs["bwd_data"]
+            info["macs"] = macs
+        if isinstance(layer, Conv):
+            dw, db = ops.conv_backward_weight(rec.x, grad, w.shape, stride=layer.stride, pad=layer.pad)
+            kernel["bwd_weight"] = dict(ops.last_stats)
+            if i > first_param:
+                grad = ops.conv_backward_data(grad, w, rec.x.shape, stride=layer.stride, pad=layer.pad,
+                                              out_mask=rec.in_mask)
+                kernel["bwd_data"] = dict(ops.last_stats)
+        else:
+            dw, db = ops.linear_backward_weight(rec.x, grad)
+            kernel["bwd_weight"] = dict(ops.last_stats)
+            if i > first_param:
+                grad = ops.linear_backward_data(grad, w, out_mask=rec.in_mask)
+                kernel["bwd_data"] = dict(ops.last_stats)
+        info["kernel"] = kernel
+        grads[param_key(i, "w")], grads[param_key(i, "b")] = dw, db
+        layer_stats.append(info)
+        if i == first_param:
+            break
+
+    new_params, new_velocities = {}, {}
+    for key in params:
+        new_params[key], new_velocities[key] = ops.sgd_update(
+            params[key], grads[key], velocities[key], lr, momentum, weight_decay)
+    layer_stats.reverse()
+    return StepResult(loss=float(loss), logits=logits, params=new_params,
+                      velocities=new_velocities, layers=layer_stats)

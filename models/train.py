@@ -1,0 +1,202 @@
+"""The training loop shared by every backend.
+
+A backend is anything with ``train_step(model, params, velocities, x, y, lr,
+momentum, weight_decay) -> StepResult`` and ``predict(model, params, x) ->
+logits`` (see ``zskip.host.backends``); the loop never asks which one it holds.
+
+Mini-batch order comes from (seed, epoch) alone, and checkpoints carry the
+parameters, the momentum buffers and the running totals of the epoch in
+progress, so a resumed run produces bit-identical weights and the same report
+as an uninterrupted one, also when it stopped in the middle of an epoch.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .datasets import Dataset
+from .networks import Model
+
+__all__ = ["train", "evaluate", "epoch_permutation", "TrainResult"]
+
+# Settings that decide the trajectory: a resumed run must use the same ones.
+_TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train")
+
+
+@dataclass
+class TrainResult:
+    """``report``: JSON-ready dict (config, per-epoch figures); final params and velocities."""
+    report: dict
+    params: Dict[str, np.ndarray]
+    velocities: Dict[str, np.ndarray]
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Order of the n training samples in ``epoch``: a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def evaluate(backend, model: Model, params, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Accuracy (fraction correct) of ``params`` on x (N, C, H, W), y (N,), in batches."""
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        logits = backend.predict(model, params, x[start:start + batch_size])
+        correct += int(np.count_nonzero(np.argmax(logits, axis=1) == y[start:start + batch_size]))
+    return correct / len(x) if len(x) else 0.0
+
+
+def _new_totals() -> dict:
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0, "steps": 0, "seconds": 0.0, "layers": {}}
+
+
+def _accumulate(totals: dict, result, y: np.ndarray) -> None:
+    n = len(y)
+    totals["loss_sum"] += result.loss * n
+    totals["correct"] += int(np.count_nonzero(np.argmax(result.logits, axis=1) == y))
+    totals["seen"] += n
+    totals["steps"] += 1
+    for info in result.layers:
+        acc = totals["layers"].setdefault(str(info["index"]), {
+            "kind": info["kind"], "input_zero_sum": 0.0, "grad_zero_sum": 0.0, "steps": 0,
+            "macs": {}, "kernel": {}})
+        acc["input_zero_sum"] += info["input_sparsity"]
+        acc["grad_zero_sum"] += info["grad_sparsity"]
+        acc["steps"] += 1
+        for group in ("macs", "kernel"):
+            for pass_name, counters in (info.get(group) or {}).items():
+                into = acc[group].setdefault(pass_name, {})
+                for name, value in counters.items():
+                    into[name] = into.get(name, 0) + int(value)
+
+
+def _layer_report(index: str, acc: dict) -> dict:
+    macs = {}
+    for pass_name, c in acc["macs"].items():
+        nonzero = c["macs_nonzero"]
+        macs[pass_name] = dict(c, ideal_speedup=(c["macs_dense"] / nonzero) if nonzero else None)
+    return {"index": int(index), "kind": acc["kind"],
+            "input_sparsity": acc["input_zero_sum"] / acc["steps"],
+            "grad_sparsity": acc["grad_zero_sum"] / acc["steps"],
+            "macs": macs, "kernel": acc["kernel"]}
+
+
+def _check_compatible(model: Model, dataset: Dataset) -> None:
+    if dataset.input_shape != tuple(model.input_shape):
+        raise ValueError(f"data: dataset {dataset.name!r} has samples {'x'.join(map(str, dataset.input_shape))} "
+                         f"but model {model.name!r} expects {'x'.join(map(str, model.input_shape))}")
+    if dataset.num_classes > model.num_classes:
+        raise ValueError(f"data: dataset {dataset.name!r} has {dataset.num_classes} classes but model "
+                         f"{model.name!r} has {model.num_classes} outputs")
+
+
+def _check_resume(path, saved: dict, config: dict) -> None:
+    for key in _TRAJECTORY_KEYS:
+        if key in saved and saved[key] != config[key]:
+            raise ValueError(f"checkpoint: {path} was written with {key}={saved[key]!r}, this run has "
+                             f"{key}={config[key]!r}; resuming needs the same value")
+
+
+def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 0.05,
+          momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, checkpoint=None,
+          checkpoint_every: int = 0, resume: bool = False, max_steps: Optional[int] = None,
+          quiet: bool = False, extra_config: Optional[dict] = None) -> TrainResult:
+    """Train ``model`` on ``dataset`` with ``backend`` for ``epochs`` epochs.
+
+    checkpoint: path of the .npz checkpoint, written at the end of every epoch
+    and, with ``checkpoint_every`` = k > 0, every k steps. resume: continue
+    from ``checkpoint`` when the file exists (start afresh when it does not).
+    max_steps: stop after this many steps in this call (a time-boxed run; the
+    checkpoint is written where it stops). quiet: no progress bar (there is
+    none either when stderr is not a terminal).
+
+    Returns a :class:`TrainResult`; its ``report`` holds ``config`` and, per
+    completed epoch, ``train_loss``, ``train_acc``, ``test_accuracy``,
+    ``seconds`` and per-layer ``input_sparsity`` / ``grad_sparsity`` (mean
+    fraction of zeros), reference ``macs`` per pass (summed over the epoch,
+    with ``ideal_speedup`` = dense / nonzero) and the kernels' counters.
+    """
+    for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                                 ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps: must be >= 1 or None, got {max_steps!r}")
+    if (resume or checkpoint_every) and checkpoint is None:
+        raise ValueError("checkpoint: resume and checkpoint_every need a checkpoint path")
+    _check_compatible(model, dataset)
+    n_train = len(dataset.x_train)
+    config = {"model": model.name, "data": dataset.name, "backend": getattr(backend, "name", type(backend).__name__),
+              "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "momentum": float(momentum),
+              "weight_decay": float(weight_decay), "seed": int(seed), "n_train": n_train,
+              "n_test": len(dataset.x_test)}
+    config.update(extra_config or {})
+
+    params, velocities = model.init_params(seed), model.zero_velocities()
+    epoch, step, history, totals = 0, 0, [], _new_totals()
+    if resume and checkpoint is not None and os.path.exists(checkpoint):
+        ckpt = load_checkpoint(checkpoint, model)
+        _check_resume(checkpoint, ckpt.config, config)
+        params, velocities, epoch, step = ckpt.params, ckpt.velocities, ckpt.epoch, ckpt.step
+        history = ckpt.state.get("history", [])
+        totals = ckpt.state.get("totals") or _new_totals()
+
+    def save(at_epoch: int, at_step: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, Checkpoint(model.name, params, velocities, at_epoch, at_step, config,
+                                                   {"history": history, "totals": totals}))
+
+    steps_per_epoch = -(-n_train // batch_size)
+    show = not quiet and sys.stderr.isatty()
+    done_here = 0
+    while epoch < epochs:
+        perm = epoch_permutation(seed, epoch, n_train)
+        bar = tqdm(total=steps_per_epoch, initial=step, desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not show, leave=True)
+        while step < steps_per_epoch:
+            if max_steps is not None and done_here >= max_steps:
+                bar.close()
+                save(epoch, step)
+                return TrainResult({"config": config, "epochs": history, "stopped_at": {"epoch": epoch, "step": step}},
+                                   params, velocities)
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            y = dataset.y_train[idx]
+            t0 = time.perf_counter()
+            result = backend.train_step(model, params, velocities, dataset.x_train[idx], y,
+                                        lr=lr, momentum=momentum, weight_decay=weight_decay)
+            totals["seconds"] += time.perf_counter() - t0
+            params, velocities = result.params, result.velocities
+            _accumulate(totals, result, y)
+            step += 1
+            done_here += 1
+            if show:
+                zeros = np.mean([l["input_sparsity"] for l in result.layers]) if result.layers else 0.0
+                bar.set_postfix(loss=f"{totals['loss_sum'] / totals['seen']:.4f}",
+                                acc=f"{totals['correct'] / totals['seen']:.3f}", zeros=f"{zeros:.2f}")
+            bar.update(1)
+            if checkpoint_every and step % checkpoint_every == 0 and step < steps_per_epoch:
+                save(epoch, step)
+        bar.close()
+        test_accuracy = evaluate(backend, model, params, dataset.x_test, dataset.y_test)
+        history.append({
+            "epoch": epoch + 1,
+            "train_loss": totals["loss_sum"] / totals["seen"],
+            "train_acc": totals["correct"] / totals["seen"],
+            "test_accuracy": test_accuracy,
+            "seconds": totals["seconds"],
+            "layers": [_layer_report(k, v) for k, v in sorted(totals["layers"].items(), key=lambda kv: int(kv[0]))],
+        })
+        if not quiet:
+            h = history[-1]
+            print(f"epoch {h['epoch']}/{epochs}: train_loss {h['train_loss']:.4f} train_acc {h['train_acc']:.4f} "
+                  f"test_accuracy {h['test_accuracy']:.4f} ({h['seconds']:.1f} s)", file=sys.stderr)
+        epoch, step, totals = epoch + 1, 0, _new_totals()
+        save(epoch, step)
+    return TrainResult({"config": config, "epochs": history}, params, velocities)
+
