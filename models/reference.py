@@ -305,3 +305,82 @@ def linear_macs(x, dy, out_mask=None) -> dict:
     return {"fwd": {"macs_dense": d, "macs_nonzero": int(j * nz_x.sum())},
             "bwd_data": {"macs_dense": d, "macs_nonzero": int((nz_dy * live).sum())},
             "bwd_weight": {"macs_dense": d, "macs_nonzero": int((nz_dy * nz_x).sum())}}
+
+
+# --------------------------------------------------------------------------- gradient pruning
+# Stochastic pruning of activation gradients (SparseTrain, Dai et al. 2020; rule of
+# Ye et al. 2019): |g| < tau becomes sign(g) * tau with probability |g| / tau and 0
+# otherwise, so E[pruned] = g. The random numbers mirror hls/prune_grad bit for bit:
+# the flattened tensor is cut into blocks of PRUNE_BLOCK elements, each block walked
+# by its own xorshift32 generator (a linear-feedback shift register, Marsaglia 2003)
+# seeded from (seed, block) through murmur3's finaliser. The block is the unit a PE
+# lane owns in hardware; here it is the axis numpy vectorises over.
+PRUNE_BLOCK = 256
+
+_U32 = np.uint32
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> _U32(16))
+    h = h * _U32(0x85EBCA6B)
+    h = h ^ (h >> _U32(13))
+    h = h * _U32(0xC2B2AE35)
+    return h ^ (h >> _U32(16))
+
+
+def prune_uniforms(n: int, seed: int) -> np.ndarray:
+    """The n float32 uniforms in [0, 1) that prune_gradients draws for seed (flat order)."""
+    nb = max(1, -(-n // PRUNE_BLOCK))
+    with np.errstate(over="ignore"):
+        state = _fmix32(_U32(seed & 0xFFFFFFFF) ^ _fmix32(np.arange(nb, dtype=_U32)))
+        state = np.where(state == 0, _U32(0x9E3779B9), state)
+        out = np.empty((PRUNE_BLOCK, nb), dtype=_U32)
+        for t in range(PRUNE_BLOCK):
+            state = state ^ (state << _U32(13))
+            state = state ^ (state >> _U32(17))
+            state = state ^ (state << _U32(5))
+            out[t] = state
+    u = (out.T.reshape(-1)[:n] >> _U32(8)).astype(np.float32) * np.float32(2.0 ** -24)
+    return u
+
+
+def prune_gradients(g, tau: float, seed: int) -> np.ndarray:
+    """Stochastically pruned copy of g (any shape, float32) for threshold tau >= 0."""
+    g = check_array("g", g).astype(np.float32, copy=False)
+    tau32 = np.float32(tau)
+    if not np.isfinite(tau32) or tau32 < 0:
+        raise ValueError(f"tau: must be a finite value >= 0, got {tau!r}")
+    a = np.abs(g)
+    u = prune_uniforms(g.size, seed).reshape(g.shape)
+    promoted = np.where(g < 0, -tau32, tau32).astype(np.float32)
+    pruned = np.where(u * tau32 < a, promoted, np.float32(0))
+    return np.where(a < tau32, pruned, g).astype(np.float32)
+
+
+def prune_tau_scale(rate: float) -> np.float32:
+    """Multiplier turning mean |g| into the threshold for a target pruning rate.
+
+    Ye et al. (2019, sec. 3) model the nonzero gradients as N(0, sigma^2), with
+    sigma estimated from the mean absolute value (E|g| = sigma * sqrt(2 / pi)),
+    so the fraction below tau is ``rate`` for tau = sigma * Phi^-1((1 + rate) / 2).
+    """
+    from statistics import NormalDist
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate: the target pruning rate must lie in [0, 1), got {rate!r}")
+    if rate == 0.0:
+        return np.float32(0.0)
+    return np.float32(NormalDist().inv_cdf((1.0 + rate) / 2.0) * np.sqrt(np.pi / 2.0))
+
+
+def prune_threshold(g, rate: float) -> np.float32:
+    """tau for ``g`` at a target pruning rate, in float32 exactly as the kernel computes it.
+
+    mean |g| over the nonzeros, summed sequentially in float32 (the kernel's
+    accumulation order), times :func:`prune_tau_scale`.
+    """
+    a = np.abs(check_array("g", g).astype(np.float32, copy=False).reshape(-1))
+    nz = a[a != 0]
+    if nz.size == 0:
+        return np.float32(0.0)
+    total = np.cumsum(nz, dtype=np.float32)[-1]
+    return np.float32(np.float32(total / np.float32(nz.size)) * prune_tau_scale(rate))
