@@ -1,1 +1,15 @@
-"""Board data, Vivado block-design scripts and the PYNQ overlay class."""
+"""Board data, Vivado block-design scripts and the PYNQ overlay class.
+
+``ZskipOverlay`` is imported on first use so that reading board data does not
+import pynq.
+"""
+
+
+def __getattr__(name):
+    if name == "ZskipOverlay":
+        from .zskip_overlay import ZskipOverlay
+        return ZskipOverlay
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ZskipOverlay"]

@@ -1,0 +1,212 @@
+"""The :class:`~zskip.host.device.Device` of a PYNQ overlay: on the board, remote, or emulated.
+
+The driver talks to the accelerator only through its ``register_map`` field
+names, which come from the HLS top function source (host/register_map.py):
+each m_axi pointer's ``<name>_1``/``<name>_2`` words take a buffer's device
+address, ``n_desc`` the program length, ``CTRL.AP_START`` starts it,
+``CTRL.AP_DONE`` is polled until the timeout, and ``cycles_1``/``cycles_2`` are
+read back. The same code drives a real ``pynq.Overlay``, one opened on a
+``RemoteDevice`` and the :class:`~zskip.host.emulated_board.EmulatedBoard`.
+
+Cache maintenance is the caller's, as on every PYNQ design: ``sync_to_device()``
+the inputs before :meth:`PynqDevice.run`, ``sync_from_device()`` the outputs after.
+"""
+from __future__ import annotations
+
+import atexit
+import time
+import weakref
+from typing import List, Mapping, Optional
+
+import numpy as np
+
+from ..overlay.boards import ip_identity
+from .device import DeviceError, DeviceTimeout
+from .register_map import TopInterface, driver_version, load_top
+
+_UINT32_MAX = 0xFFFFFFFF
+#: bytes of the scratch buffer the pointers address during the version probe
+_PROBE_BYTES = 4096
+
+
+def _find_ip(overlay, vlnv: str):
+    matches = [name for name, desc in overlay.ip_dict.items() if desc.get("type") == vlnv]
+    if len(matches) != 1:
+        found = sorted({desc.get("type") for desc in overlay.ip_dict.values()})
+        raise DeviceError(f"the overlay must hold exactly one IP {vlnv}; found {len(matches)} "
+                          f"(IP types in the overlay: {found})")
+    return matches[0], getattr(overlay, matches[0])
+
+
+def _allocate(target, shape, dtype):
+    import pynq
+    return pynq.allocate(shape, dtype=dtype, target=target)
+
+
+class PynqDevice:
+    """:class:`~zskip.host.device.Device` over a loaded overlay holding the ``zskip_top`` IP.
+
+    Args:
+        overlay: a ``pynq.Overlay`` (e.g. :class:`zskip.overlay.ZskipOverlay`) or
+            an :class:`~zskip.host.emulated_board.EmulatedBoard`.
+        interface: the parsed top function (default: the shipped HLS source).
+        expected_version: the ZSKIP_VERSION this driver accepts (default: the
+            shipped hls/common/version.h).
+        probe_timeout_s: timeout of the version probe run at open.
+
+    Raises:
+        DeviceError: the overlay lacks the IP, its register map lacks a field the
+            HLS source declares, or its version register differs from ZSKIP_VERSION.
+    """
+
+    def __init__(self, overlay, interface: Optional[TopInterface] = None,
+                 expected_version: Optional[int] = None, probe_timeout_s: float = 5.0):
+        self.overlay = overlay
+        self.interface = interface if interface is not None else load_top()
+        self.ip_name, self.ip = _find_ip(overlay, ip_identity().vlnv)
+        self.name = f"pynq:{self.ip_name}"
+        self._target = overlay.device
+        self._buffers: List = []
+        self._closed = False
+        self._check_fields()
+        atexit.register(_close_if_alive, weakref.ref(self))
+        expected = expected_version if expected_version is not None else driver_version()
+        found = self.version(probe_timeout_s)
+        if found != expected:
+            self.close()
+            raise DeviceError(f"IP {self.ip_name} reports version 0x{found:x} but this driver needs "
+                              f"0x{expected:x} (hls/common/version.h): rebuild the bitstream from "
+                              f"these sources or install the matching zskip")
+
+    # -- Device protocol -------------------------------------------------
+    def allocate(self, shape, dtype=np.float32):
+        """A zeroed, device-reachable buffer of ``shape`` and ``dtype``; freed on close."""
+        self._check_open()
+        buf = _allocate(self._target, shape, dtype)
+        self._buffers.append(buf)
+        return buf
+
+    def version(self, timeout_s: float = 5.0) -> int:
+        """The IP's version register, read after a run of an empty program.
+
+        The register is an output of ``zskip_top``, valid once the IP has run, so
+        the probe points every pointer at a scratch page and runs ``n_desc = 0``.
+        """
+        self._check_open()
+        scratch = self.allocate(_PROBE_BYTES // 4, np.uint32)
+        try:
+            self._start({name: scratch for name in self.interface.pointer_arguments}, 0)
+            self._wait(timeout_s)
+            return self._read_output("version")
+        finally:
+            self._free(scratch)
+
+    def run(self, buffers: Mapping[str, object], n_desc: int, timeout_s: float = 30.0) -> int:
+        """Start the IP on ``buffers`` (one per m_axi argument) and wait; returns ``cycles``.
+
+        Raises:
+            ValueError: a buffer is missing or unknown, ``n_desc`` is outside
+                [0, 2**32 - 1], or ``timeout_s`` is not positive.
+            DeviceTimeout: AP_DONE not seen within ``timeout_s``.
+        """
+        self._check_open()
+        expected = self.interface.pointer_arguments
+        if set(buffers) != set(expected):
+            raise ValueError(f"buffers must have exactly the keys {expected}; missing "
+                             f"{sorted(set(expected) - set(buffers))}, unknown {sorted(set(buffers) - set(expected))}")
+        if not isinstance(n_desc, (int, np.integer)) or not 0 <= int(n_desc) <= _UINT32_MAX:
+            raise ValueError(f"n_desc must be an integer in [0, {_UINT32_MAX}], got {n_desc!r}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        for name, buf in buffers.items():
+            if getattr(buf, "device_address", None) is None:
+                raise ValueError(f"buffer {name!r} has no device_address: allocate it with Device.allocate")
+        self._start(buffers, int(n_desc))
+        self._wait(timeout_s)
+        return self._read_output("cycles")
+
+    def close(self) -> None:
+        """Free every buffer this device allocated (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for buf in self._buffers:
+            buf.freebuffer()
+        self._buffers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- register access by field name -----------------------------------
+    def _check_fields(self) -> None:
+        registers = self.ip.register_map
+        needed = ["CTRL"] + [f for a in self.interface.arguments if a.s_axilite_bundle
+                             for f in self.interface.data_fields(a.name)]
+        missing = [f for f in needed if not hasattr(registers, f)]
+        if missing:
+            raise DeviceError(f"IP {self.ip_name}'s register map lacks {missing}: the bitstream was "
+                              f"built from a different {self.interface.function} interface")
+
+    def _start(self, buffers: Mapping[str, object], n_desc: int) -> None:
+        registers = self.ip.register_map
+        for name in self.interface.pointer_arguments:
+            address = int(buffers[name].device_address)
+            for i, field in enumerate(self.interface.data_fields(name)):
+                setattr(registers, field, (address >> (32 * i)) & _UINT32_MAX)
+        registers.n_desc = n_desc
+        registers.CTRL.AP_START = 1
+
+    def _wait(self, timeout_s: float) -> None:
+        registers = self.ip.register_map
+        deadline = time.monotonic() + timeout_s
+        pause = 1e-5
+        # AP_DONE is clear-on-read in hardware: each read is a decision
+        while not registers.CTRL.AP_DONE:
+            if time.monotonic() > deadline:
+                raise DeviceTimeout(f"IP {self.ip_name} did not raise AP_DONE within {timeout_s} s: "
+                                    f"it hung or the program is wrong (the PL may need reloading)")
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
+
+    def _read_output(self, name: str) -> int:
+        registers = self.ip.register_map
+        return sum(int(getattr(registers, f)) << (32 * i) for i, f in enumerate(self.interface.data_fields(name)))
+
+    def _free(self, buf) -> None:
+        buf.freebuffer()
+        self._buffers = [b for b in self._buffers if b is not buf]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DeviceError(f"device {self.name} is closed")
+
+
+def _close_if_alive(ref) -> None:
+    device = ref()
+    if device is not None:
+        device.close()
+
+
+def open_pynq_device(bitfile: Optional[str] = None) -> PynqDevice:
+    """Load the zskip overlay on this board (default bitfile: next to zskip.overlay) and open it."""
+    from ..overlay.zskip_overlay import ZskipOverlay
+    return PynqDevice(ZskipOverlay(bitfile))
+
+
+def open_remote_device(host: str, bitfile: Optional[str] = None, port: Optional[int] = None) -> PynqDevice:
+    """Load the zskip overlay on the PYNQ board at ``host`` through PYNQ's RemoteDevice (pynq >= 3.1)."""
+    if not host or not isinstance(host, str):
+        raise ValueError(f"host must be a board's host name or IP address, got {host!r}")
+    try:
+        from pynq.pl_server.remote_device import PYNQ_PORT, RemoteDevice
+    except ImportError as exc:
+        raise DeviceError(f"PYNQ RemoteDevice is unavailable (needs pynq >= 3.1): {exc}") from exc
+    from ..overlay.zskip_overlay import ZskipOverlay
+    try:
+        remote = RemoteDevice(0, host, port if port is not None else PYNQ_PORT)
+    except Exception as exc:
+        raise DeviceError(f"cannot reach the PYNQ remote server on {host}: {exc}") from exc
+    return PynqDevice(ZskipOverlay(bitfile, device=remote))
