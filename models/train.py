@@ -103,7 +103,7 @@ def _check_resume(path, saved: dict, config: dict) -> None:
                              f"{key}={config[key]!r}; resuming needs the same value")
 
 
-def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 0.05,
+def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 0.02,
           momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False, max_steps: Optional[int] = None,
           quiet: bool = False, extra_config: Optional[dict] = None) -> TrainResult:

@@ -1,0 +1,116 @@
+"""The ``zskip`` console script.
+
+One function per subcommand: ``_add_<name>(subparsers)`` declares its
+arguments and sets ``func`` to ``_run_<name>(args) -> exit status``. Adding a
+subcommand means writing that pair and listing the adder in ``SUBCOMMANDS``.
+Errors the user can fix (bad names, bad values, mismatched checkpoints) are
+printed as ``zskip: error: ...`` with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+
+
+def _parse_opt(text: str):
+    """KEY=VALUE -> (key, value) with value as bool, int, float or str."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--backend-opt: expected KEY=VALUE, got {text!r}")
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    for cast in (int, float):
+        try:
+            return key, cast(raw)
+        except ValueError:
+            pass
+    return key, raw
+
+
+def _add_train(sub) -> None:
+    from ..models.networks import MODELS
+    from ..models.datasets import KNOWN_DATASETS
+    from .backends import BACKENDS
+    p = sub.add_parser("train", help="train a model on a dataset with a backend",
+                       description="Train a model with SGD (momentum, weight decay) and write a JSON report.")
+    p.add_argument("--model", default="lenet5", help=f"one of {', '.join(sorted(MODELS))} (default lenet5)")
+    p.add_argument("--data", default="mnist5k", help=f"one of {', '.join(KNOWN_DATASETS)} (default mnist5k)")
+    p.add_argument("--backend", default="reference", help=f"one of {', '.join(BACKENDS)} (default reference)")
+    p.add_argument("--backend-opt", action="append", type=_parse_opt, default=[], metavar="KEY=VALUE",
+                   help="option for the backend, e.g. precision=float32, skip_zeros=false, bitfile=zskip.bit")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training samples")
+    p.add_argument("--limit-test", type=int, default=None, metavar="N", help="use the first N test samples")
+    p.add_argument("--report", default=None, metavar="PATH", help="write the JSON report here")
+    p.add_argument("--checkpoint", default=None, metavar="PATH.npz", help="checkpoint file (written every epoch)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K", help="also checkpoint every K steps")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from ..models.datasets import load_dataset
+    from ..models.networks import get_model
+    from ..models.train import train
+    from .backends import make_backend
+    model = get_model(args.model)
+    dataset = load_dataset(args.data, seed=args.seed)
+    if args.limit_train is not None or args.limit_test is not None:
+        dataset = dataset.subset(args.limit_train, args.limit_test)
+    backend = make_backend(args.backend, **dict(args.backend_opt))
+    try:
+        result = train(backend, model, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+                       checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                       quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt)})
+    finally:
+        backend.close()
+    if args.report:
+        tmp = args.report + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result.report, f, indent=1)
+        os.replace(tmp, args.report)
+    final = result.report["epochs"][-1] if result.report["epochs"] else None
+    if final is not None and not args.quiet:
+        print(f"test_accuracy {final['test_accuracy']:.4f} after {final['epoch']} epochs")
+    return 0
+
+
+#: Adders of every subcommand, in --help order.
+SUBCOMMANDS = [_add_train]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="zskip", description="zskip: zero-skipping CNN training on PYNQ boards")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``zskip`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"zskip: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
