@@ -18,7 +18,7 @@ HLS_MACROS_SECTION = "hls_macros"
 
 PS_TYPES = ("zynq7", "zynqmp")
 
-_INT_KEYS = ("pe_lanes", "max_ch", "max_dim", "dsp", "bram36", "uram", "lut",
+_INT_KEYS = ("pe_lanes", "max_ch", "max_dim", "max_ksize", "max_features", "dsp", "bram36", "uram", "lut",
              "dsp_per_mac_float", "dsp_per_mac_fixed16")
 _FLOAT_KEYS = ("clock_mhz", "ddr_gbps")
 _STR_KEYS = ("part", "board_part", "ps")
@@ -36,6 +36,8 @@ class Board:
     pe_lanes: int
     max_ch: int
     max_dim: int
+    max_ksize: int
+    max_features: int
     ddr_gbps: float
     dsp: int
     bram36: int

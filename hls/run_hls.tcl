@@ -1,0 +1,84 @@
+# Vitis HLS 2023.2: C simulation, synthesis, co-simulation and IP export of the
+# zskip accelerator for one board.
+#
+#   vitis_hls -f hls/run_hls.tcl -tclargs BOARD=pynq-z2 STEPS=csim,csynth,export \
+#       [AP_TYPES=<hls4ml ap_types dir>] [BUILD=<dir>]
+#
+# Part, clock and the kernels' sizes come from overlay/boards.ini, the top
+# function and the VLNV from overlay/ip.ini (via overlay/zskip_common.tcl).
+# The exported IP lands in <BUILD>/zskip_hls/solution/impl/ip, where
+# overlay/zskip_bd.tcl looks for it.
+
+source [file join [file dirname [file dirname [file normalize [info script]]]] overlay zskip_common.tcl]
+
+set zskip_steps_known {csim csynth cosim export}
+set zskip_args [zskip_parse_args $argv [dict create BOARD pynq-z2 STEPS csim,csynth,export AP_TYPES "" BUILD ""]]
+set zskip_steps [split [dict get $zskip_args STEPS] ,]
+foreach step $zskip_steps {
+    if {$step ni $zskip_steps_known} {
+        error "STEPS must be a comma-separated subset of {[join $zskip_steps_known ,]}, got '$step'"
+    }
+}
+set board [zskip_board [dict get $zskip_args BOARD]]
+set ip [zskip_ip]
+set top [dict get $ip top]
+set hls_dir [file join $zskip_root hls]
+
+# -I common for the shared headers; the board's sizes as -D; hls4ml's
+# ap_types only when given (Vitis HLS has its own copy on its include path).
+set cflags [list -std=c++14 -I[file join $hls_dir common]]
+set cflags [concat $cflags [zskip_hls_defines $board]]
+if {[dict get $zskip_args AP_TYPES] ne ""} {
+    lappend cflags -I[dict get $zskip_args AP_TYPES]
+}
+set cflags [join $cflags " "]
+
+# Kernel sources: every hls/<kernel>/*.cpp except testbenches and the g++
+# emulation bridge (hls/emu/), which is not hardware.
+set sources {}
+foreach src [lsort [glob -nocomplain [file join $hls_dir * *.cpp]]] {
+    if {[string match *_tb.cpp $src] || [file tail [file dirname $src]] eq "emu"} {
+        continue
+    }
+    lappend sources $src
+}
+set top_source [file join $hls_dir $top $top.cpp]
+if {$top_source ni $sources} {
+    error "top function source $top_source not found"
+}
+set testbench [file join $hls_dir $top ${top}_tb.cpp]
+
+set build_dir [zskip_build_dir [dict get $zskip_args BUILD] [dict get $board name]]
+file mkdir $build_dir
+cd $build_dir
+
+open_project -reset [zskip_hls_project]
+set_top $top
+foreach src $sources {
+    add_files $src -cflags $cflags
+}
+if {[file exists $testbench]} {
+    add_files -tb $testbench -cflags $cflags
+} elseif {"csim" in $zskip_steps || "cosim" in $zskip_steps} {
+    error "csim/cosim need the testbench $testbench"
+}
+open_solution -reset [zskip_hls_solution] -flow_target vivado
+set_part [dict get $board part]
+create_clock -period [expr {1000.0 / [dict get $board clock_mhz]}] -name default
+
+if {"csim" in $zskip_steps} {
+    csim_design
+}
+if {"csynth" in $zskip_steps} {
+    csynth_design
+}
+if {"cosim" in $zskip_steps} {
+    cosim_design
+}
+if {"export" in $zskip_steps} {
+    export_design -format ip_catalog -rtl verilog \
+        -vendor [dict get $ip vendor] -library [dict get $ip library] \
+        -ipname $top -version [dict get $ip version] \
+        -description "zskip zero-skipping CNN training accelerator ([dict get $board name])"
+}
+exit
