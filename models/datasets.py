@@ -158,23 +158,33 @@ def idx_dataset(prefix: str) -> Dataset:
         y = read_idx(_find_idx(prefix, f"{stem}-labels-idx1-ubyte"))
         if len(x) != len(y):
             raise ValueError(f"data: idx:{prefix} has {len(x)} {split} images but {len(y)} labels")
-        parts[split] = (_as_images(f"idx:{prefix} {split} images", x), _as_labels(f"idx:{prefix} {split} labels", y, len(y)))
+        parts[split] = (_as_images(f"data: idx:{prefix} {split} images", x),
+                       _as_labels(f"data: idx:{prefix} {split} labels", y, len(y)))
     (xtr, ytr), (xte, yte) = parts["train"], parts["test"]
     return Dataset(f"idx:{prefix}", xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1)
 
 
 def npz_dataset(path: str) -> Dataset:
-    """(x_train, y_train, x_test, y_test) or (x, y) arrays in an .npz file."""
+    """(x_train, y_train, x_test, y_test) or (x, y) arrays in an .npz file (never unpickled)."""
+    try:
+        return _npz_dataset(path)
+    except (OSError, ValueError) as e:
+        if str(e).startswith("data:"):
+            raise
+        raise ValueError(f"data: cannot read {path}: {e}") from e
+
+
+def _npz_dataset(path: str) -> Dataset:
     with np.load(path, allow_pickle=False) as f:
         keys = set(f.files)
         if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-            xtr, xte = _as_images(f"{path}: x_train", f["x_train"]), _as_images(f"{path}: x_test", f["x_test"])
-            ytr = _as_labels(f"{path}: y_train", f["y_train"], len(xtr))
-            yte = _as_labels(f"{path}: y_test", f["y_test"], len(xte))
+            xtr, xte = _as_images("x_train", f["x_train"]), _as_images("x_test", f["x_test"])
+            ytr = _as_labels("y_train", f["y_train"], len(xtr))
+            yte = _as_labels("y_test", f["y_test"], len(xte))
             return Dataset(f"npz:{path}", xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1)
         if {"x", "y"} <= keys:
-            x = _as_images(f"{path}: x", f["x"])
-            return _from_arrays(f"npz:{path}", x, _as_labels(f"{path}: y", f["y"], len(x)))
+            x = _as_images("x", f["x"])
+            return _from_arrays(f"npz:{path}", x, _as_labels("y", f["y"], len(x)))
     raise ValueError(f"data: {path} must hold arrays x_train, y_train, x_test, y_test or x, y; it holds {sorted(keys)}")
 
 

@@ -111,6 +111,9 @@ class Model:
     layers: Tuple[Layer, ...]
 
     def __post_init__(self):
+        # tuples keep the model immutable and hashable even when lists are passed in
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "layers", tuple(self.layers))
         if len(self.input_shape) != 3:
             raise ValueError(f"input_shape: expected (C, H, W), got {self.input_shape!r}")
         for d in self.input_shape:

@@ -109,3 +109,46 @@ def test_unknown_backend_lists_known_ones():
         make_backend("fpga")
     with pytest.raises(ValueError, match="^backend: bad options"):
         make_backend("reference", precision="float32")
+
+
+def test_accelerator_backends_report_a_missing_accelerator_module(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "zskip.host.accelerator", None)    # import fails
+    with pytest.raises(ValueError, match="^backend: the accelerator backends need zskip.host.accelerator"):
+        make_backend("emu")
+
+
+def test_factory_builds_accelerator_backends_through_accelerator(monkeypatch, small):
+    import sys
+    import types
+    from zskip.models.ops import ReferenceOps
+    calls = []
+
+    class FakeAccelerator:
+        @staticmethod
+        def emulated(**opts):
+            calls.append(("emulated", opts))
+            return ReferenceOps()
+
+        @staticmethod
+        def pynq(bitfile, **opts):
+            calls.append(("pynq", bitfile))
+            return ReferenceOps()
+
+        @staticmethod
+        def remote(host, **opts):
+            calls.append(("remote", host))
+            return ReferenceOps()
+
+    monkeypatch.setitem(sys.modules, "zskip.host.accelerator", types.SimpleNamespace(Accelerator=FakeAccelerator))
+    emu = make_backend("emu", precision="float32", skip_zeros=False)
+    assert emu.name == "emu"
+    make_backend("pynq", bitfile="b.bit")
+    remote = make_backend("remote:192.168.2.99")
+    assert remote.name == "remote:192.168.2.99"
+    assert calls == [("emulated", {"precision": "float32", "skip_zeros": False}), ("pynq", "b.bit"),
+                     ("remote", "192.168.2.99")]
+    # the loop runs the same on a factory-built accelerator backend
+    a = train(emu, get_model("lenet5"), small.subset(64, 32), epochs=1, seed=1, quiet=True)
+    b = train(make_backend("reference"), get_model("lenet5"), small.subset(64, 32), epochs=1, seed=1, quiet=True)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
