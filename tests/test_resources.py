@@ -1,0 +1,78 @@
+"""Resource estimate per board (overlay/resources.py) and its table in overlay/README.md."""
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from zskip.overlay import resources as R
+from zskip.overlay.boards import load_boards
+
+BOARDS = load_boards()
+README = Path(R.__file__).resolve().parent / "README.md"
+
+
+@pytest.fixture(scope="module")
+def structs():
+    return R.onchip_structs()
+
+
+@pytest.fixture(scope="module")
+def estimates(structs):
+    return [R.estimate(b, structs) for b in BOARDS.values()]
+
+
+def test_probe_finds_every_kernel_the_interpreter_dispatches(structs):
+    labels = {s.label for s in structs}
+    # the three convolution passes for convolutions and for fully-connected layers
+    for function in ("conv_fwd", "conv_bwd_data", "conv_bwd_weight"):
+        assert f"{function}<conv_config>" in labels and f"{function}<fc_config>" in labels
+    assert any(label.startswith("maxpool_fwd<") for label in labels)
+
+
+def test_probe_sizes_follow_the_board_macros(structs):
+    """sizeof must come from the board's -D values: the weight array alone bounds it
+    from below, and doubling the fc width quadruples the fc weight store."""
+    board = BOARDS["pynq-z2"]
+    small = R.onchip_bytes(board, structs)
+    d = board.hls_defines
+    fc_weights = 4 * d["ZSKIP_MAX_FEATURES"] ** 2
+    conv_weights = 4 * d["ZSKIP_MAX_CH"] ** 2 * d["ZSKIP_MAX_KSIZE"] ** 2
+    assert fc_weights <= small["conv_fwd<fc_config>"] < 1.5 * fc_weights
+    assert small["conv_fwd<conv_config>"] >= conv_weights
+    wide = dataclasses.replace(board, hls_defines=dict(d, ZSKIP_MAX_FEATURES=2 * d["ZSKIP_MAX_FEATURES"]))
+    growth = R.onchip_bytes(wide, structs)["conv_fwd<fc_config>"] / small["conv_fwd<fc_config>"]
+    assert 3.5 < growth <= 4.0
+
+
+def test_placement_fills_uram_then_bram():
+    board = dataclasses.replace(BOARDS["kv260"], uram=10, bram36=100)
+    # 8 URAM blocks allowed (80 % of 10); 300 KiB = 9.375 URAM blocks of bytes
+    bram, uram = R.place({"a": 200 * 1024, "b": 100 * 1024}, board)
+    assert uram == 8
+    assert bram == (300 * 1024 - 8 * R.URAM_BYTES) // R.BRAM36_BYTES
+    assert R.place({"a": 4097}, dataclasses.replace(board, uram=0)) == (2, 0)
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_board_fits_with_20_percent_margin(name, estimates):
+    e = next(e for e in estimates if e.board == name)
+    b = BOARDS[name]
+    assert e.bram36 <= 0.8 * b.bram36, f"{name}: {e.bram36} BRAM36 of {b.bram36}"
+    assert e.uram <= 0.8 * b.uram, f"{name}: {e.uram} URAM of {b.uram}"
+    assert e.dsp_float32 == b.pe_lanes * b.dsp_per_mac_float <= 0.8 * b.dsp
+    assert e.fits()
+
+
+def test_pynq_z2_limits_match_the_design_document():
+    b = BOARDS["pynq-z2"]
+    assert (b.dsp, b.bram36) == (220, 140)
+    assert (BOARDS["kv260"].dsp, BOARDS["kv260"].uram) == (1248, 64)
+
+
+def test_readme_table_is_the_current_estimate(estimates):
+    text = README.read_text()
+    m = re.search(r"<!-- resources-table -->\n(.*?)<!-- /resources-table -->", text, re.DOTALL)
+    assert m, "overlay/README.md lacks the resources-table markers"
+    assert m.group(1) == R.markdown_table(estimates), \
+        "overlay/README.md is stale: paste the output of `python -m zskip.overlay.resources`"
