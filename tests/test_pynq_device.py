@@ -11,11 +11,9 @@ import pytest
 from zskip.host.device import DeviceError, DeviceTimeout
 from zskip.host.emulated_board import EmulatedBoard
 from zskip.host.pynq_device import PynqDevice
-from zskip.host.register_map import parse_top
+from zskip.host.register_map import load_top
 
-from test_pynq_device_register_map import FIXTURE
-
-TOP = parse_top(FIXTURE)
+TOP = load_top()
 
 VERSION = 0x00010002
 

@@ -1,7 +1,7 @@
 """The register map derived from the HLS top function (host/register_map.py)."""
 import pytest
 
-from zskip.host.register_map import parse_top, parse_version
+from zskip.host.register_map import driver_version, load_top, parse_top, parse_version
 
 # The interface fixed by the lead for hls/zskip_top/zskip_top.cpp, with the
 # pragma spellings Vitis HLS accepts (old "m_axi" and new "mode=m_axi").
@@ -88,3 +88,15 @@ def test_version_parsed(text, value):
 def test_version_missing_is_an_error():
     with pytest.raises(ValueError, match="ZSKIP_VERSION"):
         parse_version("#define OTHER 1\n")
+
+
+def test_shipped_top_function_has_the_interface_the_driver_expects():
+    """hls/zskip_top/zskip_top.cpp yields the same map as the lead's interface above."""
+    top = load_top()
+    assert {r.name: r.offset for r in top.registers} == EXPECTED
+    assert [a.m_axi_bundle for a in top.arguments if a.m_axi_bundle] == \
+        ["gmem_prog", "gmem_act", "gmem_wgt", "gmem_grad", "gmem_bits", "gmem_stats"]
+
+
+def test_shipped_version_header_parses():
+    assert driver_version() > 0
