@@ -25,6 +25,7 @@ default kernel is the C simulation of ``zskip_top`` (host/emu.py).
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -241,10 +242,73 @@ class EmulatedIP:
         self._thread.join(timeout=1.0)
 
 
-def emu_kernel() -> Kernel:
-    """The C simulation of the top function (host/emu.py) as an emulated-board kernel."""
+_CTYPES = {np.dtype(np.uint32): ctypes.c_uint32, np.dtype(np.int32): ctypes.c_int32,
+           np.dtype(np.uint64): ctypes.c_uint64, np.dtype(np.int64): ctypes.c_int64,
+           np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+
+
+def emu_kernel(board: Optional[str] = None, precision: str = "float32",
+               interface: Optional[TopInterface] = None) -> Kernel:
+    """The C simulation of the top function (host/emu.py's library) as an emulated-board kernel.
+
+    Args:
+        board: a boards.ini section whose sizes the kernels are compiled with;
+            None compiles with the defaults of hls/common/config.h, as the
+            ``emu`` backend does.
+        precision: "float32" or "ap_fixed<W,I>" (see ``emu.precision_types``).
+        interface: the parsed top function (default: the shipped source); the
+            ctypes signature of the bridge's ``zskip_emu_run`` is built from it.
+
+    The bridge takes the top function's arguments in order. Before the call the
+    program's operand extents are checked against the device buffers, because
+    an out-of-range descriptor would otherwise corrupt this process; a board
+    would stall or corrupt its DDR instead, so the IP records a bus fault.
+    """
     from . import emu
-    return emu.zskip_top_kernel()
+    from .program import D_WORDS, S_WORDS, Limits, operand_extents
+    from ..overlay.boards import board as board_profile
+
+    interface = interface if interface is not None else load_top()
+    defines = dict(Limits.defaults().defines() if board is None else board_profile(board).hls_defines)
+    defines.update(emu.precision_types(precision))
+    run = ctypes.CDLL(str(emu.build_library(defines))).zskip_emu_run
+    argtypes = []
+    for a in interface.arguments:
+        dtype = np.dtype(_C_DTYPES[a.c_type])
+        if a.m_axi_bundle is not None:
+            argtypes.append(np.ctypeslib.ndpointer(dtype, flags="C_CONTIGUOUS"))
+        elif a.is_output:
+            argtypes.append(ctypes.POINTER(_CTYPES[dtype]))
+        elif a.name == "n_desc":
+            argtypes.append(_CTYPES[dtype])
+        else:
+            raise DeviceError(f"emu_kernel: no value for the scalar input {a.name!r} of {interface.function}")
+    run.argtypes, run.restype = argtypes, None
+
+    def kernel(arrays: Dict[str, np.ndarray], n_desc: int) -> Dict[str, int]:
+        program = arrays["program"]
+        if program.size < n_desc * D_WORDS or arrays["stats"].size < n_desc * S_WORDS:
+            raise BusError(f"{n_desc} descriptors need {n_desc * D_WORDS} program words and "
+                           f"{n_desc * S_WORDS} stats words; the buffers hold {program.size} and {arrays['stats'].size}")
+        for i in range(n_desc):
+            for arena, end in operand_extents(program[i * D_WORDS:(i + 1) * D_WORDS]).items():
+                if end > arrays[arena].size:
+                    raise BusError(f"descriptor {i} reaches word {end} of the {arena} buffer, "
+                                   f"which holds {arrays[arena].size} words from its pointer")
+        outputs = {name: _CTYPES[np.dtype(_C_DTYPES[interface.argument(name).c_type])]()
+                   for name in interface.output_arguments}
+        args = []
+        for a in interface.arguments:
+            if a.m_axi_bundle is not None:
+                args.append(arrays[a.name])
+            elif a.is_output:
+                args.append(ctypes.byref(outputs[a.name]))
+            else:
+                args.append(n_desc)
+        run(*args)
+        return {name: int(value.value) for name, value in outputs.items()}
+
+    return kernel
 
 
 class EmulatedBoard:
