@@ -315,19 +315,28 @@ class EmulatedBoard:
     """A loaded ``pynq.Overlay`` look-alike with one accelerator IP.
 
     Args:
-        kernel: what the IP computes (default: :func:`emu_kernel`, the C-sim of
-            ``zskip_top``).
+        kernel: what the IP computes (default: :func:`emu_kernel` for ``board``
+            and ``precision``, the C-sim of ``zskip_top``).
         hang: the IP accepts AP_START and never raises AP_DONE.
         interface: the parsed top function (default: the shipped source).
+        board: boards.ini section whose sizes the default kernel is compiled
+            with (None: config.h defaults); also sets ``limits``.
+        precision: "float32" or "ap_fixed<W,I>" for the default kernel.
     """
 
     def __init__(self, kernel: Optional[Kernel] = None, hang: bool = False,
-                 interface: Optional[TopInterface] = None):
+                 interface: Optional[TopInterface] = None, board: Optional[str] = None,
+                 precision: str = "float32"):
+        from .pynq_device import board_limits
         self.interface = interface if interface is not None else load_top()
+        #: the compiled maxima of the default kernel (``program.Limits``)
+        self.limits = board_limits(board)
+        if kernel is None:
+            kernel = emu_kernel(board, precision, self.interface)
         self.device = EmulatedDevice()
         identity = ip_identity()
         self.ip_name = f"{identity.top}_0"
-        ip = EmulatedIP(self.device, self.interface, kernel if kernel is not None else emu_kernel(), hang)
+        ip = EmulatedIP(self.device, self.interface, kernel, hang)
         setattr(self, self.ip_name, ip)
         self.ip_dict = {self.ip_name: {
             "type": identity.vlnv, "fullpath": self.ip_name, "phys_addr": _IP_PHYS_ADDR,

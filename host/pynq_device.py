@@ -14,6 +14,8 @@ the inputs before :meth:`PynqDevice.run`, ``sync_from_device()`` the outputs aft
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import os
 import time
 import weakref
 from typing import List, Mapping, Optional
@@ -27,6 +29,22 @@ from .register_map import TopInterface, driver_version, load_top
 _UINT32_MAX = 0xFFFFFFFF
 #: bytes of the scratch buffer the pointers address during the version probe
 _PROBE_BYTES = 4096
+
+
+def board_limits(board: Optional[str]):
+    """The compiled maxima (``program.Limits``) of ``board``'s bitstream; None: config.h defaults."""
+    from .program import Limits
+    defaults = Limits.defaults()
+    if board is None:
+        return defaults
+    from ..overlay.boards import board as board_profile
+    defines = board_profile(board).hls_defines
+    # Limits.defines() names each field's macro, in field order
+    macros = list(defaults.defines())
+    missing = [m for m in macros if m not in defines]
+    if missing:
+        raise ValueError(f"boards.ini [hls_macros] lacks {missing}, which the kernels are compiled with")
+    return Limits(**{f.name: defines[m] for f, m in zip(dataclasses.fields(Limits), macros)})
 
 
 def _find_ip(overlay, vlnv: str):
@@ -47,8 +65,12 @@ class PynqDevice:
     """:class:`~zskip.host.device.Device` over a loaded overlay holding the ``zskip_top`` IP.
 
     Args:
-        overlay: a ``pynq.Overlay`` (e.g. :class:`zskip.overlay.ZskipOverlay`) or
-            an :class:`~zskip.host.emulated_board.EmulatedBoard`.
+        overlay: a loaded ``pynq.Overlay`` (e.g. :class:`zskip.overlay.ZskipOverlay`),
+            an :class:`~zskip.host.emulated_board.EmulatedBoard`, or the path of a
+            zskip.bit (None: the default bitfile) to load as a ``ZskipOverlay``.
+        board: the boards.ini section the bitstream was built for; sets
+            ``limits`` (the compiled maxima). Default: the overlay's own
+            ``limits`` if it has one, else the defaults of hls/common/config.h.
         interface: the parsed top function (default: the shipped HLS source).
         expected_version: the ZSKIP_VERSION this driver accepts (default: the
             shipped hls/common/version.h).
@@ -59,9 +81,17 @@ class PynqDevice:
             HLS source declares, or its version register differs from ZSKIP_VERSION.
     """
 
-    def __init__(self, overlay, interface: Optional[TopInterface] = None,
-                 expected_version: Optional[int] = None, probe_timeout_s: float = 5.0):
+    def __init__(self, overlay=None, interface: Optional[TopInterface] = None,
+                 expected_version: Optional[int] = None, probe_timeout_s: float = 5.0,
+                 board: Optional[str] = None, close_overlay: bool = False):
+        if overlay is None or isinstance(overlay, (str, os.PathLike)):
+            from ..overlay.zskip_overlay import ZskipOverlay
+            overlay = ZskipOverlay(overlay)
         self.overlay = overlay
+        self._close_overlay = close_overlay
+        #: the compiled maxima descriptors are checked against (``program.Limits``)
+        self.limits = board_limits(board) if board is not None else (
+            getattr(overlay, "limits", None) or board_limits(None))
         self.interface = interface if interface is not None else load_top()
         self.ip_name, self.ip = _find_ip(overlay, ip_identity().vlnv)
         self.name = f"pynq:{self.ip_name}"
@@ -133,6 +163,8 @@ class PynqDevice:
         for buf in self._buffers:
             buf.freebuffer()
         self._buffers.clear()
+        if self._close_overlay and hasattr(self.overlay, "close"):
+            self.overlay.close()
 
     def __enter__(self):
         return self
@@ -190,13 +222,17 @@ def _close_if_alive(ref) -> None:
         device.close()
 
 
-def open_pynq_device(bitfile: Optional[str] = None) -> PynqDevice:
-    """Load the zskip overlay on this board (default bitfile: next to zskip.overlay) and open it."""
+def open_pynq_device(bitfile: Optional[str] = None, board: Optional[str] = None) -> PynqDevice:
+    """Load the zskip overlay on this board (default bitfile: next to zskip.overlay) and open it.
+
+    ``board``: the boards.ini section the bitstream was built for (its maxima).
+    """
     from ..overlay.zskip_overlay import ZskipOverlay
-    return PynqDevice(ZskipOverlay(bitfile))
+    return PynqDevice(ZskipOverlay(bitfile), board=board)
 
 
-def open_remote_device(host: str, bitfile: Optional[str] = None, port: Optional[int] = None) -> PynqDevice:
+def open_remote_device(host: str, bitfile: Optional[str] = None, port: Optional[int] = None,
+                       board: Optional[str] = None) -> PynqDevice:
     """Load the zskip overlay on the PYNQ board at ``host`` through PYNQ's RemoteDevice (pynq >= 3.1)."""
     if not host or not isinstance(host, str):
         raise ValueError(f"host must be a board's host name or IP address, got {host!r}")
@@ -209,4 +245,20 @@ def open_remote_device(host: str, bitfile: Optional[str] = None, port: Optional[
         remote = RemoteDevice(0, host, port if port is not None else PYNQ_PORT)
     except Exception as exc:
         raise DeviceError(f"cannot reach the PYNQ remote server on {host}: {exc}") from exc
-    return PynqDevice(ZskipOverlay(bitfile, device=remote))
+    return PynqDevice(ZskipOverlay(bitfile, device=remote), board=board)
+
+
+def open_emulated_board_device(board: Optional[str] = None, precision: str = "float32",
+                               hang: bool = False) -> PynqDevice:
+    """This driver on an :class:`~zskip.host.emulated_board.EmulatedBoard` running the C-sim kernels.
+
+    ``board``: boards.ini section whose sizes the kernels are compiled with
+    (None: config.h defaults, as the emu backend); closing the device stops the board.
+    """
+    from .emulated_board import EmulatedBoard
+    emulated = EmulatedBoard(board=board, precision=precision, hang=hang)
+    try:
+        return PynqDevice(emulated, close_overlay=True)
+    except Exception:
+        emulated.close()
+        raise

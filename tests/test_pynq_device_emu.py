@@ -116,3 +116,32 @@ def test_descriptor_beyond_its_buffer_is_a_bus_fault_not_a_crash(device):
     with pytest.raises(DeviceTimeout, match="AP_DONE"):
         device.run(bufs, n_desc=1, timeout_s=0.5)
     assert "act buffer" in str(device.ip.fault)
+
+
+def test_lenet_training_step_through_the_driver_matches_reference():
+    """A whole LeNet-5 step (every op of the training loop) via Accelerator -> PynqDevice -> emulated board."""
+    from zskip.host.accelerator import Accelerator
+    from zskip.host.pynq_device import open_emulated_board_device
+    from zskip.models.networks import get_model
+    from zskip.models.ops import ReferenceOps
+    from zskip.models.step import train_step
+
+    model = get_model("lenet5")
+    params = model.init_params(seed=3)
+    velocities = {k: np.zeros_like(v) for k, v in params.items()}
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 1, 28, 28)).astype(np.float32) * (rng.random((4, 1, 28, 28)) > 0.7)
+    y = rng.integers(0, 10, 4)
+    args = dict(lr=0.05, momentum=0.9, weight_decay=1e-4, account=False)
+    expected = train_step(ReferenceOps(), model, params, velocities, x, y, **args)
+    device = open_emulated_board_device()
+    try:
+        acc = Accelerator(device)
+        got = train_step(acc, model, params, velocities, x, y, **args)
+        assert device.ip.starts > 10  # one start per op: the driver really ran each of them
+    finally:
+        device.close()
+    assert device.overlay.device.allocated == 0  # every buffer freed, board stopped
+    assert got.loss == pytest.approx(expected.loss, rel=1e-5)
+    for key in params:
+        np.testing.assert_allclose(got.params[key], expected.params[key], rtol=1e-4, atol=1e-5, err_msg=key)
