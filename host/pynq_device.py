@@ -139,6 +139,17 @@ class PynqDevice:
                 [0, 2**32 - 1], or ``timeout_s`` is not positive.
             DeviceTimeout: AP_DONE not seen within ``timeout_s``.
         """
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.start(buffers, n_desc)
+        return self.wait(timeout_s)
+
+    def start(self, buffers: Mapping[str, object], n_desc: int) -> None:
+        """Write the registers and raise AP_START without waiting (see :meth:`run`).
+
+        With :meth:`wait` this lets the host pack the next mini-batch into a
+        second set of buffers while the IP runs (ping-pong).
+        """
         self._check_open()
         expected = self.interface.pointer_arguments
         if set(buffers) != set(expected):
@@ -146,12 +157,20 @@ class PynqDevice:
                              f"{sorted(set(expected) - set(buffers))}, unknown {sorted(set(buffers) - set(expected))}")
         if not isinstance(n_desc, (int, np.integer)) or not 0 <= int(n_desc) <= _UINT32_MAX:
             raise ValueError(f"n_desc must be an integer in [0, {_UINT32_MAX}], got {n_desc!r}")
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         for name, buf in buffers.items():
             if getattr(buf, "device_address", None) is None:
                 raise ValueError(f"buffer {name!r} has no device_address: allocate it with Device.allocate")
         self._start(buffers, int(n_desc))
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        """Wait for AP_DONE of the last :meth:`start`; returns the ``cycles`` register.
+
+        Raises:
+            DeviceTimeout: AP_DONE not seen within ``timeout_s``.
+        """
+        self._check_open()
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         self._wait(timeout_s)
         return self._read_output("cycles")
 

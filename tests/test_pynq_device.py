@@ -157,3 +157,21 @@ def test_pointer_outside_device_memory_stalls_the_ip(device):
     with pytest.raises(DeviceTimeout):
         device.run(bufs, n_desc=1, timeout_s=0.1)
     assert "outside every allocated buffer" in str(device.ip.fault)
+
+
+def test_start_returns_before_the_ip_finishes_and_wait_collects_cycles(device):
+    """start() does not block: the host can prepare the next batch meanwhile (ping-pong)."""
+    import threading
+    release = threading.Event()
+    kernel = device.ip.kernel
+
+    def slow_kernel(arrays, n_desc):
+        release.wait(5)
+        return kernel(arrays, n_desc)
+
+    device.ip.kernel = slow_kernel
+    bufs = buffers(device, 4)
+    device.start(bufs, n_desc=3)
+    assert not device.ip.register_map.CTRL.AP_DONE  # still running
+    release.set()
+    assert device.wait(timeout_s=5) == 10 * 3 + 7 + (1 << 33)

@@ -225,6 +225,10 @@ def section_clock(name):
     return parser[name]["clock_mhz"]
 
 
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+
+
+@needs_make
 def test_make_dry_run_runs_hls_then_vivado_for_the_board():
     proc = subprocess.run(["make", "-n", "-C", str(ROOT / "overlay"), "BOARD=kv260",
                            f"PYTHON={sys.executable}"],
@@ -239,6 +243,7 @@ def test_make_dry_run_runs_hls_then_vivado_for_the_board():
     assert (Path(ap_types) / "ap_fixed.h").is_file()
 
 
+@needs_make
 def test_make_without_tools_is_a_clear_error():
     proc = subprocess.run(["make", "-C", str(ROOT / "overlay"), "hls", "VITIS_HLS=vitis_hls_not_installed"],
                           capture_output=True, text=True, timeout=60)
