@@ -75,6 +75,8 @@ class PynqDevice:
         expected_version: the ZSKIP_VERSION this driver accepts (default: the
             shipped hls/common/version.h).
         probe_timeout_s: timeout of the version probe run at open.
+        close_overlay: also ``close()`` the overlay when this device closes
+            (for an emulated board this device created).
 
     Raises:
         DeviceError: the overlay lacks the IP, its register map lacks a field the
@@ -110,10 +112,13 @@ class PynqDevice:
 
     # -- Device protocol -------------------------------------------------
     def allocate(self, shape, dtype=np.float32):
-        """A zeroed, device-reachable buffer of ``shape`` and ``dtype``; freed on close."""
+        """A device-reachable buffer of ``shape`` and ``dtype``, zero on host and device; freed on close."""
         self._check_open()
         buf = _allocate(self._target, shape, dtype)
         self._buffers.append(buf)
+        # CMA memory is not cleared by the allocator
+        buf.fill(0)
+        buf.sync_to_device()
         return buf
 
     def version(self, timeout_s: float = 5.0) -> int:
