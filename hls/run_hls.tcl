@@ -46,39 +46,58 @@ set top_source [file join $hls_dir $top $top.cpp]
 if {$top_source ni $sources} {
     error "top function source $top_source not found"
 }
-set testbench [file join $hls_dir $top ${top}_tb.cpp]
-
 set build_dir [zskip_build_dir [dict get $zskip_args BUILD] [dict get $board name]]
 file mkdir $build_dir
 cd $build_dir
 
-open_project -reset [zskip_hls_project]
-set_top $top
-foreach src $sources {
-    add_files $src -cflags $cflags
+# One Vitis HLS project: the kernel sources, at most one testbench (one main).
+proc zskip_open {project testbench} {
+    global top sources cflags board
+    open_project -reset $project
+    set_top $top
+    foreach src $sources {
+        add_files -cflags $cflags $src
+    }
+    if {$testbench ne ""} {
+        add_files -tb -cflags $cflags $testbench
+    }
+    open_solution -reset [zskip_hls_solution] -flow_target vivado
+    set_part [dict get $board part]
+    create_clock -period [expr {1000.0 / [dict get $board clock_mhz]}] -name default
 }
-if {[file exists $testbench]} {
-    add_files -tb $testbench -cflags $cflags
-} elseif {"csim" in $zskip_steps || "cosim" in $zskip_steps} {
-    error "csim/cosim need the testbench $testbench"
-}
-open_solution -reset [zskip_hls_solution] -flow_target vivado
-set_part [dict get $board part]
-create_clock -period [expr {1000.0 / [dict get $board clock_mhz]}] -name default
 
+# C simulation runs every kernel's testbench, each in its own project since
+# each has a main(); a testbench returns nonzero on mismatch, failing csim.
 if {"csim" in $zskip_steps} {
-    csim_design
+    set testbenches [lsort [glob -nocomplain [file join $hls_dir * *_tb.cpp]]]
+    if {[llength $testbenches] == 0} {
+        error "csim: no testbench hls/<kernel>/<kernel>_tb.cpp found"
+    }
+    foreach testbench $testbenches {
+        zskip_open zskip_csim_[file rootname [file tail $testbench]] $testbench
+        csim_design
+        close_project
+    }
 }
-if {"csynth" in $zskip_steps} {
-    csynth_design
+
+# Synthesis, co-simulation (driven by the top function's testbench) and export.
+set top_testbench [file join $hls_dir $top ${top}_tb.cpp]
+if {"cosim" in $zskip_steps && ![file exists $top_testbench]} {
+    error "cosim needs the top function's testbench $top_testbench"
 }
-if {"cosim" in $zskip_steps} {
-    cosim_design
-}
-if {"export" in $zskip_steps} {
-    export_design -format ip_catalog -rtl verilog \
-        -vendor [dict get $ip vendor] -library [dict get $ip library] \
-        -ipname $top -version [dict get $ip version] \
-        -description "zskip zero-skipping CNN training accelerator ([dict get $board name])"
+if {[llength [lsearch -all -inline -not -exact $zskip_steps csim]] > 0} {
+    zskip_open [zskip_hls_project] [expr {[file exists $top_testbench] ? $top_testbench : ""}]
+    if {"csynth" in $zskip_steps} {
+        csynth_design
+    }
+    if {"cosim" in $zskip_steps} {
+        cosim_design
+    }
+    if {"export" in $zskip_steps} {
+        export_design -format ip_catalog -rtl verilog \
+            -vendor [dict get $ip vendor] -library [dict get $ip library] \
+            -ipname $top -version [dict get $ip version] \
+            -description "zskip zero-skipping CNN training accelerator ([dict get $board name])"
+    }
 }
 exit

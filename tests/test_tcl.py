@@ -128,9 +128,9 @@ def test_run_hls_names_agree_with_sources_and_board_data(board_name, tmp_path):
     assert calls_of(calls, "set_top") == [[identity.top]]
     assert load_top().function == identity.top  # the C++ defines the function set_top names
     sources = [c for c in calls_of(calls, "add_files") if c[0] != "-tb"]
-    assert str(TOP_SOURCE) in [s[0] for s in sources]
+    assert str(TOP_SOURCE) in [s[-1] for s in sources]
     for words in calls_of(calls, "add_files"):
-        path = Path(words[1] if words[0] == "-tb" else words[0])
+        path = Path(words[-1])
         assert path.is_file(), f"run_hls.tcl adds a missing file {path}"
         cflags = option(words, "-cflags").split()
         for macro, value in board.hls_defines.items():
@@ -147,6 +147,21 @@ def test_run_hls_names_agree_with_sources_and_board_data(board_name, tmp_path):
     project = calls_of(calls, "open_project")[0][-1]
     solution = option(calls_of(calls, "open_solution")[0], "-reset")
     assert (build / project / solution).parent.parent == build
+
+
+@needs_top
+def test_csim_runs_each_kernel_testbench_in_its_own_project(tmp_path):
+    testbenches = sorted((ROOT / "hls").glob("*/*_tb.cpp"))
+    args = ["BOARD=pynq-z2", "STEPS=csim", f"BUILD={tmp_path / 'build'}"]
+    if not testbenches:
+        with pytest.raises(AssertionError, match=r"csim: no testbench hls/<kernel>/<kernel>_tb.cpp found"):
+            run_stubbed(RUN_HLS, args, tmp_path)
+        return
+    calls = run_stubbed(RUN_HLS, args, tmp_path)
+    assert len(calls_of(calls, "csim_design")) == len(testbenches)
+    added_tbs = [c[-1] for c in calls_of(calls, "add_files") if c[0] == "-tb"]
+    assert added_tbs == [str(t) for t in testbenches]
+    assert calls_of(calls, "csynth_design") == [] and calls_of(calls, "export_design") == []
 
 
 def test_pynq_driver_binds_to_the_exported_vlnv():
