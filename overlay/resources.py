@@ -184,12 +184,13 @@ def estimate(board: Board, structs: Optional[List[OnchipStruct]] = None) -> Esti
 
 def markdown_table(estimates: List[Estimate]) -> str:
     """The table of overlay/README.md (a test keeps the README equal to it)."""
-    rows = ["| board | PE lanes | on-chip KiB | BRAM36 used / total | URAM used / total "
-            "| DSP float32 / total | DSP fixed16 | fits (80 %) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| board | PE lanes | max ch / dim / ksize / features | on-chip KiB | BRAM36 used / total "
+            "| URAM used / total | DSP float32 / total | DSP fixed16 | fits (80 %) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for e in estimates:
         b = e.limits
-        rows.append(f"| {e.board} | {b.pe_lanes} | {e.total_bytes / 1024:.1f} | {e.bram36} / {b.bram36} "
+        rows.append(f"| {e.board} | {b.pe_lanes} | {b.max_ch} / {b.max_dim} / {b.max_ksize} / {b.max_features} "
+                    f"| {e.total_bytes / 1024:.1f} | {e.bram36} / {b.bram36} "
                     f"| {e.uram} / {b.uram} | {e.dsp_float32} / {b.dsp} | {e.dsp_fixed16} "
                     f"| {'yes' if e.fits() else 'NO'} |")
     return "\n".join(rows) + "\n"

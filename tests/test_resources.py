@@ -76,3 +76,18 @@ def test_readme_table_is_the_current_estimate(estimates):
     assert m, "overlay/README.md lacks the resources-table markers"
     assert m.group(1) == R.markdown_table(estimates), \
         "overlay/README.md is stale: paste the output of `python -m zskip.overlay.resources`"
+
+
+def test_readme_lenet_requirements_follow_the_model():
+    from zskip.models.networks import Conv, Linear, MaxPool, get_model
+    model = get_model("lenet5")
+    need = {"ch": 0, "dim": 0, "ksize": 0, "features": 0}
+    for layer, (shape_in, shape_out) in zip(model.layers, model.shapes()):
+        if isinstance(layer, (Conv, MaxPool)):
+            need["ch"] = max(need["ch"], shape_in[0], shape_out[0])
+            need["dim"] = max(need["dim"], *shape_in[1:], *shape_out[1:])
+            need["ksize"] = max(need["ksize"], layer.kernel if isinstance(layer, Conv) else layer.size)
+        elif isinstance(layer, Linear):
+            need["features"] = max(need["features"], shape_in[0], shape_out[0])
+    sentence = "LeNet-5 needs max ch {ch}, dim {dim}, ksize {ksize}, features {features}".format(**need)
+    assert sentence in " ".join(README.read_text().split())
