@@ -1,0 +1,44 @@
+// Packing of 1-bit tensors in the bits arena: bit i of word j is element
+// 32 * j + i (row-major). A bit tensor starts at a word boundary and owns its
+// last word, so a writer never needs a read-modify-write.
+#ifndef ZSKIP_BITS_H
+#define ZSKIP_BITS_H
+
+#include <stdint.h>
+
+namespace zskip {
+
+// Sequential writer: collects 32 bits, then stores one word.
+struct bit_writer {
+    uint32_t *dst;
+    uint32_t word;
+    unsigned fill;
+
+    explicit bit_writer(uint32_t *d) : dst(d), word(0), fill(0) {}
+
+    void put(bool bit) {
+        word |= (uint32_t)bit << fill;
+        if (++fill == 32) {
+            *dst++ = word;
+            word = 0;
+            fill = 0;
+        }
+    }
+
+    // Stores the last partial word (its unused high bits are zero).
+    void flush() {
+        if (fill) {
+            *dst++ = word;
+            word = 0;
+            fill = 0;
+        }
+    }
+};
+
+inline bool get_bit(const uint32_t *src, uint64_t index) {
+    return (src[index >> 5] >> (index & 31u)) & 1u;
+}
+
+}  // namespace zskip
+
+#endif

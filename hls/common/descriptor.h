@@ -1,0 +1,126 @@
+// The program format: the single place where descriptor fields, opcodes,
+// flags, the stats record and error codes are defined. host/program.py
+// parses these enums at import (one `NAME = value,` per line), so the field
+// order is written here only.
+//
+// A program is n_desc descriptors of D_WORDS uint32 words each. Offsets are
+// in 32-bit words into the arena named in the field's comment; shapes are
+// element counts. Fields whose name ends in _F32 hold float32 bit patterns.
+#ifndef ZSKIP_DESCRIPTOR_H
+#define ZSKIP_DESCRIPTOR_H
+
+namespace zskip {
+
+enum zskip_opcode {
+    OP_CONV_FWD = 1,
+    OP_CONV_BWD_DATA = 2,
+    OP_CONV_BWD_WEIGHT = 3,
+    OP_MAXPOOL_FWD = 4,
+    OP_MAXPOOL_BWD = 5,
+    OP_FC_FWD = 6,
+    OP_FC_BWD_DATA = 7,
+    OP_FC_BWD_WEIGHT = 8,
+    OP_SGD_UPDATE = 9,
+    OP_SOFTMAX_XENT = 10,
+};
+
+enum zskip_flag {
+    FLAG_SKIP_ZEROS = 1,
+    FLAG_RELU = 2,
+    FLAG_HAS_OUT_MASK = 4,
+};
+
+enum zskip_field {
+    D_OPCODE = 0,
+    D_FLAGS = 1,
+    D_N = 2,
+    D_C = 3,
+    D_H = 4,
+    D_W = 5,
+    D_K = 6,
+    D_R = 7,
+    D_S = 8,
+    D_STRIDE = 9,
+    D_PAD = 10,
+    D_COUNT = 11,
+    D_X = 12,
+    D_Y = 13,
+    D_WGT = 14,
+    D_BIAS = 15,
+    D_VEL = 16,
+    D_DY = 17,
+    D_DX = 18,
+    D_DW = 19,
+    D_DB = 20,
+    D_LOSS = 21,
+    D_MASK_OUT = 22,
+    D_MASK_IN = 23,
+    D_ARGMAX = 24,
+    D_LABELS = 25,
+    D_LR_F32 = 26,
+    D_MOMENTUM_F32 = 27,
+    D_WEIGHT_DECAY_F32 = 28,
+    D_WORDS = 32,
+};
+// Meaning of the fields per opcode (arena in brackets):
+//   N batch; C input channels (fc: input features, softmax: classes); H, W
+//   input height and width (fc: 1); K output channels (fc: output features);
+//   R, S kernel size (maxpool: R = window size); STRIDE; PAD; COUNT element
+//   count (sgd).
+//   X [act] layer input / logits      Y [act] layer output
+//   WGT [wgt] weights / parameters    BIAS [wgt] bias     VEL [wgt] momentum
+//   DY [grad] gradient of the op's output (pre-activation)
+//   DX [grad] gradient of the op's input / dlogits
+//   DW [grad] weight gradient (sgd: the gradient it applies)
+//   DB [grad] bias gradient           LOSS [grad] one word, the mean loss
+//   MASK_OUT [bits] y > 0, written with RELU (maxpool: RELU = input is post-ReLU)
+//   MASK_IN [bits] ReLU mask of the op's input, read with HAS_OUT_MASK
+//   ARGMAX [bits] one uint32 flat index h * W + w per pooled output
+//   LABELS [bits] one uint32 class index per sample
+// Bit tensors: bit i of word j is element 32 * j + i in row-major order; a
+// bit tensor starts at a word boundary and owns its last word.
+
+// Per-descriptor record written to the stats arena (S_WORDS words at
+// d * S_WORDS). Fields ending in _LO are the low word of a uint64 whose high
+// word follows (_HI).
+enum zskip_stat {
+    S_ERROR = 0,
+    S_OPCODE = 1,
+    S_CYCLES_LO = 2,
+    S_CYCLES_HI = 3,
+    S_MACS_EXECUTED_LO = 4,
+    S_MACS_EXECUTED_HI = 5,
+    S_MACS_DENSE_LO = 6,
+    S_MACS_DENSE_HI = 7,
+    S_LOAD_ITERS_LO = 8,
+    S_LOAD_ITERS_HI = 9,
+    S_SCAN_ITERS_LO = 10,
+    S_SCAN_ITERS_HI = 11,
+    S_ENC_ITERS_LO = 12,
+    S_ENC_ITERS_HI = 13,
+    S_MAC_ITERS_LO = 14,
+    S_MAC_ITERS_HI = 15,
+    S_WB_ITERS_LO = 16,
+    S_WB_ITERS_HI = 17,
+    S_MAC_STALLS_LO = 18,
+    S_MAC_STALLS_HI = 19,
+    S_WORDS = 32,
+};
+
+// S_ERROR values. The interpreter stops at the first failing descriptor.
+enum zskip_error {
+    ERR_NONE = 0,
+    ERR_OPCODE = 1,
+    ERR_BATCH = 2,
+    ERR_CHANNELS = 3,
+    ERR_DIM = 4,
+    ERR_KSIZE = 5,
+    ERR_STRIDE = 6,
+    ERR_PAD = 7,
+    ERR_COUNT = 8,
+    ERR_LABEL = 9,
+};
+
+}  // namespace zskip
+
+#endif

@@ -1,0 +1,314 @@
+// The zero-skipping engine shared by every convolution and fully-connected
+// pass: a templated sparse scatter.
+//
+//   compaction:  walk one operand plane, emit the list of its nonzeros
+//                (index, value); dense mode emits every element.
+//   encoder:     for one emitted element, enumerate its valid taps (only taps
+//                that land inside the target, stride handled by construction)
+//                and, per tap, the channels named by a bit set (all ones, a
+//                ReLU mask, or the nonzeros of x) with a priority encoder; the
+//                result is the element's item list. The encoder takes 32
+//                candidate channel bits per cycle from the concatenation of
+//                the taps' sets (a 32-bit window, so several narrow taps share
+//                a cycle): ceil(taps * channels / 32) iterations per element.
+//   MAC:         pe_lanes lanes consume the item list, acc[a] += B[b] * v,
+//                in ceil(items / pe_lanes) iterations of an II=1 pipeline.
+//
+// The loop trip counts are the numbers of nonzeros and of live items, so a
+// zero operand or a masked output costs no MAC iteration.
+//
+// Accumulator hazard (why the MAC loop keeps II=1): within one element the
+// item addresses are pairwise distinct (a tap maps to one target position
+// and each channel appears once per tap), so the lanes of one iteration never
+// collide and DEPENDENCE inter false holds inside an element. Across
+// elements an address can repeat while its previous read-add-write is still
+// in flight; a scoreboard (acc_scoreboard below) delays an iteration until
+// every one of its addresses was last issued at least ACC_LATENCY cycles
+// earlier. Those stall cycles are counted (mac_stalls) and enter the cycles.
+#ifndef ZSKIP_SPARSE_SCATTER_H
+#define ZSKIP_SPARSE_SCATTER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "counters.h"
+#include "types.h"
+
+namespace zskip {
+
+// Valid taps along one axis: for each source coordinate u, the kernel
+// offsets r that reach a target coordinate, and that target.
+template <class CFG>
+struct tap_axis {
+    uint8_t n[CFG::max_dim];
+    uint8_t r[CFG::max_dim][CFG::max_ksize];
+    uint8_t t[CFG::max_dim][CFG::max_ksize];
+};
+
+// Scatter from an input coordinate h to the outputs it feeds (forward):
+// oh = (h + pad - r) / stride for the r with an exact quotient in [0, out_len).
+template <class CFG>
+void build_axis_from_input(tap_axis<CFG> &ax, unsigned in_len, unsigned out_len,
+                           unsigned ksize, unsigned stride, unsigned pad) {
+    static const unsigned DIM_MAX = CFG::max_dim;
+AXIS_IN:
+    for (unsigned u = 0; u < in_len; ++u) {
+#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
+        unsigned n = 0;
+        // first r congruent to u + pad modulo stride: only valid taps are visited
+        for (unsigned r = (u + pad) % stride; r < ksize; r += stride) {
+            int num = (int)(u + pad) - (int)r;
+            if (num < 0) break;
+            unsigned o = (unsigned)num / stride;
+            if (o < out_len) {
+                ax.r[u][n] = (uint8_t)r;
+                ax.t[u][n] = (uint8_t)o;
+                ++n;
+            }
+        }
+        ax.n[u] = (uint8_t)n;
+    }
+}
+
+// Scatter from an output coordinate oh back to the inputs it reads
+// (backward): h = oh * stride + r - pad for the r with h in [0, in_len).
+template <class CFG>
+void build_axis_from_output(tap_axis<CFG> &ax, unsigned out_len, unsigned in_len,
+                            unsigned ksize, unsigned stride, unsigned pad) {
+    static const unsigned DIM_MAX = CFG::max_dim;
+AXIS_OUT:
+    for (unsigned u = 0; u < out_len; ++u) {
+#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
+        unsigned n = 0;
+        for (unsigned r = 0; r < ksize; ++r) {
+            int h = (int)(u * stride + r) - (int)pad;
+            if (h >= 0 && (unsigned)h < in_len) {
+                ax.r[u][n] = (uint8_t)r;
+                ax.t[u][n] = (uint8_t)h;
+                ++n;
+            }
+        }
+        ax.n[u] = (uint8_t)n;
+    }
+}
+
+// Where one element's items read and write. For a tap (r, s) reaching the
+// target position p = t_row * target_w + t_col:
+//   a = a0 + a_pos * p + a_tap * (r * ksize_s + s) + channel
+//   b = b0 + b_pos * p + b_tap * (r * ksize_s + s) + channel
+//   channel set = sets[set_pos * p .. + words)
+struct scatter_map {
+    unsigned a0, a_pos, a_tap;
+    unsigned b0, b_pos, b_tap;
+    unsigned set_pos, words;
+    unsigned target_w, ksize_s;
+    unsigned channels;  // candidate bits per tap
+};
+
+// Per-element working lists of the engine (part of each kernel's on-chip
+// struct).
+template <class CFG, class V>
+struct scatter_lists {
+    static const unsigned PLANE = CFG::max_dim * CFG::max_dim;
+    static const unsigned ITEMS = CFG::max_ksize * CFG::max_ksize * CFG::max_ch;
+    V nz_val[PLANE];
+    uint8_t nz_row[PLANE];
+    uint8_t nz_col[PLANE];
+    uint32_t item_a[ITEMS];
+    uint32_t item_b[ITEMS];
+};
+
+// Number of 32-bit words of a channel bit set.
+template <class CFG>
+struct set_words {
+    static const unsigned value = (CFG::max_ch + 31) / 32;
+};
+
+// A bit set with every channel < channels set (dense channel enumeration).
+template <class CFG>
+void fill_all_ones(uint32_t *set, unsigned channels) {
+    static const unsigned WORDS = set_words<CFG>::value;
+ONES:
+    for (unsigned w = 0; w < WORDS; ++w) {
+#pragma HLS UNROLL
+        unsigned lo = w * 32;
+        set[w] = channels >= lo + 32 ? 0xFFFFFFFFu : (channels > lo ? (1u << (channels - lo)) - 1u : 0u);
+    }
+}
+
+// Compaction stage: one pass over a plane of rows x cols elements of src
+// (float32 in device memory), quantised to V. Emits nonzeros (all elements in
+// dense mode) and counts macs_dense for the plane: an element at (u, v) feeds
+// rows.n[u] * cols.n[v] taps of `channels` channels each. When `sum` is given
+// the emitted values are also added to it (the bias gradient).
+template <class CFG, class V>
+unsigned compact_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip_zeros,
+                       const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
+                       scatter_lists<CFG, V> &lists, kernel_counters &cnt, acc_t *sum = 0) {
+    static const unsigned DIM_MAX = CFG::max_dim;
+    unsigned n = 0, i = 0;
+    uint64_t dense = 0;
+SCAN_ROW:
+    for (unsigned u = 0; u < rows_n; ++u) {
+#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
+        unsigned taps_row = rows.n[u] * channels;
+    SCAN_COL:
+        for (unsigned v = 0; v < cols_n; ++v, ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
+// one element per cycle: the plane arrives as one float per m_axi beat
+#pragma HLS PIPELINE II=1
+            ++cnt.scan_iters;
+            dense += (uint64_t)taps_row * cols.n[v];
+            V x = from_f32<V>(src[i]);
+            if (!skip_zeros || x != 0) {
+                lists.nz_val[n] = x;
+                lists.nz_row[n] = (uint8_t)u;
+                lists.nz_col[n] = (uint8_t)v;
+                ++n;
+                if (sum) *sum += x;
+            }
+        }
+    }
+    cnt.macs_dense += dense;
+    return n;
+}
+
+// Issue clock of the MAC stage and the last issue cycle of each accumulator
+// address. In hardware the same answer comes from comparing an iteration's
+// addresses with those of the last ACC_LATENCY issued iterations (a small
+// history of ACC_LATENCY x pe_lanes addresses); C simulation keeps one issue
+// stamp per accumulator address instead, which gives the same stall counts
+// without P * P * ACC_LATENCY comparisons per iteration. Only the counters
+// depend on it, never the arithmetic.
+template <unsigned SIZE>
+struct acc_scoreboard {
+    uint64_t now;
+#ifndef __SYNTHESIS__
+    uint64_t stamp[SIZE];
+#endif
+    // stamps start at 0 (static storage) and `now` never goes back, so
+    // stamps of earlier descriptors are always old enough
+    acc_scoreboard() : now(ACC_LATENCY) {}
+};
+
+// Encoder + MAC stages for one emitted element of value v at (u, vcol).
+// Returns the element's cycles: the two stages run as a DATAFLOW pair, so
+// max(encoder, MAC iterations + stalls).
+template <class CFG, class A, class B, class V, unsigned SB>
+uint64_t scatter_element(V v, unsigned u, unsigned vcol, const tap_axis<CFG> &rows,
+                         const tap_axis<CFG> &cols, const scatter_map &m, const uint32_t *sets,
+                         A *acc, const B *bsrc, scatter_lists<CFG, V> &lists, acc_scoreboard<SB> &sb,
+                         kernel_counters &cnt) {
+    static const unsigned P = CFG::pe_lanes;
+    static const unsigned KS_MAX = CFG::max_ksize;
+    static const unsigned WORDS_MAX = set_words<CFG>::value;
+    static const unsigned ITER_MAX = scatter_lists<CFG, V>::ITEMS / CFG::pe_lanes;
+    unsigned n_items = 0;
+    uint64_t candidates = 0;
+ENC_ROW:
+    for (unsigned i = 0; i < rows.n[u]; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=KS_MAX
+    ENC_COL:
+        for (unsigned j = 0; j < cols.n[vcol]; ++j) {
+#pragma HLS LOOP_TRIPCOUNT max=KS_MAX
+            unsigned p = rows.t[u][i] * m.target_w + cols.t[vcol][j];
+            unsigned tap = rows.r[u][i] * m.ksize_s + cols.r[vcol][j];
+            unsigned a = m.a0 + m.a_pos * p + m.a_tap * tap;
+            unsigned b = m.b0 + m.b_pos * p + m.b_tap * tap;
+            const uint32_t *set = sets + m.set_pos * p;
+            candidates += m.channels;
+        ENC_WORD:
+            for (unsigned w = 0; w < m.words; ++w) {
+#pragma HLS LOOP_TRIPCOUNT max=WORDS_MAX
+// 32 candidate bits per cycle; the compaction network below emits up to 32 items
+#pragma HLS PIPELINE II=1
+                uint32_t bits = set[w];
+                unsigned base = w * 32;
+#ifdef __SYNTHESIS__
+            ENC_BIT:
+                for (unsigned bit = 0; bit < 32; ++bit) {
+#pragma HLS UNROLL
+                    if ((bits >> bit) & 1u) {
+                        lists.item_a[n_items] = a + base + bit;
+                        lists.item_b[n_items] = b + base + bit;
+                        ++n_items;
+                    }
+                }
+#else
+                // same item list in the same order, found with count-trailing-zeros
+                while (bits) {
+                    unsigned bit = (unsigned)__builtin_ctz(bits);
+                    bits &= bits - 1u;
+                    lists.item_a[n_items] = a + base + bit;
+                    lists.item_b[n_items] = b + base + bit;
+                    ++n_items;
+                }
+#endif
+            }
+        }
+    }
+    // the encoder's 32-bit window advances once per 32 candidate bits
+    const uint64_t enc = (candidates + 31) / 32;
+    unsigned iters = (n_items + P - 1) / P;
+    const uint64_t start = sb.now;
+MAC:
+    for (unsigned it = 0; it < iters; ++it) {
+#pragma HLS LOOP_TRIPCOUNT max=ITER_MAX
+// P lanes per cycle; addresses are distinct within the element (see top)
+#pragma HLS PIPELINE II=1
+#pragma HLS DEPENDENCE variable=acc inter false
+        unsigned first = it * P;
+        unsigned last = first + P < n_items ? first + P : n_items;
+        uint64_t issue = sb.now;
+#ifndef __SYNTHESIS__
+    HAZARD:
+        for (unsigned i = first; i < last; ++i) {
+            uint64_t ready = sb.stamp[lists.item_a[i]] + ACC_LATENCY;
+            issue = ready > issue ? ready : issue;
+        }
+#endif
+    LANE:
+        for (unsigned i = first; i < last; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=P
+            acc[lists.item_a[i]] += bsrc[lists.item_b[i]] * v;
+#ifndef __SYNTHESIS__
+            sb.stamp[lists.item_a[i]] = issue;
+#endif
+        }
+        sb.now = issue + 1;
+    }
+    const uint64_t mac_cycles = sb.now - start;
+    cnt.enc_iters += enc;
+    cnt.mac_iters += iters;
+    cnt.mac_stalls += mac_cycles - iters;
+    cnt.macs_executed += n_items;
+    return max2(enc, mac_cycles);
+}
+
+// One operand plane through the engine: compaction, then every emitted
+// element. The compaction of the plane overlaps the elements' work
+// (DATAFLOW over a FIFO of nonzeros), so the plane costs
+// max(scan, sum of element cycles); consecutive planes of one image stream
+// through the same region, so the caller adds SCAN_DEPTH once per image.
+template <class CFG, class A, class B, class V, unsigned SB>
+uint64_t scatter_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip_zeros,
+                       const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
+                       const scatter_map &m, const uint32_t *sets, A *acc, const B *bsrc,
+                       scatter_lists<CFG, V> &lists, acc_scoreboard<SB> &sb, kernel_counters &cnt,
+                       acc_t *sum = 0) {
+    static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
+    uint64_t scan0 = cnt.scan_iters;
+    unsigned n = compact_plane<CFG, V>(src, rows_n, cols_n, skip_zeros, rows, cols, channels, lists, cnt, sum);
+    uint64_t elements = 0;
+ELEMENTS:
+    for (unsigned e = 0; e < n; ++e) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+        elements += scatter_element<CFG, A, B, V, SB>(lists.nz_val[e], lists.nz_row[e], lists.nz_col[e],
+                                                      rows, cols, m, sets, acc, bsrc, lists, sb, cnt);
+    }
+    return max2(cnt.scan_iters - scan0, elements);
+}
+
+}  // namespace zskip
+
+#endif

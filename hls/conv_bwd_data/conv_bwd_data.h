@@ -1,0 +1,151 @@
+// Backward-data convolution on the sparse-scatter engine:
+// dx = conv_transpose(dy, w), zero where the previous layer's ReLU mask is 0.
+// Input-type skipping: only nonzero dy elements are scattered. Output-type
+// skipping (Sarma et al.): the channel set of every target position is the
+// mask itself, walked by the priority encoder, so a masked dx is never
+// computed. Dense mode computes every dx and applies the mask at write-back.
+#ifndef ZSKIP_CONV_BWD_DATA_H
+#define ZSKIP_CONV_BWD_DATA_H
+
+#include <stdint.h>
+
+#include "../common/bits.h"
+#include "../common/config.h"
+#include "../common/counters.h"
+#include "../common/shapes.h"
+#include "../common/sparse_scatter.h"
+#include "../common/types.h"
+
+namespace zskip {
+
+template <class CFG>
+struct conv_bwd_data_onchip {
+    static const unsigned WSIZE = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
+    static const unsigned XSIZE = CFG::max_dim * CFG::max_dim * CFG::max_ch;
+    static const unsigned WORDS = set_words<CFG>::value;
+    wgt_t w[WSIZE];                                     // [k][r][s][c]
+    acc_t acc[2][XSIZE];                                // [h][w][c], double-buffered
+    uint32_t mask[2][CFG::max_dim * CFG::max_dim][WORDS];  // per position: channel bits
+    uint32_t ones[WORDS];
+    tap_axis<CFG> rows, cols;
+    scatter_lists<CFG, grad_t> lists;
+};
+
+// dy [N][K][OH][OW], w [K][C][R][S], out_mask bits [N][C][H][W] (read when
+// has_mask) -> dx [N][C][H][W]. Returns ERR_NONE or the shape error.
+template <class CFG>
+unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, const float *dy,
+                       const float *w, const uint32_t *out_mask, float *dx, kernel_counters &cnt) {
+    static conv_bwd_data_onchip<CFG> buf;
+    static acc_scoreboard<conv_bwd_data_onchip<CFG>::XSIZE> sb;
+    static const unsigned X_MAX = conv_bwd_data_onchip<CFG>::XSIZE;
+    static const unsigned CH_MAX = CFG::max_ch;
+    static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
+    static const unsigned BATCH = TRIP_BATCH;
+    const unsigned WORDS = conv_bwd_data_onchip<CFG>::WORDS;
+    unsigned err = check_conv_shape<CFG>(sh);
+    if (err) return err;
+    const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
+
+    unsigned wi = 0;
+LOAD_W_K:
+    for (unsigned k = 0; k < K; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+    LOAD_W_C:
+        for (unsigned c = 0; c < C; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+        LOAD_W_TAP:
+            for (unsigned t = 0; t < RS; ++t, ++wi) {
+#pragma HLS LOOP_TRIPCOUNT max=49
+// one weight per m_axi beat, stored [k][r][s][c] so a tap's channels are lanes
+#pragma HLS PIPELINE II=1
+                buf.w[(k * RS + t) * C + c] = from_f32<wgt_t>(w[wi]);
+            }
+        }
+    }
+CLEAR_ACC:
+    for (unsigned i = 0; i < PLANE * C; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=X_MAX
+#pragma HLS PIPELINE II=1
+        buf.acc[0][i] = 0;
+        buf.acc[1][i] = 0;
+    }
+    uint64_t load = (uint64_t)K * C * RS + (uint64_t)PLANE * C;
+    cnt.load_iters += load;
+    uint64_t cycles = load + LOAD_DEPTH;
+
+    fill_all_ones<CFG>(buf.ones, C);
+    build_axis_from_output<CFG>(buf.rows, sh.oh, sh.h, sh.r, sh.stride, sh.pad);
+    build_axis_from_output<CFG>(buf.cols, sh.ow, sh.w, sh.s, sh.stride, sh.pad);
+    const bool mask_items = skip_zeros && has_mask;
+    scatter_map m;
+    m.a0 = 0; m.a_pos = C; m.a_tap = 0;
+    m.b_pos = 0; m.b_tap = C;
+    m.set_pos = mask_items ? WORDS : 0; m.words = (C + 31) / 32; m.channels = C;
+    m.target_w = sh.w; m.ksize_s = sh.s;
+
+IMAGE:
+    for (unsigned n = 0; n < sh.n; ++n) {
+#pragma HLS LOOP_TRIPCOUNT max=BATCH
+        const unsigned bank = n & 1;
+        acc_t *acc = buf.acc[bank];
+        uint64_t mask_load = 0;
+        if (has_mask) {
+            // transpose the image's mask bits [c][h][w] into per-position channel sets
+            const uint64_t base = (uint64_t)n * C * PLANE;
+        MASK_CLEAR:
+            for (unsigned p = 0; p < PLANE; ++p) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+#pragma HLS PIPELINE II=1
+                for (unsigned ww = 0; ww < WORDS; ++ww) buf.mask[bank][p][ww] = 0;
+            }
+        MASK_C:
+            for (unsigned c = 0; c < C; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+            MASK_POS:
+                for (unsigned p = 0; p < PLANE; ++p) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+// 32 mask bits arrive per beat; the loop is unrolled by 32 against one word
+#pragma HLS UNROLL factor=32
+                    buf.mask[bank][p][c >> 5] |= (uint32_t)get_bit(out_mask, base + (uint64_t)c * PLANE + p) << (c & 31);
+                }
+            }
+            mask_load = ((uint64_t)C * PLANE + 31) / 32 + PLANE;
+            cnt.load_iters += mask_load;
+        }
+        const uint32_t *sets = mask_items ? &buf.mask[bank][0][0] : buf.ones;
+        uint64_t compute = SCAN_DEPTH + MAC_DEPTH;
+    CHANNEL_K:
+        for (unsigned k = 0; k < K; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+            m.b0 = k * RS * C;
+            compute += scatter_plane<CFG, acc_t, wgt_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
+                                                                skip_zeros, buf.rows, buf.cols, C, m, sets,
+                                                                acc, buf.w, buf.lists, sb, cnt);
+        }
+        float *dxn = dx + (uint64_t)n * C * PLANE;
+    WB_C:
+        for (unsigned c = 0; c < C; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+        WB_POS:
+            for (unsigned p = 0; p < PLANE; ++p) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+// one dx per cycle: mask, quantise, store, clear
+#pragma HLS PIPELINE II=1
+                grad_t v = grad_t(acc[p * C + c]);
+                acc[p * C + c] = 0;
+                if (has_mask && !((buf.mask[bank][p][c >> 5] >> (c & 31)) & 1u)) v = 0;
+                dxn[c * PLANE + p] = to_f32(v);
+            }
+        }
+        uint64_t wb = (uint64_t)C * PLANE;
+        cnt.wb_iters += wb;
+        cycles += max3(mask_load, compute, wb);
+    }
+    cnt.cycles += cycles + WB_DEPTH;
+    return ERR_NONE;
+}
+
+}  // namespace zskip
+
+#endif

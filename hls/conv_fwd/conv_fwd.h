@@ -1,0 +1,134 @@
+// Forward convolution on the sparse-scatter engine: y = relu(conv(x, w) + b).
+// Input-type skipping: only nonzero x elements are scattered into the
+// output accumulators. Writes the ReLU mask (y > 0) for the backward pass.
+#ifndef ZSKIP_CONV_FWD_H
+#define ZSKIP_CONV_FWD_H
+
+#include <stdint.h>
+
+#include "../common/bits.h"
+#include "../common/config.h"
+#include "../common/counters.h"
+#include "../common/shapes.h"
+#include "../common/sparse_scatter.h"
+#include "../common/types.h"
+
+namespace zskip {
+
+// On-chip memory of conv_fwd; sizeof() at the compiled maxima is the
+// kernel's BRAM/URAM footprint.
+template <class CFG>
+struct conv_fwd_onchip {
+    static const unsigned WSIZE = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
+    static const unsigned OSIZE = CFG::max_dim * CFG::max_dim * CFG::max_ch;
+    wgt_t w[WSIZE];         // [c][r][s][k]: one tap's K weights are contiguous lanes
+    wgt_t bias[CFG::max_ch];
+    acc_t acc[2][OSIZE];    // [oh][ow][k], double-buffered across images
+    uint32_t ones[set_words<CFG>::value];
+    tap_axis<CFG> rows, cols;
+    scatter_lists<CFG, act_t> lists;
+};
+
+// x [N][C][H][W], w [K][C][R][S], b [K] -> y [N][K][OH][OW], mask bits of y > 0
+// (written when relu). Returns ERR_NONE or the shape error.
+template <class CFG>
+unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, const float *x, const float *w,
+                  const float *b, float *y, uint32_t *mask, kernel_counters &cnt) {
+    static conv_fwd_onchip<CFG> buf;
+    static acc_scoreboard<conv_fwd_onchip<CFG>::OSIZE> sb;
+    static const unsigned W_MAX = conv_fwd_onchip<CFG>::WSIZE;
+    static const unsigned O_MAX = conv_fwd_onchip<CFG>::OSIZE;
+    static const unsigned CH_MAX = CFG::max_ch;
+    static const unsigned BATCH = TRIP_BATCH;
+    unsigned err = check_conv_shape<CFG>(sh);
+    if (err) return err;
+    const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
+
+    // weights stay on chip for the whole batch: one pass over w in DDR order
+    unsigned wi = 0;
+LOAD_W_K:
+    for (unsigned k = 0; k < K; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+    LOAD_W_C:
+        for (unsigned c = 0; c < C; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+        LOAD_W_TAP:
+            for (unsigned t = 0; t < RS; ++t, ++wi) {
+#pragma HLS LOOP_TRIPCOUNT max=49
+// one weight per m_axi beat
+#pragma HLS PIPELINE II=1
+                buf.w[(c * RS + t) * K + k] = from_f32<wgt_t>(w[wi]);
+            }
+        }
+    }
+LOAD_B:
+    for (unsigned k = 0; k < K; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+#pragma HLS PIPELINE II=1
+        buf.bias[k] = from_f32<wgt_t>(b[k]);
+    }
+CLEAR_ACC:
+    for (unsigned i = 0; i < OPLANE * K; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=O_MAX
+// both accumulator banks cleared in the same cycle
+#pragma HLS PIPELINE II=1
+        buf.acc[0][i] = 0;
+        buf.acc[1][i] = 0;
+    }
+    uint64_t load = (uint64_t)K * C * RS + K + (uint64_t)OPLANE * K;
+    cnt.load_iters += load;
+    uint64_t cycles = load + LOAD_DEPTH;
+
+    fill_all_ones<CFG>(buf.ones, K);
+    build_axis_from_input<CFG>(buf.rows, sh.h, sh.oh, sh.r, sh.stride, sh.pad);
+    build_axis_from_input<CFG>(buf.cols, sh.w, sh.ow, sh.s, sh.stride, sh.pad);
+    scatter_map m;
+    m.a0 = 0; m.a_pos = K; m.a_tap = 0;
+    m.b_pos = 0; m.b_tap = K;
+    m.set_pos = 0; m.words = (K + 31) / 32; m.channels = K;
+    m.target_w = sh.ow; m.ksize_s = sh.s;
+
+    bit_writer mask_out(mask);
+IMAGE:
+    for (unsigned n = 0; n < sh.n; ++n) {
+#pragma HLS LOOP_TRIPCOUNT max=BATCH
+        acc_t *acc = buf.acc[n & 1];
+        uint64_t compute = SCAN_DEPTH + MAC_DEPTH;
+    CHANNEL:
+        for (unsigned c = 0; c < C; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+            m.b0 = c * RS * K;
+            compute += scatter_plane<CFG, acc_t, wgt_t, act_t>(x + ((uint64_t)n * C + c) * PLANE, sh.h, sh.w,
+                                                               skip_zeros, buf.rows, buf.cols, K, m,
+                                                               buf.ones, acc, buf.w, buf.lists, sb, cnt);
+        }
+        // write-back of this bank overlaps the next image's compute in the other bank
+        float *yn = y + (uint64_t)n * K * OPLANE;
+    WB_K:
+        for (unsigned k = 0; k < K; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+        WB_POS:
+            for (unsigned p = 0; p < OPLANE; ++p) {
+#pragma HLS LOOP_TRIPCOUNT max=1024
+// one output per cycle: bias, ReLU, quantise, mask bit, store, clear
+#pragma HLS PIPELINE II=1
+                act_t v = act_t(acc[p * K + k] + buf.bias[k]);
+                acc[p * K + k] = 0;
+                bool live = v > 0;
+                if (relu && !live) v = 0;
+                yn[k * OPLANE + p] = to_f32(v);
+                if (relu) mask_out.put(live);
+            }
+        }
+        uint64_t wb = (uint64_t)K * OPLANE;
+        cnt.wb_iters += wb;
+        cycles += max2(compute, wb);
+    }
+    if (relu) mask_out.flush();
+    cnt.cycles += cycles + WB_DEPTH;
+    return ERR_NONE;
+}
+
+}  // namespace zskip
+
+#endif

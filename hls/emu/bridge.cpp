@@ -1,0 +1,38 @@
+// extern "C" wrappers of the HLS top for the emulation backend (host/emu.py
+// loads the shared library with ctypes). Nothing here changes the kernels.
+#include <stdint.h>
+
+#include "../common/config.h"
+#include "../common/types.h"
+#include "../common/version.h"
+#include "../zskip_top/zskip_top.h"
+
+// Order of the words written by zskip_emu_config; host/emu.py reads them by
+// these positions.
+enum zskip_emu_config_word {
+    CFG_VERSION = 0,
+    CFG_PE_LANES = 1,
+    CFG_MAX_CH = 2,
+    CFG_MAX_DIM = 3,
+    CFG_MAX_KSIZE = 4,
+    CFG_MAX_FEATURES = 5,
+    CFG_WORDS = 6,
+};
+
+extern "C" {
+
+void zskip_emu_run(const uint32_t *program, float *act, float *wgt, float *grad, uint32_t *bits,
+                   uint32_t *stats, uint32_t n_desc, uint32_t *version, uint64_t *cycles) {
+    zskip_top(program, act, wgt, grad, bits, stats, n_desc, version, cycles);
+}
+
+// The compiled configuration, CFG_WORDS words.
+void zskip_emu_config(uint32_t *out) {
+    out[CFG_VERSION] = ZSKIP_VERSION;
+    out[CFG_PE_LANES] = ZSKIP_PE_LANES;
+    out[CFG_MAX_CH] = ZSKIP_MAX_CH;
+    out[CFG_MAX_DIM] = ZSKIP_MAX_DIM;
+    out[CFG_MAX_KSIZE] = ZSKIP_MAX_KSIZE;
+    out[CFG_MAX_FEATURES] = ZSKIP_MAX_FEATURES;
+}
+}

@@ -1,0 +1,49 @@
+// SGD with momentum and weight decay (PyTorch's rule, models/reference.sgd_update):
+//   v' = momentum * v + (g + weight_decay * p),   p' = p - lr * v'.
+// Parameters and velocities stay in the wgt arena between steps.
+#ifndef ZSKIP_SGD_UPDATE_H
+#define ZSKIP_SGD_UPDATE_H
+
+#include <stdint.h>
+
+#include "../common/config.h"
+#include "../common/counters.h"
+#include "../common/descriptor.h"
+#include "../common/types.h"
+
+namespace zskip {
+
+// No on-chip arrays: the update streams element by element.
+struct sgd_update_onchip {
+    wgt_t p, v;
+};
+
+// param [count], velocity [count] (wgt arena, updated in place), grad [count].
+// The update arithmetic runs in float32 (the optimiser unit) and the results
+// are quantised to wgt_t when stored.
+inline unsigned sgd_update(unsigned count, float lr, float momentum, float weight_decay, float *param,
+                           float *velocity, const float *grad, kernel_counters &cnt) {
+    static const unsigned ELEMENTS = TRIP_ELEMENTS;
+    if (count < 1) return ERR_COUNT;
+UPDATE:
+    for (unsigned i = 0; i < count; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=ELEMENTS
+// one parameter per cycle: three reads and two writes on separate bundles
+#pragma HLS PIPELINE II=1
+        float p = to_f32(from_f32<wgt_t>(param[i]));
+        float g = to_f32(from_f32<grad_t>(grad[i]));
+        float v = to_f32(from_f32<wgt_t>(velocity[i]));
+        float nv = momentum * v + (g + weight_decay * p);
+        wgt_t v_q = from_f32<wgt_t>(nv);
+        velocity[i] = to_f32(v_q);
+        param[i] = to_f32(from_f32<wgt_t>(p - lr * nv));
+    }
+    cnt.load_iters += count;
+    cnt.wb_iters += count;
+    cnt.cycles += count + LOAD_DEPTH + WB_DEPTH;
+    return ERR_NONE;
+}
+
+}  // namespace zskip
+
+#endif

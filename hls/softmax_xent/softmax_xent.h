@@ -1,0 +1,79 @@
+// Softmax cross-entropy over a batch of logits: mean loss and dlogits.
+// Runs in float32 whatever the compiled types (exp/log unit); dlogits are
+// quantised to grad_t on store.
+#ifndef ZSKIP_SOFTMAX_XENT_H
+#define ZSKIP_SOFTMAX_XENT_H
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "../common/config.h"
+#include "../common/counters.h"
+#include "../common/descriptor.h"
+#include "../common/types.h"
+
+namespace zskip {
+
+template <class CFG>
+struct softmax_xent_onchip {
+    float z[CFG::max_classes];  // one sample's exp(logit - max)
+};
+
+// logits [N][classes] (act), labels [N] (uint32) -> dlogits [N][classes]
+// (grad) = (softmax - onehot) / N, *loss = mean -log p[label].
+template <class CFG>
+unsigned softmax_xent(unsigned n, unsigned classes, const float *logits, const uint32_t *labels,
+                      float *dlogits, float *loss, kernel_counters &cnt) {
+    static softmax_xent_onchip<CFG> buf;
+    static const unsigned CLASSES_MAX = CFG::max_classes;
+    static const unsigned BATCH = TRIP_BATCH;
+    if (n < 1) return ERR_BATCH;
+    if (classes < 1 || classes > CFG::max_classes) return ERR_CHANNELS;
+    float total = 0;
+    const float inv_n = 1.0f / (float)n;
+SAMPLE:
+    for (unsigned i = 0; i < n; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=BATCH
+        const uint32_t label = labels[i];
+        if (label >= classes) return ERR_LABEL;
+        const float *row = logits + (uint64_t)i * classes;
+        float mx = row[0];
+    MAX:
+        for (unsigned j = 1; j < classes; ++j) {
+#pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
+#pragma HLS PIPELINE II=1
+            mx = row[j] > mx ? row[j] : mx;
+        }
+        float sum = 0;
+    EXP:
+        for (unsigned j = 0; j < classes; ++j) {
+#pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
+// the float sum is a loop-carried dependence: II is the adder latency in
+// hardware; the count below charges one cycle and the adder depth per sample
+#pragma HLS PIPELINE II=1
+            buf.z[j] = expf(row[j] - mx);
+            sum += buf.z[j];
+        }
+        const float p_label = buf.z[label] / sum;
+        total += -logf(p_label > FLT_MIN ? p_label : FLT_MIN);
+        float *drow = dlogits + (uint64_t)i * classes;
+    GRAD:
+        for (unsigned j = 0; j < classes; ++j) {
+#pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
+#pragma HLS PIPELINE II=1
+            float p = buf.z[j] / sum - (j == label ? 1.0f : 0.0f);
+            drow[j] = to_f32(from_f32<grad_t>(p * inv_n));
+        }
+    }
+    *loss = total * inv_n;
+    uint64_t elements = (uint64_t)n * classes;
+    cnt.load_iters += 2 * elements;
+    cnt.wb_iters += elements;
+    cnt.cycles += 3 * elements + (uint64_t)n * (LOAD_DEPTH + MAC_DEPTH + WB_DEPTH);
+    return ERR_NONE;
+}
+
+}  // namespace zskip
+
+#endif

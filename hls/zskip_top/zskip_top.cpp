@@ -1,0 +1,153 @@
+// zskip_top: the program interpreter. One start runs n_desc descriptors
+// (hls/common/descriptor.h) in order; each dispatches to one kernel and
+// leaves a counter record in the stats arena. The interpreter validates every
+// descriptor against the compiled maxima and stops at the first invalid one
+// with its error code in S_ERROR, instead of overflowing a buffer.
+#include "zskip_top.h"
+
+#include "../common/config.h"
+#include "../common/counters.h"
+#include "../common/descriptor.h"
+#include "../common/shapes.h"
+#include "../common/types.h"
+#include "../common/version.h"
+#include "../conv_bwd_data/conv_bwd_data.h"
+#include "../conv_bwd_weight/conv_bwd_weight.h"
+#include "../conv_fwd/conv_fwd.h"
+#include "../fc/fc.h"
+#include "../maxpool/maxpool.h"
+#include "../sgd_update/sgd_update.h"
+#include "../softmax_xent/softmax_xent.h"
+
+using namespace zskip;
+
+static float f32_from_bits(uint32_t word) {
+    union {
+        uint32_t u;
+        float f;
+    } cvt;
+    cvt.u = word;
+    return cvt.f;
+}
+
+static pool_shape read_pool_shape(const uint32_t *d) {
+    pool_shape sh;
+    sh.n = d[D_N];
+    sh.c = d[D_C];
+    sh.h = d[D_H];
+    sh.w = d[D_W];
+    sh.size = d[D_R];
+    sh.stride = d[D_STRIDE];
+    bool fits = sh.stride && sh.size && sh.size <= sh.h && sh.size <= sh.w;
+    sh.oh = fits ? (sh.h - sh.size) / sh.stride + 1 : 0;
+    sh.ow = fits ? (sh.w - sh.size) / sh.stride + 1 : 0;
+    return sh;
+}
+
+// Runs one descriptor; returns its ERR_* code.
+static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float *grad, uint32_t *bits,
+                               kernel_counters &cnt) {
+    const uint32_t flags = d[D_FLAGS];
+    const bool skip = flags & FLAG_SKIP_ZEROS;
+    const bool relu = flags & FLAG_RELU;
+    const bool has_mask = flags & FLAG_HAS_OUT_MASK;
+    switch (d[D_OPCODE]) {
+    case OP_CONV_FWD:
+        return conv_fwd<conv_config>(read_conv_shape(d), skip, relu, act + d[D_X], wgt + d[D_WGT],
+                                     wgt + d[D_BIAS], act + d[D_Y], bits + d[D_MASK_OUT], cnt);
+    case OP_CONV_BWD_DATA:
+        return conv_bwd_data<conv_config>(read_conv_shape(d), skip, has_mask, grad + d[D_DY], wgt + d[D_WGT],
+                                          bits + d[D_MASK_IN], grad + d[D_DX], cnt);
+    case OP_CONV_BWD_WEIGHT:
+        return conv_bwd_weight<conv_config>(read_conv_shape(d), skip, act + d[D_X], grad + d[D_DY],
+                                            grad + d[D_DW], grad + d[D_DB], cnt);
+    case OP_FC_FWD:
+        if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
+        return fc_fwd(d[D_N], d[D_C], d[D_K], skip, relu, act + d[D_X], wgt + d[D_WGT], wgt + d[D_BIAS],
+                      act + d[D_Y], bits + d[D_MASK_OUT], cnt);
+    case OP_FC_BWD_DATA:
+        if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
+        return fc_bwd_data(d[D_N], d[D_C], d[D_K], skip, has_mask, grad + d[D_DY], wgt + d[D_WGT],
+                           bits + d[D_MASK_IN], grad + d[D_DX], cnt);
+    case OP_FC_BWD_WEIGHT:
+        if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
+        return fc_bwd_weight(d[D_N], d[D_C], d[D_K], skip, act + d[D_X], grad + d[D_DY], grad + d[D_DW],
+                             grad + d[D_DB], cnt);
+    case OP_MAXPOOL_FWD:
+        return maxpool_fwd<pool_config>(read_pool_shape(d), relu, act + d[D_X], act + d[D_Y],
+                                        bits + d[D_ARGMAX], bits + d[D_MASK_OUT], cnt);
+    case OP_MAXPOOL_BWD:
+        return maxpool_bwd<pool_config>(read_pool_shape(d), grad + d[D_DY], bits + d[D_ARGMAX],
+                                        grad + d[D_DX], cnt);
+    case OP_SGD_UPDATE:
+        return sgd_update(d[D_COUNT], f32_from_bits(d[D_LR_F32]), f32_from_bits(d[D_MOMENTUM_F32]),
+                          f32_from_bits(d[D_WEIGHT_DECAY_F32]), wgt + d[D_WGT], wgt + d[D_VEL],
+                          grad + d[D_DW], cnt);
+    case OP_SOFTMAX_XENT:
+        return softmax_xent<softmax_config>(d[D_N], d[D_C], act + d[D_X], bits + d[D_LABELS], grad + d[D_DX],
+                                            grad + d[D_LOSS], cnt);
+    default:
+        return ERR_OPCODE;
+    }
+}
+
+static void put64(uint32_t *rec, unsigned lo, uint64_t value) {
+    rec[lo] = (uint32_t)value;
+    rec[lo + 1] = (uint32_t)(value >> 32);
+}
+
+void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uint32_t *bits,
+               uint32_t *stats, uint32_t n_desc, uint32_t *version, uint64_t *cycles) {
+// One AXI master bundle per tensor class so the arenas are separate ports
+// (parallel bursts, and the PYNQ driver hands each its own buffer); their
+// base addresses and the scalars are AXI-lite registers of bundle control.
+#pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem_prog
+#pragma HLS INTERFACE m_axi port=act offset=slave bundle=gmem_act
+#pragma HLS INTERFACE m_axi port=wgt offset=slave bundle=gmem_wgt
+#pragma HLS INTERFACE m_axi port=grad offset=slave bundle=gmem_grad
+#pragma HLS INTERFACE m_axi port=bits offset=slave bundle=gmem_bits
+#pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gmem_stats
+#pragma HLS INTERFACE s_axilite port=program bundle=control
+#pragma HLS INTERFACE s_axilite port=act bundle=control
+#pragma HLS INTERFACE s_axilite port=wgt bundle=control
+#pragma HLS INTERFACE s_axilite port=grad bundle=control
+#pragma HLS INTERFACE s_axilite port=bits bundle=control
+#pragma HLS INTERFACE s_axilite port=stats bundle=control
+#pragma HLS INTERFACE s_axilite port=n_desc bundle=control
+#pragma HLS INTERFACE s_axilite port=version bundle=control
+#pragma HLS INTERFACE s_axilite port=cycles bundle=control
+#pragma HLS INTERFACE s_axilite port=return bundle=control
+    static const unsigned PROGRAM_MAX = 64;
+    *version = ZSKIP_VERSION;
+    uint64_t total = 0;
+DESC:
+    for (uint32_t i = 0; i < n_desc; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=PROGRAM_MAX
+        uint32_t d[D_WORDS];
+    FETCH:
+        for (unsigned j = 0; j < D_WORDS; ++j) {
+// one descriptor word per beat of a D_WORDS burst
+#pragma HLS PIPELINE II=1
+            d[j] = program[(uint64_t)i * D_WORDS + j];
+        }
+        kernel_counters cnt;
+        clear(cnt);
+        const unsigned err = run_descriptor(d, act, wgt, grad, bits, cnt);
+        cnt.cycles += DESC_OVERHEAD;
+        total += cnt.cycles;
+        uint32_t *rec = stats + (uint64_t)i * S_WORDS;
+        rec[S_ERROR] = err;
+        rec[S_OPCODE] = d[D_OPCODE];
+        put64(rec, S_CYCLES_LO, cnt.cycles);
+        put64(rec, S_MACS_EXECUTED_LO, cnt.macs_executed);
+        put64(rec, S_MACS_DENSE_LO, cnt.macs_dense);
+        put64(rec, S_LOAD_ITERS_LO, cnt.load_iters);
+        put64(rec, S_SCAN_ITERS_LO, cnt.scan_iters);
+        put64(rec, S_ENC_ITERS_LO, cnt.enc_iters);
+        put64(rec, S_MAC_ITERS_LO, cnt.mac_iters);
+        put64(rec, S_WB_ITERS_LO, cnt.wb_iters);
+        put64(rec, S_MAC_STALLS_LO, cnt.mac_stalls);
+        if (err) break;
+    }
+    *cycles = total;
+}

@@ -1,0 +1,434 @@
+"""The accelerator driver: :class:`Accelerator` runs the ``zskip_top`` IP on any Device.
+
+Like FINN's driver, a run is pack -> flush -> start -> wait -> invalidate ->
+unpack, each step timed in :attr:`Accelerator.last_timings` (seconds).
+Every :class:`zskip.models.ops.Ops` method is a one-descriptor program; a
+whole training step can be one program through :meth:`Accelerator.run_program`:
+
+    from zskip.host.program import ArenaLayout, encode
+    acc = Accelerator.emulated()
+    layout = ArenaLayout()
+    x = layout.alloc("act", "x", x.size) ...           # word offsets of every tensor
+    bufs = acc.allocate_arenas(layout, n_desc=3)        # program, act, wgt, grad, bits, stats
+    bufs["act"][x:x + n] = ...                          # pack inputs (host side)
+    program = [encode("CONV_FWD", ...), ...]
+    records = acc.run_program(program, bufs)            # flush, run, invalidate; one stats dict each
+    y = bufs["act"][y_off:y_off + m]                    # unpack
+
+Buffers keep their contents between runs, so weights and optimiser state can
+stay in device memory (pass ``flush=``/``invalidate=`` to move only some arenas).
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..models import reference as R
+from .device import DeviceError
+from .program import (ARENA_DTYPES, ARENAS, D_WORDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
+                      bit_words, decode_stats, encode, pack_bits, unpack_bits)
+
+_COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters", "enc_iters",
+             "mac_iters", "mac_stalls", "wb_iters")
+
+
+def board_pe_lanes(board: str) -> Limits:
+    """Limits for ``board`` (overlay/boards.ini: pe_lanes, max_ch, max_dim); other maxima from config.h."""
+    from ..overlay.boards import board as board_profile
+    prof = board_profile(board)
+    base = Limits.defaults()
+    return Limits(pe_lanes=prof.pe_lanes, max_ch=prof.max_ch, max_dim=prof.max_dim,
+                  max_ksize=base.max_ksize, max_features=base.max_features)
+
+
+class Accelerator:
+    """The Ops interface on a :class:`zskip.host.device.Device` running ``zskip_top``.
+
+    ``skip_zeros`` selects sparse mode (True) or the dense baseline (False);
+    ``limits`` are the compiled maxima (default: the device's ``limits``
+    attribute, else config.h defaults). Refuses a device whose version
+    register differs from ZSKIP_VERSION.
+    """
+
+    def __init__(self, device, skip_zeros: bool = True, limits: Optional[Limits] = None):
+        version = device.version()
+        if version != ZSKIP_VERSION:
+            raise DeviceError(f"{getattr(device, 'name', 'device')}: version register is 0x{version:08x}, "
+                              f"this driver needs 0x{ZSKIP_VERSION:08x} (rebuild the bitstream or update zskip)")
+        self.device = device
+        self.skip_zeros = bool(skip_zeros)
+        self.limits = limits or getattr(device, "limits", None) or Limits.defaults()
+        self.name = getattr(device, "name", "device")
+        #: counters of the last op (or summed over the last program)
+        self.last_stats: Dict[str, int] = {k: 0 for k in _COUNTERS[:3]}
+        #: one stats dict per descriptor of the last program
+        self.last_program_stats: List[dict] = []
+        #: seconds of each step of the last run: pack, flush, run, invalidate, unpack
+        self.last_timings: Dict[str, float] = {}
+        self._bufs: Dict[str, object] = {}
+
+    # ------------------------------------------------------------------ factories
+    @classmethod
+    def emulated(cls, precision: str = "float32", skip_zeros: bool = True, board: Optional[str] = None,
+                 limits: Optional[Limits] = None) -> "Accelerator":
+        """The HLS sources compiled by g++ (C simulation); ``board`` picks PE lanes and maxima."""
+        from .emu import EmuDevice
+        if limits is None and board is not None:
+            limits = board_pe_lanes(board)
+        return cls(EmuDevice(precision=precision, limits=limits), skip_zeros=skip_zeros)
+
+    @classmethod
+    def pynq(cls, bitfile: str, skip_zeros: bool = True, **kwargs) -> "Accelerator":
+        """The IP on a PYNQ board (zskip.host.pynq_device)."""
+        from .pynq_device import PynqDevice
+        return cls(PynqDevice(bitfile, **kwargs), skip_zeros=skip_zeros)
+
+    @classmethod
+    def remote(cls, host: str, skip_zeros: bool = True, **kwargs) -> "Accelerator":
+        """The IP on a board reached through PYNQ RemoteDevice (zskip.host.pynq_device)."""
+        from .pynq_device import RemoteDevice
+        return cls(RemoteDevice(host, **kwargs), skip_zeros=skip_zeros)
+
+    # ------------------------------------------------------------------ programs
+    def allocate_arenas(self, layout: ArenaLayout, n_desc: int) -> Dict[str, object]:
+        """Device buffers for ``layout`` and a program of ``n_desc`` descriptors.
+
+        Keys: ``program`` ((n_desc * D_WORDS,) uint32), the arenas of
+        :data:`~zskip.host.program.ARENAS` (flat, sized ``layout.size(arena)``)
+        and ``stats`` ((n_desc * S_WORDS,) uint32).
+        """
+        bufs = {"program": self.device.allocate((max(1, n_desc) * D_WORDS,), np.uint32)}
+        for arena in ARENAS:
+            bufs[arena] = self.device.allocate((layout.size(arena),), ARENA_DTYPES[arena])
+        bufs["stats"] = self.device.allocate((max(1, n_desc) * S_WORDS,), np.uint32)
+        return bufs
+
+    def run_program(self, program: Sequence[np.ndarray], buffers: Mapping[str, object],
+                    flush: Iterable[str] = ARENAS, invalidate: Iterable[str] = ARENAS,
+                    timeout_s: float = 30.0) -> List[dict]:
+        """Run ``program`` (descriptors from :func:`~zskip.host.program.encode`) on ``buffers``.
+
+        Writes the program, clears the stats, flushes ``program``, ``stats``
+        and the arenas in ``flush``, starts the IP, invalidates ``stats`` and
+        the arenas in ``invalidate``. Returns one decoded stats record per
+        descriptor; raises DeviceError on a descriptor the IP refused.
+        """
+        t0 = time.perf_counter()
+        words = np.concatenate([np.asarray(d, dtype=np.uint32).reshape(-1) for d in program]) if len(program) \
+            else np.zeros(0, np.uint32)
+        n_desc = words.size // D_WORDS
+        if words.size != n_desc * D_WORDS:
+            raise ValueError(f"program: every descriptor must have {D_WORDS} words")
+        prog, stats = buffers["program"], buffers["stats"]
+        if prog.size < words.size or stats.size < n_desc * S_WORDS:
+            raise ValueError(f"buffers: program/stats hold {prog.size // D_WORDS}/{stats.size // S_WORDS} "
+                             f"descriptors, the program has {n_desc}")
+        prog[:words.size] = words
+        stats[:] = 0
+        t1 = time.perf_counter()
+        for name in ("program", "stats", *flush):
+            buffers[name].sync_to_device()
+        t2 = time.perf_counter()
+        cycles = self.device.run(buffers, n_desc, timeout_s=timeout_s)
+        t3 = time.perf_counter()
+        for name in ("stats", *invalidate):
+            buffers[name].sync_from_device()
+        t4 = time.perf_counter()
+        records = [decode_stats(stats[i * S_WORDS:(i + 1) * S_WORDS]) for i in range(n_desc)]
+        for i, rec in enumerate(records):
+            if rec["error"] != "NONE":
+                raise DeviceError(f"{self.name}: descriptor {i} (opcode {rec['opcode']}) refused by the IP: "
+                                  f"ERR_{rec['error']}")
+        self.last_program_stats = records
+        self.last_stats = {k: sum(r[k] for r in records) for k in _COUNTERS}
+        self.last_stats["cycles_register"] = int(cycles)
+        self.last_timings = {"pack": t1 - t0, "flush": t2 - t1, "run": t3 - t2, "invalidate": t4 - t3}
+        return records
+
+    # ------------------------------------------------------------------ one-op plumbing
+    def _buffers(self, layout: ArenaLayout) -> Dict[str, object]:
+        """Scratch buffers for one-descriptor ops, grown when a call needs more."""
+        need = {"program": D_WORDS, "stats": S_WORDS, **{a: layout.size(a) for a in ARENAS}}
+        dtypes = {"program": np.uint32, "stats": np.uint32, **ARENA_DTYPES}
+        for name, size in need.items():
+            buf = self._bufs.get(name)
+            if buf is None or buf.size < size:
+                if buf is not None:
+                    buf.freebuffer()
+                self._bufs[name] = self.device.allocate((size,), dtypes[name])
+        return self._bufs
+
+    def _run_one(self, layout: ArenaLayout, inputs: Mapping[str, np.ndarray], desc: np.ndarray,
+                 outputs: Mapping[str, tuple]) -> Dict[str, np.ndarray]:
+        """Pack ``inputs`` (name -> array), run ``desc``, unpack ``outputs`` (name -> (shape, kind))."""
+        t0 = time.perf_counter()
+        bufs = self._buffers(layout)
+        touched = set()
+        for name, value in inputs.items():
+            arena, off, n = layout.entries[name]
+            bufs[arena][off:off + n] = np.asarray(value).reshape(-1)
+            touched.add(arena)
+        pack = time.perf_counter() - t0
+        self.run_program([desc], bufs, flush=sorted(touched),
+                         invalidate=sorted({layout.entries[n][0] for n in outputs}))
+        t1 = time.perf_counter()
+        out = {}
+        for name, (shape, kind) in outputs.items():
+            arena, off, n = layout.entries[name]
+            raw = bufs[arena][off:off + n]
+            if kind == "bits":
+                out[name] = unpack_bits(raw, shape)
+            elif kind == "index":
+                out[name] = raw[:int(np.prod(shape))].astype(np.int32).reshape(shape)
+            else:
+                out[name] = np.array(raw[:int(np.prod(shape))], dtype=np.float32).reshape(shape)
+        self.last_timings["pack"] += pack
+        self.last_timings["unpack"] = time.perf_counter() - t1
+        return out
+
+    def _flags(self, relu=False, has_mask=False):
+        flags = ["SKIP_ZEROS"] if self.skip_zeros else []
+        if relu:
+            flags.append("RELU")
+        if has_mask:
+            flags.append("HAS_OUT_MASK")
+        return flags
+
+    # ------------------------------------------------------------------ validation
+    def _tensor(self, name, a, ndim):
+        a = R.check_array(name, a, ndim)
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def _check_conv(self, x_shape, w_shape, stride, pad):
+        lim = self.limits
+        n, c, h, w = x_shape
+        k, _, r, s = w_shape
+        for name, value, hi in (("x channels", c, lim.max_ch), ("w output channels", k, lim.max_ch),
+                                ("x height", h, lim.max_dim), ("x width", w, lim.max_dim),
+                                ("w kernel rows", r, lim.max_ksize), ("w kernel columns", s, lim.max_ksize)):
+            if not 1 <= value <= hi:
+                raise ValueError(f"{name}: must be in [1, {hi}] (compiled maximum), got {value}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride: must be 1 or 2, got {stride!r}")
+        if not isinstance(pad, (int, np.integer)) or not 0 <= pad <= min(r, s) - 1:
+            raise ValueError(f"pad: must be an integer in [0, {min(r, s) - 1}] (kernel {r}x{s}), got {pad!r}")
+        return R.conv_output_shape(x_shape, w_shape, stride, pad)
+
+    def _check_features(self, name, value):
+        if not 1 <= value <= self.limits.max_features:
+            raise ValueError(f"{name}: must be in [1, {self.limits.max_features}] (compiled maximum), got {value}")
+
+    def _mask(self, name, mask, shape):
+        mask = np.asarray(mask)
+        if mask.shape != tuple(shape):
+            raise ValueError(f"{name}: expected shape {tuple(shape)}, got {mask.shape}")
+        if mask.dtype != bool:
+            raise TypeError(f"{name}: expected a bool array, got dtype {mask.dtype}")
+        return mask
+
+    def _conv_desc(self, opcode, x_shape, w_shape, stride, pad, flags, **offsets):
+        n, c, h, w = x_shape
+        k, _, r, s = w_shape
+        return encode(opcode, flags=flags, limits=self.limits, n=n, c=c, h=h, w=w, k=k, r=r, s=s,
+                      stride=stride, pad=pad, **offsets)
+
+    # ------------------------------------------------------------------ convolution
+    def conv_forward(self, x, w, b, stride: int = 1, pad: int = 0, relu: bool = True):
+        """(y (N, K, OH, OW), mask bool or None) for x (N, C, H, W), w (K, C, R, S), b (K,)."""
+        x, w, b = self._tensor("x", x, 4), self._tensor("w", w, 4), self._tensor("b", b, 1)
+        y_shape = self._check_conv(x.shape, w.shape, stride, pad)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"b: expected shape ({w.shape[0]},), got {b.shape}")
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), wgt=lay.alloc("wgt", "w", w.size),
+                   bias=lay.alloc("wgt", "b", b.size), y=lay.alloc("act", "y", int(np.prod(y_shape))),
+                   mask_out=lay.alloc("bits", "mask", bit_words(np.prod(y_shape))))
+        desc = self._conv_desc("CONV_FWD", x.shape, w.shape, stride, pad, self._flags(relu=relu), **off)
+        outputs = {"y": (y_shape, "f32")}
+        if relu:
+            outputs["mask"] = (y_shape, "bits")
+        out = self._run_one(lay, {"x": x, "w": w, "b": b}, desc, outputs)
+        return out["y"], out.get("mask")
+
+    def conv_backward_data(self, dy, w, x_shape, stride: int = 1, pad: int = 0, out_mask=None):
+        """dx (N, C, H, W) from dy (N, K, OH, OW), w (K, C, R, S); zero where out_mask is False."""
+        dy, w = self._tensor("dy", dy, 4), self._tensor("w", w, 4)
+        x_shape = tuple(int(v) for v in x_shape)
+        y_shape = self._check_conv(x_shape, w.shape, stride, pad)
+        if dy.shape != y_shape:
+            raise ValueError(f"dy: expected shape {y_shape}, got {dy.shape}")
+        size = int(np.prod(x_shape))
+        lay = ArenaLayout()
+        off = dict(dy=lay.alloc("grad", "dy", dy.size), wgt=lay.alloc("wgt", "w", w.size),
+                   dx=lay.alloc("grad", "dx", size), mask_in=lay.alloc("bits", "mask", bit_words(size)))
+        inputs = {"dy": dy, "w": w}
+        if out_mask is not None:
+            inputs["mask"] = pack_bits(self._mask("out_mask", out_mask, x_shape))
+        desc = self._conv_desc("CONV_BWD_DATA", x_shape, w.shape, stride, pad,
+                               self._flags(has_mask=out_mask is not None), **off)
+        return self._run_one(lay, inputs, desc, {"dx": (x_shape, "f32")})["dx"]
+
+    def conv_backward_weight(self, x, dy, w_shape, stride: int = 1, pad: int = 0):
+        """(dw (K, C, R, S), db (K,)) from x (N, C, H, W) and dy (N, K, OH, OW)."""
+        x, dy = self._tensor("x", x, 4), self._tensor("dy", dy, 4)
+        w_shape = tuple(int(v) for v in w_shape)
+        y_shape = self._check_conv(x.shape, w_shape, stride, pad)
+        if dy.shape != y_shape:
+            raise ValueError(f"dy: expected shape {y_shape}, got {dy.shape}")
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), dy=lay.alloc("grad", "dy", dy.size),
+                   dw=lay.alloc("grad", "dw", int(np.prod(w_shape))), db=lay.alloc("grad", "db", w_shape[0]))
+        desc = self._conv_desc("CONV_BWD_WEIGHT", x.shape, w_shape, stride, pad, self._flags(), **off)
+        out = self._run_one(lay, {"x": x, "dy": dy}, desc, {"dw": (w_shape, "f32"), "db": ((w_shape[0],), "f32")})
+        return out["dw"], out["db"]
+
+    # ------------------------------------------------------------------ fully connected
+    def _fc_desc(self, opcode, n, i, j, flags, **offsets):
+        return encode(opcode, flags=flags, limits=self.limits, n=n, c=i, k=j, h=1, w=1, r=1, s=1, stride=1,
+                      pad=0, **offsets)
+
+    def linear_forward(self, x, w, b, relu: bool = True):
+        """(y (N, J), mask or None) for x (N, I), w (J, I), b (J,)."""
+        x, w, b = self._tensor("x", x, 2), self._tensor("w", w, 2), self._tensor("b", b, 1)
+        n, i = x.shape
+        j = w.shape[0]
+        if w.shape[1] != i:
+            raise ValueError(f"w: has {w.shape[1]} inputs but x has {i} features")
+        if b.shape != (j,):
+            raise ValueError(f"b: expected shape ({j},), got {b.shape}")
+        self._check_features("x features", i)
+        self._check_features("w outputs", j)
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), wgt=lay.alloc("wgt", "w", w.size),
+                   bias=lay.alloc("wgt", "b", j), y=lay.alloc("act", "y", n * j),
+                   mask_out=lay.alloc("bits", "mask", bit_words(n * j)))
+        desc = self._fc_desc("FC_FWD", n, i, j, self._flags(relu=relu), **off)
+        outputs = {"y": ((n, j), "f32")}
+        if relu:
+            outputs["mask"] = ((n, j), "bits")
+        out = self._run_one(lay, {"x": x, "w": w, "b": b}, desc, outputs)
+        return out["y"], out.get("mask")
+
+    def linear_backward_data(self, dy, w, out_mask=None):
+        """dx (N, I) = dy (N, J) @ w (J, I), zero where out_mask (N, I) is False."""
+        dy, w = self._tensor("dy", dy, 2), self._tensor("w", w, 2)
+        n, j = dy.shape
+        if w.shape[0] != j:
+            raise ValueError(f"w: has {w.shape[0]} outputs but dy has {j}")
+        i = w.shape[1]
+        self._check_features("w inputs", i)
+        self._check_features("dy features", j)
+        lay = ArenaLayout()
+        off = dict(dy=lay.alloc("grad", "dy", dy.size), wgt=lay.alloc("wgt", "w", w.size),
+                   dx=lay.alloc("grad", "dx", n * i), mask_in=lay.alloc("bits", "mask", bit_words(n * i)))
+        inputs = {"dy": dy, "w": w}
+        if out_mask is not None:
+            inputs["mask"] = pack_bits(self._mask("out_mask", out_mask, (n, i)))
+        desc = self._fc_desc("FC_BWD_DATA", n, i, j, self._flags(has_mask=out_mask is not None), **off)
+        return self._run_one(lay, inputs, desc, {"dx": ((n, i), "f32")})["dx"]
+
+    def linear_backward_weight(self, x, dy):
+        """(dw (J, I), db (J,)) from x (N, I) and dy (N, J)."""
+        x, dy = self._tensor("x", x, 2), self._tensor("dy", dy, 2)
+        if dy.shape[0] != x.shape[0]:
+            raise ValueError(f"dy: has batch {dy.shape[0]} but x has {x.shape[0]}")
+        n, i = x.shape
+        j = dy.shape[1]
+        self._check_features("x features", i)
+        self._check_features("dy features", j)
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), dy=lay.alloc("grad", "dy", dy.size),
+                   dw=lay.alloc("grad", "dw", j * i), db=lay.alloc("grad", "db", j))
+        desc = self._fc_desc("FC_BWD_WEIGHT", n, i, j, self._flags(), **off)
+        out = self._run_one(lay, {"x": x, "dy": dy}, desc, {"dw": ((j, i), "f32"), "db": ((j,), "f32")})
+        return out["dw"], out["db"]
+
+    # ------------------------------------------------------------------ pooling
+    def _pool_shape(self, x_shape, size, stride):
+        n, c, h, w = x_shape
+        lim = self.limits
+        for name, value, hi in (("x channels", c, lim.max_ch), ("x height", h, lim.max_dim),
+                                ("x width", w, lim.max_dim)):
+            if not 1 <= value <= hi:
+                raise ValueError(f"{name}: must be in [1, {hi}] (compiled maximum), got {value}")
+        if not 1 <= size <= min(lim.max_ksize, h, w):
+            raise ValueError(f"size: must be in [1, {min(lim.max_ksize, h, w)}], got {size}")
+        if not 1 <= stride <= lim.max_ksize:
+            raise ValueError(f"stride: must be in [1, {lim.max_ksize}], got {stride}")
+        return (n, c, (h - size) // stride + 1, (w - size) // stride + 1)
+
+    def maxpool_forward(self, x, size: int = 2, stride: int = 2):
+        """(y (N, C, OH, OW), argmax int32 flat h * W + w in the plane, mask = y > 0)."""
+        x = self._tensor("x", x, 4)
+        y_shape = self._pool_shape(x.shape, size, stride)
+        ny = int(np.prod(y_shape))
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), y=lay.alloc("act", "y", ny),
+                   argmax=lay.alloc("bits", "argmax", ny), mask_out=lay.alloc("bits", "mask", bit_words(ny)))
+        n, c, h, w = x.shape
+        desc = encode("MAXPOOL_FWD", flags=["RELU"], limits=self.limits, n=n, c=c, h=h, w=w, r=size,
+                      stride=stride, **off)
+        out = self._run_one(lay, {"x": x}, desc, {"y": (y_shape, "f32"), "argmax": (y_shape, "index"),
+                                                  "mask": (y_shape, "bits")})
+        return out["y"], out["argmax"], out["mask"]
+
+    def maxpool_backward(self, dy, argmax, x_shape, size: int = 2, stride: int = 2):
+        """dx (N, C, H, W): dy (N, C, OH, OW) accumulated at the argmax positions."""
+        dy = self._tensor("dy", dy, 4)
+        x_shape = tuple(int(v) for v in x_shape)
+        y_shape = self._pool_shape(x_shape, size, stride)
+        argmax = np.asarray(argmax)
+        if dy.shape != y_shape or argmax.shape != y_shape:
+            raise ValueError(f"dy/argmax: expected shape {y_shape}, got {dy.shape} and {argmax.shape}")
+        plane = x_shape[2] * x_shape[3]
+        if argmax.dtype.kind not in "iu" or (argmax.size and (argmax.min() < 0 or argmax.max() >= plane)):
+            raise ValueError(f"argmax: must be integers in [0, {plane - 1}]")
+        lay = ArenaLayout()
+        off = dict(dy=lay.alloc("grad", "dy", dy.size), argmax=lay.alloc("bits", "argmax", dy.size),
+                   dx=lay.alloc("grad", "dx", int(np.prod(x_shape))))
+        n, c, h, w = x_shape
+        desc = encode("MAXPOOL_BWD", flags=[], limits=self.limits, n=n, c=c, h=h, w=w, r=size, stride=stride,
+                      **off)
+        return self._run_one(lay, {"dy": dy, "argmax": argmax.astype(np.uint32)}, desc,
+                             {"dx": (x_shape, "f32")})["dx"]
+
+    # ------------------------------------------------------------------ loss, optimiser
+    def softmax_xent(self, logits, labels):
+        """(mean loss, dlogits (N, J)) for logits (N, J) and integer labels (N,)."""
+        logits = self._tensor("logits", logits, 2)
+        n, j = logits.shape
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or labels.dtype.kind not in "iu":
+            raise ValueError(f"labels: expected {n} integer labels, got shape {labels.shape} dtype {labels.dtype}")
+        if n and (labels.min() < 0 or labels.max() >= j):
+            raise ValueError(f"labels: must lie in [0, {j - 1}]")
+        self._check_features("logits classes", j)
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "logits", logits.size), labels=lay.alloc("bits", "labels", n),
+                   dx=lay.alloc("grad", "dlogits", logits.size), loss=lay.alloc("grad", "loss", 1))
+        desc = encode("SOFTMAX_XENT", limits=self.limits, n=n, c=j, **off)
+        out = self._run_one(lay, {"logits": logits, "labels": labels.astype(np.uint32)}, desc,
+                            {"dlogits": ((n, j), "f32"), "loss": ((1,), "f32")})
+        return float(out["loss"][0]), out["dlogits"]
+
+    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float):
+        """(param', velocity') by PyTorch's SGD rule (reference.sgd_update); any matching shapes."""
+        shape = np.shape(param)
+        param = self._tensor("param", param, None)
+        grad, velocity = self._tensor("grad", grad, None), self._tensor("velocity", velocity, None)
+        if not (param.shape == grad.shape == velocity.shape):
+            raise ValueError(f"grad/velocity: expected shape {param.shape}, got {grad.shape} and {velocity.shape}")
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+        lay = ArenaLayout()
+        count = max(1, param.size)
+        off = dict(wgt=lay.alloc("wgt", "param", count), vel=lay.alloc("wgt", "velocity", count),
+                   dw=lay.alloc("grad", "grad", count))
+        desc = encode("SGD_UPDATE", limits=self.limits, count=param.size, lr=float(lr), momentum=float(momentum),
+                      weight_decay=float(weight_decay), **off)
+        out = self._run_one(lay, {"param": param, "velocity": velocity, "grad": grad}, desc,
+                            {"param": (shape, "f32"), "velocity": (shape, "f32")})
+        return out["param"], out["velocity"]

@@ -1,0 +1,247 @@
+"""The emulation backend: the HLS sources compiled by g++ and run through ctypes.
+
+hls4ml's ``compile()`` pattern: ``g++ -O2 -fPIC -shared -std=c++14`` over
+``hls/zskip_top/zskip_top.cpp`` and the ``extern "C"`` bridge
+``hls/emu/bridge.cpp``, with ``-I`` the ``ap_types`` folder that the installed
+hls4ml package ships. The library's file name carries a hash of every HLS
+source and of the flags, so a changed source or precision builds a new
+library (dlopen caches by path); it is cached under ``$ZSKIP_CACHE_DIR`` or
+``~/.cache/zskip`` and written to a temporary name first, then renamed, so
+concurrent builds are safe.
+
+:class:`EmuDevice` implements :class:`zskip.host.device.Device`. Its buffers
+are numpy arrays whose *device copy* is separate: the kernels see only what
+``sync_to_device()`` copied and the host sees results only after
+``sync_from_device()``, exactly as with ``pynq.allocate`` on a board.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+from numpy.ctypeslib import ndpointer
+
+from .device import DeviceError
+from .program import ARENAS, D_WORDS, HLS_DIR, S_WORDS, Limits, operand_extents
+
+SOURCES = (HLS_DIR / "zskip_top" / "zskip_top.cpp", HLS_DIR / "emu" / "bridge.cpp")
+CXX_FLAGS = ("-O2", "-fPIC", "-shared", "-std=c++14")
+#: words written by zskip_emu_config (enum zskip_emu_config_word in bridge.cpp)
+_CONFIG_FIELDS = ("version", "pe_lanes", "max_ch", "max_dim", "max_ksize", "max_features")
+
+
+def ap_types_dir() -> Path:
+    """The ap_types headers of the installed hls4ml package (found without importing it)."""
+    spec = importlib.util.find_spec("hls4ml")
+    if spec is None or not spec.submodule_search_locations:
+        raise DeviceError("the hls4ml package is not installed: it provides the ap_types headers "
+                          "(pip install hls4ml)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "templates" / "vivado" / "ap_types"
+    if not (path / "ap_fixed.h").is_file():
+        raise DeviceError(f"ap_fixed.h not found in {path} (hls4ml install incomplete?)")
+    return path
+
+
+_FIXED = re.compile(r"^ap_fixed<\s*(\d+)\s*,\s*(-?\d+)\s*>$")
+
+
+def precision_types(precision: str) -> Dict[str, str]:
+    """Type macros for ``precision``: "float32" or "ap_fixed<W,I>".
+
+    Fixed point: activations, weights and gradients ap_fixed<W,I,AP_RND,AP_SAT>,
+    accumulators ap_fixed<2W,2I,AP_RND,AP_SAT> (wide enough for an exact product).
+    """
+    if precision == "float32":
+        return {}
+    m = _FIXED.match(precision.replace(" ", ""))
+    if not m:
+        raise ValueError(f"precision must be 'float32' or 'ap_fixed<W,I>' (2 <= W <= 32, 1 <= I <= W), "
+                         f"got {precision!r}")
+    w, i = int(m.group(1)), int(m.group(2))
+    if not (2 <= w <= 32 and 1 <= i <= w):
+        raise ValueError(f"precision: ap_fixed<W,I> needs 2 <= W <= 32 and 1 <= I <= W, got {precision!r}")
+    narrow = f"ap_fixed<{w},{i},AP_RND,AP_SAT>"
+    return {"ZSKIP_ACT_T": narrow, "ZSKIP_WGT_T": narrow, "ZSKIP_GRAD_T": narrow,
+            "ZSKIP_ACC_T": f"ap_fixed<{2 * w},{2 * i},AP_RND,AP_SAT>"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZSKIP_CACHE_DIR") or Path.home() / ".cache" / "zskip")
+
+
+def _source_hash(flags) -> str:
+    h = hashlib.sha256()
+    for path in sorted(HLS_DIR.rglob("*")):
+        if path.suffix in (".h", ".cpp") and not path.name.endswith("_tb.cpp"):
+            h.update(str(path.relative_to(HLS_DIR)).encode())
+            h.update(path.read_bytes())
+    h.update("\0".join(flags).encode())
+    return h.hexdigest()[:16]
+
+
+def compile_flags(defines: Mapping[str, object]) -> Tuple[str, ...]:
+    """g++ flags for ``defines`` (macro -> value) plus the ap_types include."""
+    return CXX_FLAGS + (f"-I{ap_types_dir()}",) + tuple(f"-D{k}={v}" for k, v in sorted(defines.items()))
+
+
+def build_library(defines: Mapping[str, object], cxx: Optional[str] = None) -> Path:
+    """Compile (or reuse from the cache) the emulation library for ``defines``."""
+    cxx = cxx or os.environ.get("CXX", "g++")
+    flags = compile_flags(defines)
+    target = cache_dir() / f"libzskip_{_source_hash(flags + (cxx,))}.so"
+    if target.is_file():
+        return target
+    if shutil.which(cxx) is None:
+        raise DeviceError(f"C++ compiler {cxx!r} not found on PATH: the emulation backend needs g++ "
+                          f"(apt-get install g++, or set CXX)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    cmd = [cxx, *flags, *map(str, SOURCES), "-o", tmp]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise DeviceError(f"building the emulation library failed (exit {proc.returncode}):\n"
+                              f"{' '.join(cmd)}\n{proc.stderr.strip()}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+class EmuBuffer(np.ndarray):
+    """A ``pynq.allocate``-like buffer: host array plus a separate device copy."""
+
+    _addresses = itertools.count(0x1000_0000, 0x1000_0000)
+
+    def __new__(cls, shape, dtype):
+        obj = np.zeros(shape, dtype=dtype).view(cls)
+        obj.device_copy = np.zeros(shape, dtype=dtype)
+        obj.device_address = next(cls._addresses)
+        obj.freed = False
+        return obj
+
+    def __array_finalize__(self, obj):
+        # views and slices share nothing with the device: only the allocated
+        # buffer itself syncs
+        if obj is not None and not hasattr(self, "device_copy"):
+            self.device_copy = None
+            self.device_address = 0
+            self.freed = False
+
+    def _check(self):
+        if self.device_copy is None:
+            raise DeviceError("sync on a view of a buffer: sync the allocated buffer itself")
+        if self.freed:
+            raise DeviceError("buffer was freed")
+
+    def sync_to_device(self) -> None:
+        """Copy the host contents to the device (flush)."""
+        self._check()
+        np.copyto(self.device_copy, np.asarray(self))
+
+    def sync_from_device(self) -> None:
+        """Copy the device contents to the host (invalidate)."""
+        self._check()
+        np.copyto(np.asarray(self), self.device_copy)
+
+    def freebuffer(self) -> None:
+        self.freed = True
+
+
+class EmuDevice:
+    """The IP emulated by the compiled HLS sources (see module docstring).
+
+    ``precision``: "float32" or "ap_fixed<W,I>"; ``limits``: compiled maxima
+    and PE lanes (default: config.h defaults).
+    """
+
+    name = "emu"
+
+    def __init__(self, precision: str = "float32", limits: Optional[Limits] = None):
+        self.precision = precision
+        self.limits = limits or Limits.defaults()
+        defines = dict(self.limits.defines())
+        defines.update(precision_types(precision))
+        self.library_path = build_library(defines)
+        lib = ctypes.CDLL(str(self.library_path))
+        u32p = ndpointer(np.uint32, flags="C_CONTIGUOUS")
+        f32p = ndpointer(np.float32, flags="C_CONTIGUOUS")
+        lib.zskip_emu_run.argtypes = [u32p, f32p, f32p, f32p, u32p, u32p, ctypes.c_uint32,
+                                      ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint64)]
+        lib.zskip_emu_run.restype = None
+        lib.zskip_emu_config.argtypes = [u32p]
+        lib.zskip_emu_config.restype = None
+        self._lib = lib
+        cfg = np.zeros(len(_CONFIG_FIELDS), dtype=np.uint32)
+        lib.zskip_emu_config(cfg)
+        #: the compiled configuration as the library reports it
+        self.config = dict(zip(_CONFIG_FIELDS, (int(v) for v in cfg)))
+        self._buffers = []
+        self._version = None
+
+    def allocate(self, shape, dtype=np.float32) -> EmuBuffer:
+        buf = EmuBuffer(shape, dtype)
+        self._buffers.append(buf)
+        return buf
+
+    def version(self) -> int:
+        """The version register (written by the IP on every start; read here from a start with no program)."""
+        if self._version is None:
+            empty_u = np.zeros(1, np.uint32)
+            empty_f = np.zeros(1, np.float32)
+            ver, cyc = ctypes.c_uint32(0), ctypes.c_uint64(0)
+            self._lib.zskip_emu_run(empty_u, empty_f, empty_f, empty_f, empty_u, empty_u, 0,
+                                    ctypes.byref(ver), ctypes.byref(cyc))
+            self._version = ver.value
+        return self._version
+
+    def run(self, buffers: Mapping[str, EmuBuffer], n_desc: int, timeout_s: float = 30.0) -> int:
+        """Run ``n_desc`` descriptors on the buffers' device copies; returns the cycles register."""
+        names = ("program",) + ARENAS + ("stats",)
+        missing = [n for n in names if n not in buffers]
+        if missing:
+            raise DeviceError(f"run: buffers {missing} missing (need {names})")
+        dev = {}
+        for n in names:
+            b = buffers[n]
+            if not isinstance(b, EmuBuffer) or b.device_copy is None:
+                raise DeviceError(f"run: buffer {n!r} was not allocated by this device")
+            b._check()
+            dev[n] = b.device_copy.reshape(-1)
+        n_desc = int(n_desc)
+        if n_desc < 0 or dev["program"].size < n_desc * D_WORDS:
+            raise DeviceError(f"run: n_desc must be in [0, {dev['program'].size // D_WORDS}] "
+                              f"(the program buffer's descriptors), got {n_desc}")
+        if dev["stats"].size < n_desc * S_WORDS:
+            raise DeviceError(f"run: the stats buffer holds {dev['stats'].size // S_WORDS} records, "
+                              f"need {n_desc}")
+        # a board would read or write out of its buffers silently; the emulator
+        # refuses, since the same mistake here would corrupt the Python process
+        sizes = {a: dev[a].size for a in ARENAS}
+        for i in range(n_desc):
+            for arena, end in operand_extents(dev["program"][i * D_WORDS:(i + 1) * D_WORDS]).items():
+                if end > sizes[arena]:
+                    raise DeviceError(f"run: descriptor {i} reaches word {end} of the {arena} arena, "
+                                      f"which has {sizes[arena]} words")
+        ver, cyc = ctypes.c_uint32(0), ctypes.c_uint64(0)
+        self._lib.zskip_emu_run(dev["program"], dev["act"], dev["wgt"], dev["grad"], dev["bits"], dev["stats"],
+                                int(n_desc), ctypes.byref(ver), ctypes.byref(cyc))
+        self._version = ver.value
+        return int(cyc.value)
+
+    def close(self) -> None:
+        for b in self._buffers:
+            b.freebuffer()
+        self._buffers.clear()

@@ -1,0 +1,343 @@
+"""Programs for the ``zskip_top`` IP: descriptor encoding, decoding and arena layout.
+
+The descriptor format is written once, in ``hls/common/descriptor.h``; this
+module parses its enums at import (and ``ZSKIP_VERSION`` from
+``hls/common/version.h``, the default maxima from ``hls/common/config.h``),
+so no field position, opcode or flag is repeated here.
+
+A program is an array of ``D_WORDS`` uint32 words per descriptor::
+
+    from zskip.host.program import ArenaLayout, encode, decode, OPCODES
+    layout = ArenaLayout()
+    x = layout.alloc("act", "x", 1 * 3 * 8 * 8)        # word offset in the act arena
+    ...
+    words = encode("CONV_FWD", n=1, c=3, h=8, w=8, k=4, r=3, s=3, stride=1, pad=1,
+                   x=x, y=y, wgt=w, bias=b, mask_out=m, flags=("SKIP_ZEROS", "RELU"))
+    decode(words)["k"] == 4
+
+Field names are the enum names without ``D_`` and ``_F32``, lower case
+(``n, c, h, w, k, r, s, stride, pad, count, x, y, wgt, bias, vel, dy, dx, dw,
+db, loss, mask_out, mask_in, argmax, labels, lr, momentum, weight_decay``);
+the header comment says which arena each offset points into. ``encode``
+rejects a descriptor the compiled kernel cannot run (:class:`Limits`), with
+an error naming the field and its allowed range.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+HLS_DIR = Path(__file__).resolve().parent.parent / "hls"
+DESCRIPTOR_H = HLS_DIR / "common" / "descriptor.h"
+VERSION_H = HLS_DIR / "common" / "version.h"
+CONFIG_H = HLS_DIR / "common" / "config.h"
+
+#: the arenas of the IP, in the order of zskip_top's pointer arguments after ``program``
+ARENAS = ("act", "wgt", "grad", "bits")
+#: numpy dtype of each arena's words
+ARENA_DTYPES = {"act": np.float32, "wgt": np.float32, "grad": np.float32, "bits": np.uint32}
+
+
+def _parse_enum(text: str, name: str) -> Dict[str, int]:
+    match = re.search(r"enum\s+" + name + r"\s*\{(.*?)\};", text, re.S)
+    if not match:
+        raise RuntimeError(f"{DESCRIPTOR_H}: enum {name} not found")
+    body = re.sub(r"//[^\n]*", "", match.group(1))
+    items = re.findall(r"(\w+)\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*,", body)
+    if not items:
+        raise RuntimeError(f"{DESCRIPTOR_H}: enum {name} has no `NAME = value,` entries")
+    return {k: int(v, 0) for k, v in items}
+
+
+def _parse_define(path: Path, name: str) -> int:
+    match = re.search(r"#define\s+" + name + r"\s+(0x[0-9a-fA-F]+|\d+)u?", path.read_text())
+    if not match:
+        raise RuntimeError(f"{path}: #define {name} not found")
+    return int(match.group(1), 0)
+
+
+_TEXT = DESCRIPTOR_H.read_text()
+_FIELD_ENUM = _parse_enum(_TEXT, "zskip_field")
+#: words per descriptor
+D_WORDS = _FIELD_ENUM.pop("D_WORDS")
+#: field name -> word index (names as accepted by :func:`encode`)
+FIELDS: Dict[str, int] = {re.sub(r"_F32$", "", k[2:]).lower(): v for k, v in _FIELD_ENUM.items()}
+#: fields holding float32 bit patterns
+FLOAT_FIELDS = frozenset(re.sub(r"_F32$", "", k[2:]).lower() for k in _FIELD_ENUM if k.endswith("_F32"))
+#: opcode name (without OP_) -> value
+OPCODES: Dict[str, int] = {k[3:]: v for k, v in _parse_enum(_TEXT, "zskip_opcode").items()}
+#: flag name (without FLAG_) -> bit
+FLAGS: Dict[str, int] = {k[5:]: v for k, v in _parse_enum(_TEXT, "zskip_flag").items()}
+_STAT_ENUM = _parse_enum(_TEXT, "zskip_stat")
+#: words per stats record
+S_WORDS = _STAT_ENUM.pop("S_WORDS")
+#: stats field name -> word index of its low word (every counter but error/opcode is 64-bit)
+STAT_FIELDS: Dict[str, int] = {}
+for _k, _v in _STAT_ENUM.items():
+    if _k.endswith("_HI"):
+        continue
+    STAT_FIELDS[re.sub(r"_LO$", "", _k[2:]).lower()] = _v
+_WIDE_STATS = frozenset(re.sub(r"_LO$", "", k[2:]).lower() for k in _STAT_ENUM if k.endswith("_LO"))
+#: error code -> name (without ERR_)
+ERRORS: Dict[int, str] = {v: k[4:] for k, v in _parse_enum(_TEXT, "zskip_error").items()}
+#: the version register value this driver expects
+ZSKIP_VERSION = _parse_define(VERSION_H, "ZSKIP_VERSION")
+
+if set(FIELDS.values()) and max(FIELDS.values()) >= D_WORDS:
+    raise RuntimeError(f"{DESCRIPTOR_H}: a field index is >= D_WORDS ({D_WORDS})")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Compiled maxima of the kernels (the ZSKIP_* macros of hls/common/config.h)."""
+
+    pe_lanes: int
+    max_ch: int
+    max_dim: int
+    max_ksize: int
+    max_features: int
+
+    @classmethod
+    def defaults(cls) -> "Limits":
+        """The defaults written in hls/common/config.h."""
+        return cls(**{f: _parse_define(CONFIG_H, "ZSKIP_" + f.upper()) for f in
+                      ("pe_lanes", "max_ch", "max_dim", "max_ksize", "max_features")})
+
+    def defines(self) -> Dict[str, int]:
+        """``{macro: value}`` to compile the kernels with these maxima."""
+        return {"ZSKIP_" + k.upper(): v for k, v in self.__dict__.items()}
+
+
+def f32_bits(value: float) -> int:
+    """The uint32 bit pattern of ``value`` as float32."""
+    return int(np.array(value, dtype=np.float32).view(np.uint32))
+
+
+def bits_f32(word: int) -> float:
+    """The float32 whose bit pattern is ``word``."""
+    return float(np.array(word, dtype=np.uint32).view(np.float32))
+
+
+def _check_range(opcode: str, field: str, value: int, lo: int, hi: int):
+    if not lo <= value <= hi:
+        raise ValueError(f"{opcode}: field {field!r} must be in [{lo}, {hi}], got {value}")
+
+
+def _validate(opcode: str, f: Mapping[str, int], limits: Limits):
+    """Raise ValueError naming the field when the compiled kernel cannot run it."""
+    conv_like = {"CONV_FWD", "CONV_BWD_DATA", "CONV_BWD_WEIGHT"}
+    fc_like = {"FC_FWD", "FC_BWD_DATA", "FC_BWD_WEIGHT"}
+    u32 = 2 ** 32 - 1
+    if opcode in conv_like:
+        _check_range(opcode, "n", f["n"], 1, u32)
+        _check_range(opcode, "c", f["c"], 1, limits.max_ch)
+        _check_range(opcode, "k", f["k"], 1, limits.max_ch)
+        _check_range(opcode, "h", f["h"], 1, limits.max_dim)
+        _check_range(opcode, "w", f["w"], 1, limits.max_dim)
+        _check_range(opcode, "r", f["r"], 1, limits.max_ksize)
+        _check_range(opcode, "s", f["s"], 1, limits.max_ksize)
+        if f["stride"] not in (1, 2):
+            raise ValueError(f"{opcode}: field 'stride' must be 1 or 2, got {f['stride']}")
+        _check_range(opcode, "pad", f["pad"], 0, min(f["r"], f["s"]) - 1)
+        if f["r"] > f["h"] + 2 * f["pad"] or f["s"] > f["w"] + 2 * f["pad"]:
+            raise ValueError(f"{opcode}: fields 'r'/'s' ({f['r']}x{f['s']}) must fit the padded input "
+                             f"{f['h'] + 2 * f['pad']}x{f['w'] + 2 * f['pad']}")
+    elif opcode in fc_like:
+        _check_range(opcode, "n", f["n"], 1, u32)
+        _check_range(opcode, "c", f["c"], 1, limits.max_features)
+        _check_range(opcode, "k", f["k"], 1, limits.max_features)
+        for name in ("h", "w", "r", "s", "stride"):
+            _check_range(opcode, name, f[name], 1, 1)
+        _check_range(opcode, "pad", f["pad"], 0, 0)
+    elif opcode in ("MAXPOOL_FWD", "MAXPOOL_BWD"):
+        _check_range(opcode, "n", f["n"], 1, u32)
+        _check_range(opcode, "c", f["c"], 1, limits.max_ch)
+        _check_range(opcode, "h", f["h"], 1, limits.max_dim)
+        _check_range(opcode, "w", f["w"], 1, limits.max_dim)
+        _check_range(opcode, "r", f["r"], 1, min(limits.max_ksize, f["h"], f["w"]))
+        _check_range(opcode, "stride", f["stride"], 1, limits.max_ksize)
+    elif opcode == "SGD_UPDATE":
+        _check_range(opcode, "count", f["count"], 1, u32)
+    elif opcode == "SOFTMAX_XENT":
+        _check_range(opcode, "n", f["n"], 1, u32)
+        _check_range(opcode, "c", f["c"], 1, limits.max_features)
+
+
+def encode(opcode: str, flags: Iterable[str] = (), limits: Optional[Limits] = None,
+           **fields: Union[int, float]) -> np.ndarray:
+    """One descriptor, (D_WORDS,) uint32.
+
+    ``opcode``: a name of :data:`OPCODES`; ``flags``: names of :data:`FLAGS`;
+    ``fields``: names of :data:`FIELDS` (unset fields are 0; float fields take
+    Python floats). ``limits`` (default: config.h defaults) are the compiled
+    maxima the descriptor is checked against.
+    """
+    if opcode not in OPCODES:
+        raise ValueError(f"opcode must be one of {sorted(OPCODES)}, got {opcode!r}")
+    limits = limits or Limits.defaults()
+    words = np.zeros(D_WORDS, dtype=np.uint32)
+    words[FIELDS["opcode"]] = OPCODES[opcode]
+    flag_word = 0
+    for flag in flags:
+        if flag not in FLAGS:
+            raise ValueError(f"flags: each must be one of {sorted(FLAGS)}, got {flag!r}")
+        flag_word |= FLAGS[flag]
+    words[FIELDS["flags"]] = flag_word
+    ints = {k: 0 for k in FIELDS if k not in FLOAT_FIELDS}
+    for name, value in fields.items():
+        if name not in FIELDS or name in ("opcode", "flags"):
+            allowed = sorted(k for k in FIELDS if k not in ("opcode", "flags"))
+            raise ValueError(f"field {name!r} is not a descriptor field; allowed: {allowed}")
+        if name in FLOAT_FIELDS:
+            if not np.isfinite(value):
+                raise ValueError(f"{opcode}: field {name!r} must be finite, got {value!r}")
+            words[FIELDS[name]] = f32_bits(value)
+            continue
+        if not isinstance(value, (int, np.integer)) or not 0 <= int(value) < 2 ** 32:
+            raise ValueError(f"{opcode}: field {name!r} must be an integer in [0, {2 ** 32 - 1}], got {value!r}")
+        ints[name] = int(value)
+        words[FIELDS[name]] = int(value)
+    _validate(opcode, ints, limits)
+    return words
+
+
+def decode(words: Sequence[int]) -> dict:
+    """Inverse of :func:`encode`: ``{"opcode": name, "flags": (names...), field: value...}``."""
+    words = np.asarray(words, dtype=np.uint32)
+    if words.shape != (D_WORDS,):
+        raise ValueError(f"words: expected shape ({D_WORDS},), got {words.shape}")
+    names = {v: k for k, v in OPCODES.items()}
+    op = int(words[FIELDS["opcode"]])
+    if op not in names:
+        raise ValueError(f"words: opcode word {op} is not one of {sorted(names)}")
+    flag_word = int(words[FIELDS["flags"]])
+    out = {"opcode": names[op], "flags": tuple(k for k, v in FLAGS.items() if flag_word & v)}
+    for name, index in FIELDS.items():
+        if name in ("opcode", "flags"):
+            continue
+        out[name] = bits_f32(int(words[index])) if name in FLOAT_FIELDS else int(words[index])
+    return out
+
+
+def decode_stats(record: Sequence[int]) -> dict:
+    """One stats record (S_WORDS uint32) as ``{field: int}``; ``error`` as its name."""
+    rec = np.asarray(record, dtype=np.uint32).astype(np.uint64)
+    if rec.shape != (S_WORDS,):
+        raise ValueError(f"record: expected shape ({S_WORDS},), got {rec.shape}")
+    out = {}
+    for name, index in STAT_FIELDS.items():
+        value = int(rec[index])
+        if name in _WIDE_STATS:
+            value |= int(rec[index + 1]) << 32
+        out[name] = value
+    out["error"] = ERRORS.get(out["error"], f"UNKNOWN_{out['error']}")
+    return out
+
+
+def bit_words(n_bits: int) -> int:
+    """Words a bit tensor of ``n_bits`` elements occupies (it owns its last word)."""
+    return (int(n_bits) + 31) // 32
+
+
+def pack_bits(mask: np.ndarray) -> np.ndarray:
+    """bool array -> uint32 words, bit i of word j = element 32 j + i (row-major)."""
+    flat = np.asarray(mask, dtype=bool).reshape(-1)
+    padded = np.zeros(bit_words(flat.size) * 32, dtype=np.uint8)
+    padded[:flat.size] = flat
+    return np.packbits(padded.reshape(-1, 8), axis=1, bitorder="little").reshape(-1).view("<u4").copy()
+
+
+def unpack_bits(words: np.ndarray, shape) -> np.ndarray:
+    """Inverse of :func:`pack_bits` for a tensor of ``shape``."""
+    n = int(np.prod(shape))
+    bits = np.unpackbits(np.asarray(words, dtype="<u4").view(np.uint8), bitorder="little")
+    return bits[:n].astype(bool).reshape(shape)
+
+
+class ArenaLayout:
+    """Word offsets of named tensors in the four arenas.
+
+    ``alloc(arena, name, words)`` reserves ``words`` 32-bit words and returns
+    the offset; ``size(arena)`` is the arena length a buffer must have. Bit
+    tensors are allocated with :func:`bit_words` so each owns its last word.
+    """
+
+    def __init__(self):
+        self._next = {a: 0 for a in ARENAS}
+        #: name -> (arena, offset, words)
+        self.entries: Dict[str, tuple] = {}
+
+    def alloc(self, arena: str, name: str, words: int) -> int:
+        if arena not in ARENAS:
+            raise ValueError(f"arena must be one of {ARENAS}, got {arena!r}")
+        if name in self.entries:
+            raise ValueError(f"name {name!r} is already allocated")
+        words = int(words)
+        if words < 1:
+            raise ValueError(f"words must be >= 1, got {words}")
+        offset = self._next[arena]
+        self._next[arena] += words
+        self.entries[name] = (arena, offset, words)
+        return offset
+
+    def offset(self, name: str) -> int:
+        return self.entries[name][1]
+
+    def size(self, arena: str) -> int:
+        """Words in ``arena`` (at least 1, so a buffer can always be allocated)."""
+        return max(1, self._next[arena])
+
+
+def _conv_out(h, r, stride, pad):
+    return (h + 2 * pad - r) // stride + 1 if stride and h + 2 * pad >= r else 0
+
+
+def operand_extents(words: Sequence[int]) -> Dict[str, int]:
+    """Per arena, one past the last word descriptor ``words`` reads or writes.
+
+    Used to check a program against its buffers before a run. An unknown
+    opcode touches nothing (the IP stops on it with ERR_OPCODE).
+    """
+    words = np.asarray(words, dtype=np.uint32)
+    f = {name: int(words[i]) for name, i in FIELDS.items() if name not in FLOAT_FIELDS}
+    op = {v: k for k, v in OPCODES.items()}.get(f["opcode"])
+    n, c, h, w, k, r, s = (f[x] for x in ("n", "c", "h", "w", "k", "r", "s"))
+    flags = f["flags"]
+    x_size = n * c * h * w
+    if op in ("CONV_FWD", "CONV_BWD_DATA", "CONV_BWD_WEIGHT", "FC_FWD", "FC_BWD_DATA", "FC_BWD_WEIGHT"):
+        y_size = n * k * _conv_out(h, r, f["stride"], f["pad"]) * _conv_out(w, s, f["stride"], f["pad"])
+        w_size = k * c * r * s
+    elif op in ("MAXPOOL_FWD", "MAXPOOL_BWD"):
+        oh = (h - r) // f["stride"] + 1 if f["stride"] and 0 < r <= h else 0
+        ow = (w - r) // f["stride"] + 1 if f["stride"] and 0 < r <= w else 0
+        y_size = n * c * oh * ow
+    operands = []  # (arena, offset field, words)
+    if op in ("CONV_FWD", "FC_FWD"):
+        operands = [("act", "x", x_size), ("wgt", "wgt", w_size), ("wgt", "bias", k), ("act", "y", y_size)]
+        if flags & FLAGS["RELU"]:
+            operands.append(("bits", "mask_out", bit_words(y_size)))
+    elif op in ("CONV_BWD_DATA", "FC_BWD_DATA"):
+        operands = [("grad", "dy", y_size), ("wgt", "wgt", w_size), ("grad", "dx", x_size)]
+        if flags & FLAGS["HAS_OUT_MASK"]:
+            operands.append(("bits", "mask_in", bit_words(x_size)))
+    elif op in ("CONV_BWD_WEIGHT", "FC_BWD_WEIGHT"):
+        operands = [("act", "x", x_size), ("grad", "dy", y_size), ("grad", "dw", w_size), ("grad", "db", k)]
+    elif op == "MAXPOOL_FWD":
+        operands = [("act", "x", x_size), ("act", "y", y_size), ("bits", "argmax", y_size)]
+        if flags & FLAGS["RELU"]:
+            operands.append(("bits", "mask_out", bit_words(y_size)))
+    elif op == "MAXPOOL_BWD":
+        operands = [("grad", "dy", y_size), ("bits", "argmax", y_size), ("grad", "dx", x_size)]
+    elif op == "SGD_UPDATE":
+        operands = [("wgt", "wgt", f["count"]), ("wgt", "vel", f["count"]), ("grad", "dw", f["count"])]
+    elif op == "SOFTMAX_XENT":
+        operands = [("act", "x", n * c), ("bits", "labels", n), ("grad", "dx", n * c), ("grad", "loss", 1)]
+    ends: Dict[str, int] = {}
+    for arena, field, size in operands:
+        if size:
+            ends[arena] = max(ends.get(arena, 0), f[field] + size)
+    return ends
