@@ -46,8 +46,9 @@ _C_DTYPES = {"float": np.float32, "double": np.float64, "uint32_t": np.uint32, "
              "uint8_t": np.uint8, "int8_t": np.int8, "int": np.int32, "unsigned": np.uint32,
              "unsigned int": np.uint32}
 
-#: where the emulated DDR's buffers start, page aligned like the CMA region
-_DDR_BASE = 0x1000_0000
+#: where the emulated DDR's buffers start: above 4 GiB (ZynqMP's high DDR), so a
+#: driver that writes only the low word of a 64-bit pointer register fails
+_DDR_BASE = 0x8_0000_0000
 _PAGE = 4096
 #: the IP's AXI4-Lite base address in the emulated PS address map
 _IP_PHYS_ADDR = 0x4000_0000

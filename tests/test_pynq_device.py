@@ -61,6 +61,7 @@ def test_run_moves_data_through_registers_and_returns_cycles(device):
     for b in bufs.values():
         b.sync_from_device()
     assert cycles == 10 * 50 + 7 + (1 << 33)  # both halves of the 64-bit register
+    assert bufs["act"].device_address >> 32, "addresses above 4 GiB test both pointer words"
     np.testing.assert_array_equal(bufs["grad"][:50], expected)
     assert np.all(bufs["grad"][50:] == 0)
     assert bufs["stats"][0] == 50
