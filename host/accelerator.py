@@ -88,8 +88,8 @@ class Accelerator:
     @classmethod
     def remote(cls, host: str, skip_zeros: bool = True, **kwargs) -> "Accelerator":
         """The IP on a board reached through PYNQ RemoteDevice (zskip.host.pynq_device)."""
-        from .pynq_device import RemoteDevice
-        return cls(RemoteDevice(host, **kwargs), skip_zeros=skip_zeros)
+        from .pynq_device import open_remote_device
+        return cls(open_remote_device(host, **kwargs), skip_zeros=skip_zeros)
 
     # ------------------------------------------------------------------ programs
     def allocate_arenas(self, layout: ArenaLayout, n_desc: int) -> Dict[str, object]:
