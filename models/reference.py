@@ -315,7 +315,18 @@ def linear_macs(x, dy, out_mask=None) -> dict:
 # by its own xorshift32 generator (a linear-feedback shift register, Marsaglia 2003)
 # seeded from (seed, block) through murmur3's finaliser. The block is the unit a PE
 # lane owns in hardware; here it is the axis numpy vectorises over.
-PRUNE_BLOCK = 256
+def _prune_constant(name: str) -> int:
+    """A constant of hls/prune_grad/prune_grad.h (the kernel is where it is defined)."""
+    import re
+    from zskip import HLS_DIR
+    text = (HLS_DIR / "prune_grad" / "prune_grad.h").read_text()
+    m = re.search(rf"static const unsigned {name} = (\d+);", text)
+    if m is None:
+        raise RuntimeError(f"{name} not found in hls/prune_grad/prune_grad.h")
+    return int(m.group(1))
+
+
+PRUNE_BLOCK = _prune_constant("PRUNE_BLOCK")
 
 _U32 = np.uint32
 
@@ -375,12 +386,16 @@ def prune_tau_scale(rate: float) -> np.float32:
 def prune_threshold(g, rate: float) -> np.float32:
     """tau for ``g`` at a target pruning rate, in float32 exactly as the kernel computes it.
 
-    mean |g| over the nonzeros, summed sequentially in float32 (the kernel's
-    accumulation order), times :func:`prune_tau_scale`.
+    mean |g| over the nonzeros times :func:`prune_tau_scale`. The kernel sums
+    |g| as unsigned fixed point with PRUNE_SUM_FRAC_BITS fractional bits
+    (exact integer addition, so the order of its lanes does not matter); the
+    same sum is formed here in uint64.
     """
     a = np.abs(check_array("g", g).astype(np.float32, copy=False).reshape(-1))
-    nz = a[a != 0]
-    if nz.size == 0:
+    nonzeros = np.count_nonzero(a)
+    if nonzeros == 0:
         return np.float32(0.0)
-    total = np.cumsum(nz, dtype=np.float32)[-1]
-    return np.float32(np.float32(total / np.float32(nz.size)) * prune_tau_scale(rate))
+    unit = float(2 ** _prune_constant("PRUNE_SUM_FRAC_BITS"))
+    total = np.floor(a.astype(np.float64) * unit).astype(np.uint64).sum(dtype=np.uint64)
+    mean = np.float32(np.float64(total) / np.float64(nonzeros) / unit)
+    return np.float32(mean * prune_tau_scale(rate))
