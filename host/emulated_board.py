@@ -182,10 +182,11 @@ class EmulatedIP:
         self.starts = 0
         self.registers = np.zeros(interface.map_size // 4, dtype=np.uint32)
         self.registers[0] = 1 << CTRL_FIELDS["AP_IDLE"]
-        bus_view = self.registers.view(_RegisterFile)
-        bus_view._ctrl_address = self.registers.__array_interface__["data"][0]
+        #: the register words as the AXI bus sees them (reading CTRL clears AP_DONE)
+        self.bus_view = self.registers.view(_RegisterFile)
+        self.bus_view._ctrl_address = self.registers.__array_interface__["data"][0]
         from pynq.registers import RegisterMap
-        self.register_map = RegisterMap.create_subclass(interface.function, interface.pynq_registers())(bus_view)
+        self.register_map = RegisterMap.create_subclass(interface.function, interface.pynq_registers())(self.bus_view)
         self._offsets = {r.name: r.offset for r in interface.registers}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._hardware, name=f"emulated-{interface.function}", daemon=True)

@@ -100,7 +100,8 @@ class PynqDevice:
         self._target = overlay.device
         self._buffers: List = []
         self._closed = False
-        self._check_fields()
+        #: argument -> its register names in this IP's map (see _resolve_fields)
+        self._fields = self._resolve_fields()
         atexit.register(_close_if_alive, weakref.ref(self))
         expected = expected_version if expected_version is not None else driver_version()
         found = self.version(probe_timeout_s)
@@ -197,22 +198,41 @@ class PynqDevice:
         self.close()
 
     # -- register access by field name -----------------------------------
-    def _check_fields(self) -> None:
+    def _resolve_fields(self) -> dict:
+        """Argument name -> the register names holding its data, low word first, as the IP names them.
+
+        Vitis HLS renames an argument whose name is an HDL keyword by appending
+        ``_r`` (``out`` -> ``out_r_1``), so that spelling is accepted too.
+        """
         registers = self.ip.register_map
-        needed = ["CTRL"] + [f for a in self.interface.arguments if a.s_axilite_bundle
-                             for f in self.interface.data_fields(a.name)]
-        missing = [f for f in needed if not hasattr(registers, f)]
+        if not hasattr(registers, "CTRL"):
+            raise DeviceError(f"IP {self.ip_name}'s register map has no CTRL register: not an HLS IP with "
+                              f"s_axilite control")
+        fields, missing = {}, []
+        for a in self.interface.arguments:
+            if a.s_axilite_bundle is None:
+                continue
+            names = self.interface.data_fields(a.name)
+            renamed = [a.name + "_r" + f[len(a.name):] for f in names]
+            if all(hasattr(registers, f) for f in names):
+                fields[a.name] = names
+            elif all(hasattr(registers, f) for f in renamed):
+                fields[a.name] = renamed
+            else:
+                missing.extend(names)
         if missing:
             raise DeviceError(f"IP {self.ip_name}'s register map lacks {missing}: the bitstream was "
                               f"built from a different {self.interface.function} interface")
+        return fields
 
     def _start(self, buffers: Mapping[str, object], n_desc: int) -> None:
         registers = self.ip.register_map
         for name in self.interface.pointer_arguments:
             address = int(buffers[name].device_address)
-            for i, field in enumerate(self.interface.data_fields(name)):
+            for i, field in enumerate(self._fields[name]):
                 setattr(registers, field, (address >> (32 * i)) & _UINT32_MAX)
-        registers.n_desc = n_desc
+        (n_desc_field,) = self._fields["n_desc"]
+        setattr(registers, n_desc_field, n_desc)
         registers.CTRL.AP_START = 1
 
     def _wait(self, timeout_s: float) -> None:
@@ -229,7 +249,7 @@ class PynqDevice:
 
     def _read_output(self, name: str) -> int:
         registers = self.ip.register_map
-        return sum(int(getattr(registers, f)) << (32 * i) for i, f in enumerate(self.interface.data_fields(name)))
+        return sum(int(getattr(registers, f)) << (32 * i) for i, f in enumerate(self._fields[name]))
 
     def _free(self, buf) -> None:
         buf.freebuffer()

@@ -176,3 +176,39 @@ def test_start_returns_before_the_ip_finishes_and_wait_collects_cycles(device):
     assert not device.ip.register_map.CTRL.AP_DONE  # still running
     release.set()
     assert device.wait(timeout_s=5) == 10 * 3 + 7 + (1 << 33)
+
+
+def test_hdl_keyword_renamed_registers_are_accepted_and_others_refused():
+    """Vitis HLS appends _r to an argument named like an HDL keyword; the driver accepts that
+    spelling, and refuses a map that lacks a field in either spelling."""
+    from pynq.registers import RegisterMap
+
+    def board_with_renamed(arg, drop=False):
+        board = EmulatedBoard(kernel=saxpy_kernel, interface=TOP)
+        regs = TOP.pynq_registers()
+        for field in TOP.data_fields(arg):
+            entry = regs.pop(field)
+            if not drop:
+                regs[arg + "_r" + field[len(arg):]] = entry
+        board.ip.register_map = RegisterMap.create_subclass("renamed", regs)(board.ip.bus_view)
+        return board
+
+    board = board_with_renamed("program")
+    try:
+        dev = PynqDevice(board, interface=TOP, expected_version=VERSION, probe_timeout_s=1.0)
+        bufs = buffers(dev, 8)
+        bufs["act"][:] = 1.0
+        for b in bufs.values():
+            b.sync_to_device()
+        dev.run(bufs, n_desc=8)
+        bufs["grad"].sync_from_device()
+        assert np.all(bufs["grad"] == 2.0)
+        dev.close()
+    finally:
+        board.close()
+    board = board_with_renamed("n_desc", drop=True)
+    try:
+        with pytest.raises(DeviceError, match=r"register map lacks \['n_desc'\]"):
+            PynqDevice(board, interface=TOP, expected_version=VERSION, probe_timeout_s=1.0)
+    finally:
+        board.close()
