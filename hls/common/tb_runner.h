@@ -1,0 +1,91 @@
+// Shared body of the C-simulation testbenches (hls/<kernel>/<kernel>_tb.cpp).
+// The including testbench first includes its data header, generated from the
+// numpy reference by hls/gen_tb_data.py, which defines:
+//   TB_N_DESC, tb_program[]                 the program
+//   tb_act[], tb_wgt[], tb_grad[], tb_bits[]  initial arena contents
+//   ZSKIP_TB_F32_REGIONS, tb_f32_expect[]   float regions {arena, offset, count} to compare
+//   ZSKIP_TB_BITS_REGIONS, tb_bits_expect[] uint32 regions to compare exactly
+//   TB_REL_TOL                              tolerance relative to the region's largest |value|
+// The run returns 1 on any mismatch or error code, so csim_design fails.
+#ifndef ZSKIP_TB_RUNNER_H
+#define ZSKIP_TB_RUNNER_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <vector>
+
+#include "../common/descriptor.h"
+#include "../common/version.h"
+#include "../zskip_top/zskip_top.h"
+
+namespace zskip_tb {
+
+enum arena_id { ARENA_ACT = 0, ARENA_WGT = 1, ARENA_GRAD = 2, ARENA_BITS = 3 };
+
+struct region {
+    unsigned arena, offset, count;
+};
+
+static const region tb_f32_checks[] = ZSKIP_TB_F32_REGIONS;
+static const region tb_bits_checks[] = ZSKIP_TB_BITS_REGIONS;
+
+template <class T, unsigned N>
+std::vector<T> copy_of(const T (&a)[N]) {
+    return std::vector<T>(a, a + N);
+}
+
+inline int run(const char *name) {
+    std::vector<float> act = copy_of(tb_act), wgt = copy_of(tb_wgt), grad = copy_of(tb_grad);
+    std::vector<uint32_t> bits = copy_of(tb_bits);
+    std::vector<uint32_t> stats(TB_N_DESC * zskip::S_WORDS, 0);
+    uint32_t version = 0;
+    uint64_t cycles = 0;
+    zskip_top(tb_program, act.data(), wgt.data(), grad.data(), bits.data(), stats.data(), TB_N_DESC, &version,
+              &cycles);
+    int failures = 0;
+    if (version != ZSKIP_VERSION) {
+        printf("%s: version register 0x%08x, expected 0x%08x\n", name, version, ZSKIP_VERSION);
+        ++failures;
+    }
+    for (unsigned d = 0; d < TB_N_DESC; ++d) {
+        if (stats[d * zskip::S_WORDS + zskip::S_ERROR] != zskip::ERR_NONE) {
+            printf("%s: descriptor %u error %u\n", name, d, stats[d * zskip::S_WORDS + zskip::S_ERROR]);
+            ++failures;
+        }
+    }
+    const std::vector<float> *farenas[3] = {&act, &wgt, &grad};
+    unsigned e = 0;
+    for (unsigned r = 0; r < sizeof(tb_f32_checks) / sizeof(tb_f32_checks[0]); ++r) {
+        const region &g = tb_f32_checks[r];
+        double scale = 1e-30;
+        for (unsigned i = 0; i < g.count; ++i) scale = fmax(scale, fabs(tb_f32_expect[e + i]));
+        for (unsigned i = 0; i < g.count; ++i, ++e) {
+            double got = (*farenas[g.arena])[g.offset + i], want = tb_f32_expect[e];
+            if (!(fabs(got - want) <= TB_REL_TOL * scale)) {
+                if (failures < 10) printf("%s: region %u word %u: got %.9g, expected %.9g\n", name, r, i, got, want);
+                ++failures;
+            }
+        }
+    }
+    e = 0;
+    for (unsigned r = 0; r < sizeof(tb_bits_checks) / sizeof(tb_bits_checks[0]); ++r) {
+        const region &g = tb_bits_checks[r];
+        for (unsigned i = 0; i < g.count; ++i, ++e) {
+            if (bits[g.offset + i] != tb_bits_expect[e]) {
+                if (failures < 10)
+                    printf("%s: bits region %u word %u: got 0x%08x, expected 0x%08x\n", name, r, i,
+                           bits[g.offset + i], tb_bits_expect[e]);
+                ++failures;
+            }
+        }
+    }
+    printf("%s: %s (%d mismatches, %llu cycles)\n", name, failures ? "FAIL" : "PASS", failures,
+           (unsigned long long)cycles);
+    return failures ? 1 : 0;
+}
+
+}  // namespace zskip_tb
+
+#endif
