@@ -87,10 +87,15 @@ proc zskip_ip {} {
     return $ip
 }
 
-# KEY=VALUE arguments over defaults; an unknown key is an error naming the known ones.
+# KEY=VALUE arguments over defaults; an unknown key is an error naming the known
+# ones. Elements may hold several space-separated pairs, and tool options that
+# some tool versions leave in argv (e.g. -tclargs) are skipped.
 proc zskip_parse_args {argv defaults} {
     set args $defaults
-    foreach arg $argv {
+    foreach arg [concat {*}$argv] {
+        if {[string index $arg 0] eq "-"} {
+            continue
+        }
         if {![regexp {^([A-Z_]+)=(.*)$} $arg -> key value]} {
             error "arguments are KEY=VALUE, got '$arg'"
         }

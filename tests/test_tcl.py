@@ -221,6 +221,14 @@ def test_unknown_argument_and_step_rejected(tmp_path):
         run_stubbed(RUN_HLS, ["STEPS=csynth,impl"], tmp_path)
 
 
+def test_arguments_in_one_element_and_tool_options_are_accepted(tmp_path):
+    """vitis_hls may hand over the -tclargs flag and a single quoted element of pairs."""
+    calls = run_stubbed(RUN_HLS, ["-tclargs", f"BOARD=kv260 STEPS=csynth BUILD={tmp_path / 'b'}"], tmp_path)
+    assert calls_of(calls, "set_part") == [[BOARDS["kv260"].part]]
+    with pytest.raises(AssertionError, match=r"arguments are KEY=VALUE, got 'BOARD'"):
+        run_stubbed(RUN_HLS, ["BOARD", "kv260"], tmp_path)
+
+
 def test_tcl_ini_reader_agrees_with_configparser(tmp_path):
     """The tcl reader and boards.py see the same board data."""
     script = ('source {%s}\n'
