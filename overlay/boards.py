@@ -52,6 +52,16 @@ class Board:
     def clock_period_ns(self) -> float:
         return 1e3 / self.clock_mhz
 
+    def seconds(self, cycles: int, bytes_moved: int = 0) -> float:
+        """Estimated time of ``cycles`` accelerator cycles plus ``bytes_moved`` over DDR at peak.
+
+        Compute and transfer are added (no overlap assumed), so this is an upper
+        estimate for a design whose loads overlap compute.
+        """
+        if cycles < 0 or bytes_moved < 0:
+            raise ValueError(f"cycles and bytes_moved must be >= 0, got {cycles}, {bytes_moved}")
+        return cycles / (self.clock_mhz * 1e6) + bytes_moved / (self.ddr_gbps * 1e9)
+
     def dsp_per_mac(self, precision: str) -> int:
         """DSP slices per MAC lane for ``precision`` ("float32" or "fixed16")."""
         table = {"float32": self.dsp_per_mac_float, "fixed16": self.dsp_per_mac_fixed16}

@@ -74,3 +74,12 @@ def test_remote_device_unreachable_is_a_clear_error():
         Accelerator.remote("127.0.0.1", port=1)
     with pytest.raises(ValueError, match="host must be"):
         open_remote_device("")
+
+
+def test_board_time_estimate_from_clock_and_bandwidth():
+    z2 = boards.board("pynq-z2")
+    # 100 MHz: 1e6 cycles = 10 ms; 2.1 GB/s: 21 MB = 10 ms
+    assert z2.seconds(1_000_000) == pytest.approx(0.010)
+    assert z2.seconds(1_000_000, 21_000_000) == pytest.approx(0.020)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        z2.seconds(-1)
