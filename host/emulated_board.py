@@ -151,23 +151,33 @@ class EmulatedDevice:
 
 
 class _RegisterFile(np.ndarray):
-    """The IP's register words; reading CTRL through a register view clears AP_DONE.
+    """The IP's register words as the AXI bus sees them.
 
-    AP_DONE is clear-on-read in the HLS adapter (UG1399), so a driver that
-    polls it sees each completion once. The hardware thread reads the words
-    through a plain ndarray and is not affected.
+    Reading CTRL through a register view clears AP_DONE: it is clear-on-read in
+    the HLS adapter (UG1399), so a driver that polls it sees each completion
+    once. Writing CTRL wakes the hardware thread, as the write strobe would.
+    The hardware thread itself uses a plain ndarray and triggers neither.
     """
 
     def __array_finalize__(self, obj):
         self._ctrl_address = getattr(obj, "_ctrl_address", None)
+        self._ctrl_written = getattr(obj, "_ctrl_written", None)
+
+    def _is_ctrl(self, index) -> bool:
+        return (isinstance(index, (int, np.integer)) and index == 0 and self._ctrl_address is not None
+                and self.__array_interface__["data"][0] == self._ctrl_address)
 
     def __getitem__(self, index):
         value = super().__getitem__(index)
-        if (index == 0 and self._ctrl_address is not None
-                and self.__array_interface__["data"][0] == self._ctrl_address):
+        if self._is_ctrl(index):
             raw = np.asarray(self)
             raw[0] = int(raw[0]) & ~(1 << CTRL_FIELDS["AP_DONE"])
         return value
+
+    def __setitem__(self, index, value):
+        super().__setitem__(index, value)
+        if self._is_ctrl(index) and self._ctrl_written is not None:
+            self._ctrl_written.set()
 
 
 class EmulatedIP:
@@ -185,6 +195,8 @@ class EmulatedIP:
         #: the register words as the AXI bus sees them (reading CTRL clears AP_DONE)
         self.bus_view = self.registers.view(_RegisterFile)
         self.bus_view._ctrl_address = self.registers.__array_interface__["data"][0]
+        self._ctrl_written = threading.Event()
+        self.bus_view._ctrl_written = self._ctrl_written
         from pynq.registers import RegisterMap
         self.register_map = RegisterMap.create_subclass(interface.function, interface.pynq_registers())(self.bus_view)
         self._offsets = {r.name: r.offset for r in interface.registers}
@@ -202,7 +214,8 @@ class EmulatedIP:
         start_bit = 1 << CTRL_FIELDS["AP_START"]
         while not self._stop.is_set():
             if not self.registers[0] & start_bit:
-                self._stop.wait(0.0002)
+                self._ctrl_written.wait(0.05)
+                self._ctrl_written.clear()
                 continue
             # ap_start is consumed at the handshake; the IP is busy until done
             self.registers[0] = int(self.registers[0]) & ~(start_bit | (1 << CTRL_FIELDS["AP_IDLE"])
@@ -241,6 +254,7 @@ class EmulatedIP:
 
     def stop(self) -> None:
         self._stop.set()
+        self._ctrl_written.set()
         self._thread.join(timeout=1.0)
 
 
