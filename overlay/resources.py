@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -153,12 +154,15 @@ def onchip_bytes(board: Board, structs: Optional[List[OnchipStruct]] = None,
     cache_dir.mkdir(parents=True, exist_ok=True)
     exe = cache_dir / f"probe-{key}"
     if not exe.exists():
-        src = cache_dir / f"probe-{key}.cpp"
-        src.write_text(source)
-        cmd = [compiler, *flags, str(src), "-o", str(exe)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"size probe failed to compile: {' '.join(cmd)}\n{proc.stderr}")
+        # build under a private name, then rename: concurrent runs never see half a file
+        with tempfile.TemporaryDirectory(dir=cache_dir) as work:
+            src, tmp_exe = Path(work) / "probe.cpp", Path(work) / "probe"
+            src.write_text(source)
+            cmd = [compiler, *flags, str(src), "-o", str(tmp_exe)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"size probe failed to compile: {' '.join(cmd)}\n{proc.stderr}")
+            os.replace(tmp_exe, exe)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
     return {name: int(size) for name, size in (line.rsplit(" ", 1) for line in out.splitlines())}
 
