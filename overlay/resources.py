@@ -133,24 +133,23 @@ def _probe_source(structs: List[OnchipStruct]) -> str:
     return "\n".join(["#include <cstdio>", *includes, "int main() {", *lines, "    return 0;", "}", ""])
 
 
-def _ap_types_dir() -> Path:
-    import importlib.resources
-    return Path(str(importlib.resources.files("hls4ml") / "templates" / "vivado" / "ap_types"))
-
-
 def onchip_bytes(board: Board, structs: Optional[List[OnchipStruct]] = None,
                  cache_dir: Optional[Path] = None) -> Dict[str, int]:
-    """``sizeof`` of each instantiated on-chip struct with ``board``'s macros (g++ probe)."""
+    """``sizeof`` of each instantiated on-chip struct with ``board``'s macros (g++ probe).
+
+    The probe uses the emulation's ap_types headers and cache folder (host/emu.py).
+    """
     structs = structs if structs is not None else onchip_structs()
     compiler = shutil.which("g++")
     if compiler is None:
         raise RuntimeError("g++ not found on PATH: the on-chip size probe needs it")
     source = _probe_source(structs)
-    flags = ["-std=c++14", "-O0", f"-I{HLS_DIR}", f"-I{HLS_DIR / 'common'}", f"-I{_ap_types_dir()}"]
+    from ..host.emu import ap_types_dir, cache_dir as emu_cache_dir
+    flags = ["-std=c++14", "-O0", f"-I{HLS_DIR}", f"-I{HLS_DIR / 'common'}", f"-I{ap_types_dir()}"]
     flags += [f"-D{k}={v}" for k, v in board.hls_defines.items()]
     headers = "".join(s.header.read_text() for s in structs)
     key = hashlib.sha256((source + " ".join(flags) + headers).encode()).hexdigest()[:16]
-    cache_dir = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "zskip-resources"
+    cache_dir = Path(cache_dir) if cache_dir is not None else emu_cache_dir() / "resources"
     cache_dir.mkdir(parents=True, exist_ok=True)
     exe = cache_dir / f"probe-{key}"
     if not exe.exists():
