@@ -34,15 +34,6 @@ _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters"
              "mac_iters", "mac_stalls", "wb_iters")
 
 
-def board_pe_lanes(board: str) -> Limits:
-    """Limits for ``board`` (overlay/boards.ini: pe_lanes, max_ch, max_dim); other maxima from config.h."""
-    from ..overlay.boards import board as board_profile
-    prof = board_profile(board)
-    base = Limits.defaults()
-    return Limits(pe_lanes=prof.pe_lanes, max_ch=prof.max_ch, max_dim=prof.max_dim,
-                  max_ksize=base.max_ksize, max_features=base.max_features)
-
-
 class Accelerator:
     """The Ops interface on a :class:`zskip.host.device.Device` running ``zskip_top``.
 
@@ -76,7 +67,8 @@ class Accelerator:
         """The HLS sources compiled by g++ (C simulation); ``board`` picks PE lanes and maxima."""
         from .emu import EmuDevice
         if limits is None and board is not None:
-            limits = board_pe_lanes(board)
+            from .pynq_device import board_limits  # the one reading of boards.ini [hls_macros]
+            limits = board_limits(board)
         return cls(EmuDevice(precision=precision, limits=limits), skip_zeros=skip_zeros)
 
     @classmethod

@@ -51,12 +51,15 @@ template <class CFG>
 void build_axis_from_input(tap_axis<CFG> &ax, unsigned in_len, unsigned out_len,
                            unsigned ksize, unsigned stride, unsigned pad) {
     static const unsigned DIM_MAX = CFG::max_dim;
+    static const unsigned KS_MAX = CFG::max_ksize;
 AXIS_IN:
     for (unsigned u = 0; u < in_len; ++u) {
 #pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
         unsigned n = 0;
         // first r congruent to u + pad modulo stride: only valid taps are visited
+    AXIS_IN_TAP:
         for (unsigned r = (u + pad) % stride; r < ksize; r += stride) {
+#pragma HLS LOOP_TRIPCOUNT max=KS_MAX
             int num = (int)(u + pad) - (int)r;
             if (num < 0) break;
             unsigned o = (unsigned)num / stride;
@@ -76,11 +79,14 @@ template <class CFG>
 void build_axis_from_output(tap_axis<CFG> &ax, unsigned out_len, unsigned in_len,
                             unsigned ksize, unsigned stride, unsigned pad) {
     static const unsigned DIM_MAX = CFG::max_dim;
+    static const unsigned KS_MAX = CFG::max_ksize;
 AXIS_OUT:
     for (unsigned u = 0; u < out_len; ++u) {
 #pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
         unsigned n = 0;
+    AXIS_OUT_TAP:
         for (unsigned r = 0; r < ksize; ++r) {
+#pragma HLS LOOP_TRIPCOUNT max=KS_MAX
             int h = (int)(u * stride + r) - (int)pad;
             if (h >= 0 && (unsigned)h < in_len) {
                 ax.r[u][n] = (uint8_t)r;

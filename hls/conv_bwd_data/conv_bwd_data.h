@@ -40,6 +40,8 @@ unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, con
     static acc_scoreboard<conv_bwd_data_onchip<CFG>::XSIZE> sb;
     static const unsigned X_MAX = conv_bwd_data_onchip<CFG>::XSIZE;
     static const unsigned CH_MAX = CFG::max_ch;
+    static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
+    static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned BATCH = TRIP_BATCH;
     const unsigned WORDS = conv_bwd_data_onchip<CFG>::WORDS;
@@ -56,7 +58,7 @@ LOAD_W_K:
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
         LOAD_W_TAP:
             for (unsigned t = 0; t < RS; ++t, ++wi) {
-#pragma HLS LOOP_TRIPCOUNT max=49
+#pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
 // one weight per m_axi beat, stored [k][r][s][c] so a tap's channels are lanes
 #pragma HLS PIPELINE II=1
                 buf.w[(k * RS + t) * C + c] = from_f32<wgt_t>(w[wi]);
@@ -97,7 +99,12 @@ IMAGE:
             for (unsigned p = 0; p < PLANE; ++p) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 #pragma HLS PIPELINE II=1
-                for (unsigned ww = 0; ww < WORDS; ++ww) buf.mask[bank][p][ww] = 0;
+            CLEAR_WORDS:
+            for (unsigned ww = 0; ww < WORDS; ++ww) {
+// a position's channel words are one wide register
+#pragma HLS UNROLL
+                buf.mask[bank][p][ww] = 0;
+            }
             }
         MASK_C:
             for (unsigned c = 0; c < C; ++c) {

@@ -38,6 +38,8 @@ unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, 
     static conv_bwd_weight_onchip<CFG> buf;
     static acc_scoreboard<conv_bwd_weight_onchip<CFG>::WSIZE> sb;
     static const unsigned CH_MAX = CFG::max_ch;
+    static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
+    static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned W_MAX = conv_bwd_weight_onchip<CFG>::WSIZE;
     static const unsigned BATCH = TRIP_BATCH;
@@ -80,7 +82,12 @@ IMAGE:
         for (unsigned p = 0; p < PLANE; ++p) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 #pragma HLS PIPELINE II=1
-            for (unsigned ww = 0; ww < WORDS; ++ww) buf.nz[bank][p][ww] = 0;
+        CLEAR_WORDS:
+            for (unsigned ww = 0; ww < WORDS; ++ww) {
+// a position's channel words are one wide register
+#pragma HLS UNROLL
+                buf.nz[bank][p][ww] = 0;
+            }
         }
         const float *xn = x + (uint64_t)n * C * PLANE;
     LOAD_X_C:
@@ -119,7 +126,7 @@ WB_K:
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
         WB_TAP:
             for (unsigned t = 0; t < RS; ++t, ++wi) {
-#pragma HLS LOOP_TRIPCOUNT max=49
+#pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
 // one dw per cycle in DDR order
 #pragma HLS PIPELINE II=1
                 dw[wi] = to_f32(grad_t(buf.dw[(k * RS + t) * C + c]));

@@ -39,6 +39,8 @@ unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, const float 
     static const unsigned W_MAX = conv_fwd_onchip<CFG>::WSIZE;
     static const unsigned O_MAX = conv_fwd_onchip<CFG>::OSIZE;
     static const unsigned CH_MAX = CFG::max_ch;
+    static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
+    static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned BATCH = TRIP_BATCH;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
@@ -54,7 +56,7 @@ LOAD_W_K:
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
         LOAD_W_TAP:
             for (unsigned t = 0; t < RS; ++t, ++wi) {
-#pragma HLS LOOP_TRIPCOUNT max=49
+#pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
 // one weight per m_axi beat
 #pragma HLS PIPELINE II=1
                 buf.w[(c * RS + t) * K + k] = from_f32<wgt_t>(w[wi]);
@@ -109,7 +111,7 @@ IMAGE:
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
         WB_POS:
             for (unsigned p = 0; p < OPLANE; ++p) {
-#pragma HLS LOOP_TRIPCOUNT max=1024
+#pragma HLS LOOP_TRIPCOUNT max=OPLANE_MAX
 // one output per cycle: bias, ReLU, quantise, mask bit, store, clear
 #pragma HLS PIPELINE II=1
                 act_t v = act_t(acc[p * K + k] + buf.bias[k]);

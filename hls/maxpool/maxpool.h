@@ -42,6 +42,7 @@ template <class CFG>
 unsigned maxpool_fwd(const pool_shape &sh, bool write_mask, const float *x, float *y, uint32_t *argmax,
                      uint32_t *mask, kernel_counters &cnt) {
     static maxpool_onchip<CFG> buf;
+    static const unsigned DIM_MAX = CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned KS_MAX = CFG::max_ksize;
     static const unsigned PLANES = TRIP_BATCH * CFG::max_ch;
@@ -63,8 +64,10 @@ PLANE_LOOP:
         load += PLANE;
     OUT_ROW:
         for (unsigned oh = 0; oh < sh.oh; ++oh) {
+#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
         OUT_COL:
             for (unsigned ow = 0; ow < sh.ow; ++ow) {
+#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
                 unsigned best = oh * sh.stride * sh.w + ow * sh.stride;
                 act_t best_v = buf.plane[best];
             WIN_R:

@@ -13,12 +13,9 @@
 
 namespace zskip {
 
-// No on-chip arrays: the update streams element by element.
-struct sgd_update_onchip {
-    wgt_t p, v;
-};
-
 // param [count], velocity [count] (wgt arena, updated in place), grad [count].
+// No on-chip arrays (so no sgd_update_onchip struct): the update streams
+// element by element.
 // The update arithmetic runs in float32 (the optimiser unit) and the results
 // are quantised to wgt_t when stored.
 inline unsigned sgd_update(unsigned count, float lr, float momentum, float weight_decay, float *param,
