@@ -178,8 +178,7 @@ def parse_top(source: str, function: str = TOP_FUNCTION) -> TopInterface:
     """Parse the HLS ``source`` of ``function`` into its interface and register map."""
     clean = _strip_comments(source)
     params = _parse_signature(clean, function)
-    body_start = re.search(r"\bvoid\s+" + re.escape(function) + r"\s*\(", clean).start()
-    pragmas = [_pragma_options(m.group(1)) for m in _PRAGMA.finditer(clean, body_start)]
+    pragmas = [_pragma_options(m.group(1)) for m in _PRAGMA.finditer(_body(clean, function))]
     m_axi, s_axilite = {}, {}
     for p in pragmas:
         mode, port = p.get("mode", "").lower(), p.get("port")
@@ -199,9 +198,25 @@ def parse_top(source: str, function: str = TOP_FUNCTION) -> TopInterface:
     if len(bundles) != 1 or "return" not in s_axilite:
         raise ValueError(f"{function} needs port=return and every s_axilite argument in one bundle; "
                          f"found bundles {sorted(bundles)}, return {'present' if 'return' in s_axilite else 'missing'}")
-    arguments = tuple(Argument(name, c_type, is_ptr, is_const, m_axi.get(name), s_axilite.get(name))
+    control = bundles.pop()
+    # an m_axi offset=slave pointer gets its address register in the control
+    # bundle even without its own s_axilite pragma
+    arguments = tuple(Argument(name, c_type, is_ptr, is_const, m_axi.get(name),
+                               s_axilite.get(name, control if name in m_axi else None))
                       for name, c_type, is_ptr, is_const in params)
-    return TopInterface(function, arguments, tuple(_layout(arguments)), bundles.pop())
+    return TopInterface(function, arguments, tuple(_layout(arguments)), control)
+
+
+def _body(source: str, function: str) -> str:
+    """The text between the braces of ``function``'s definition (pragmas outside it do not count)."""
+    start = re.search(r"\bvoid\s+" + re.escape(function) + r"\s*\([^)]*\)\s*\{", source).end()
+    depth, i = 1, start
+    while depth and i < len(source):
+        depth += {"{": 1, "}": -1}.get(source[i], 0)
+        i += 1
+    if depth:
+        raise ValueError(f"unbalanced braces in the definition of {function}")
+    return source[start:i - 1]
 
 
 def _layout(arguments) -> List[Register]:

@@ -52,6 +52,13 @@ def test_offsets_follow_vitis_hls_layout():
     assert access["program_1"] == "write-only" and access["cycles_2"] == "read-only"
 
 
+def test_pragmas_of_other_functions_do_not_count_and_m_axi_implies_control():
+    other = "\nvoid helper(int *p) {\n#pragma HLS INTERFACE s_axilite port=p bundle=other\n}\n"
+    no_lite = FIXTURE.replace("#pragma HLS INTERFACE s_axilite port=act bundle=control\n", "")
+    top = parse_top(no_lite + other)
+    assert {r.name: r.offset for r in top.registers} == EXPECTED
+
+
 def test_pynq_register_map_built_from_it_addresses_the_same_words():
     import numpy as np
     from pynq.registers import RegisterMap
