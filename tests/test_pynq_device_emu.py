@@ -145,3 +145,32 @@ def test_lenet_training_step_through_the_driver_matches_reference():
     assert got.loss == pytest.approx(expected.loss, rel=1e-5)
     for key in params:
         np.testing.assert_allclose(got.params[key], expected.params[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_training_loop_runs_on_the_emulated_board_like_the_reference():
+    """models.train.train, unchanged, on the board driver: same losses and weights as the reference."""
+    from zskip.host.accelerator import Accelerator
+    from zskip.host.backends import OpsBackend, make_backend
+    from zskip.host.pynq_device import open_emulated_board_device
+    from zskip.models.datasets import synthetic
+    from zskip.models.networks import get_model
+    from zskip.models.train import train
+
+    model = get_model("lenet5")
+    data = synthetic((1, 28, 28), 10, n_train=48, n_test=16)
+    kwargs = dict(epochs=1, batch_size=16, lr=0.05, momentum=0.9, seed=1, quiet=True)
+    expected = train(make_backend("reference"), model, data, **kwargs)
+    backend = OpsBackend(Accelerator(open_emulated_board_device()), "board-emu")
+    try:
+        got = train(backend, model, data, **kwargs)
+    finally:
+        backend.close()
+    assert got.report["epochs"][0]["train_loss"] == pytest.approx(expected.report["epochs"][0]["train_loss"], rel=1e-4)
+    for key, value in expected.params.items():
+        np.testing.assert_allclose(got.params[key], value, rtol=1e-3, atol=1e-5, err_msg=key)
+    # the board's stats records and cycles register came back through the driver:
+    # executed MACs equal the reference's count of nonzero MACs, pass by pass
+    for layer in got.report["epochs"][0]["layers"]:
+        for pass_name, macs in layer["macs"].items():
+            assert layer["kernel"][pass_name]["macs_executed"] == macs["macs_nonzero"], (layer["index"], pass_name)
+            assert layer["kernel"][pass_name]["cycles_register"] > 0
