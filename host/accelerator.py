@@ -8,12 +8,12 @@ whole training step can be one program through :meth:`Accelerator.run_program`:
     from zskip.host.program import ArenaLayout, encode
     acc = Accelerator.emulated()
     layout = ArenaLayout()
-    x = layout.alloc("act", "x", x.size) ...           # word offsets of every tensor
+    layout.alloc("act", "x", x.size) ...                # word offsets of every tensor
     bufs = acc.allocate_arenas(layout, n_desc=3)        # program, act, wgt, grad, bits, stats
-    bufs["act"][x:x + n] = ...                          # pack inputs (host side)
+    layout.put(bufs, "x", x)                            # pack inputs (host side)
     program = [encode("CONV_FWD", ...), ...]
     records = acc.run_program(program, bufs)            # flush, run, invalidate; one stats dict each
-    y = bufs["act"][y_off:y_off + m]                    # unpack
+    y = layout.get(bufs, "y", y_shape)                  # unpack
 
 Buffers keep their contents between runs, so weights and optimiser state can
 stay in device memory (pass ``flush=``/``invalidate=`` to move only some arenas).
@@ -28,7 +28,7 @@ import numpy as np
 from ..models import reference as R
 from .device import DeviceError
 from .program import (ARENA_DTYPES, ARENAS, D_WORDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
-                      bit_words, decode_stats, encode, pack_bits, unpack_bits)
+                      bit_words, decode_stats, encode)
 
 _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters", "enc_iters",
              "mac_iters", "mac_stalls", "wb_iters")
@@ -157,25 +157,13 @@ class Accelerator:
         """Pack ``inputs`` (name -> array), run ``desc``, unpack ``outputs`` (name -> (shape, kind))."""
         t0 = time.perf_counter()
         bufs = self._buffers(layout)
-        touched = set()
         for name, value in inputs.items():
-            arena, off, n = layout.entries[name]
-            bufs[arena][off:off + n] = np.asarray(value).reshape(-1)
-            touched.add(arena)
+            layout.put(bufs, name, value)
         pack = time.perf_counter() - t0
-        self.run_program([desc], bufs, flush=sorted(touched),
+        self.run_program([desc], bufs, flush=sorted({layout.entries[n][0] for n in inputs}),
                          invalidate=sorted({layout.entries[n][0] for n in outputs}))
         t1 = time.perf_counter()
-        out = {}
-        for name, (shape, kind) in outputs.items():
-            arena, off, n = layout.entries[name]
-            raw = bufs[arena][off:off + n]
-            if kind == "bits":
-                out[name] = unpack_bits(raw, shape)
-            elif kind == "index":
-                out[name] = raw[:int(np.prod(shape))].astype(np.int32).reshape(shape)
-            else:
-                out[name] = np.array(raw[:int(np.prod(shape))], dtype=np.float32).reshape(shape)
+        out = {name: layout.get(bufs, name, shape, kind) for name, (shape, kind) in outputs.items()}
         self.last_timings["pack"] += pack
         self.last_timings["unpack"] = time.perf_counter() - t1
         return out
@@ -257,7 +245,7 @@ class Accelerator:
                    dx=lay.alloc("grad", "dx", size), mask_in=lay.alloc("bits", "mask", bit_words(size)))
         inputs = {"dy": dy, "w": w}
         if out_mask is not None:
-            inputs["mask"] = pack_bits(self._mask("out_mask", out_mask, x_shape))
+            inputs["mask"] = self._mask("out_mask", out_mask, x_shape)
         desc = self._conv_desc("CONV_BWD_DATA", x_shape, w.shape, stride, pad,
                                self._flags(has_mask=out_mask is not None), **off)
         return self._run_one(lay, inputs, desc, {"dx": (x_shape, "f32")})["dx"]
@@ -317,7 +305,7 @@ class Accelerator:
                    dx=lay.alloc("grad", "dx", n * i), mask_in=lay.alloc("bits", "mask", bit_words(n * i)))
         inputs = {"dy": dy, "w": w}
         if out_mask is not None:
-            inputs["mask"] = pack_bits(self._mask("out_mask", out_mask, (n, i)))
+            inputs["mask"] = self._mask("out_mask", out_mask, (n, i))
         desc = self._fc_desc("FC_BWD_DATA", n, i, j, self._flags(has_mask=out_mask is not None), **off)
         return self._run_one(lay, inputs, desc, {"dx": ((n, i), "f32")})["dx"]
 

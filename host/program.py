@@ -264,6 +264,8 @@ class ArenaLayout:
     ``alloc(arena, name, words)`` reserves ``words`` 32-bit words and returns
     the offset; ``size(arena)`` is the arena length a buffer must have. Bit
     tensors are allocated with :func:`bit_words` so each owns its last word.
+    ``put`` / ``get`` move a named tensor between numpy and the host side of
+    the arena buffers (``Accelerator.allocate_arenas``).
     """
 
     def __init__(self):
@@ -286,6 +288,38 @@ class ArenaLayout:
 
     def offset(self, name: str) -> int:
         return self.entries[name][1]
+
+    def put(self, buffers: Mapping[str, np.ndarray], name: str, value) -> None:
+        """Write ``value`` into the host side of ``buffers[arena]`` at ``name``'s place.
+
+        bool arrays are packed as bits (:func:`pack_bits`); integer arrays
+        become uint32 words; float arrays float32. Flush the arena afterwards.
+        """
+        arena, off, words = self.entries[name]
+        value = np.asarray(value)
+        if value.dtype == bool:
+            value = pack_bits(value)
+        flat = value.reshape(-1)
+        if flat.size > words:
+            raise ValueError(f"{name}: {flat.size} words do not fit its {words} allocated words")
+        buffers[arena][off:off + flat.size] = flat
+
+    def get(self, buffers: Mapping[str, np.ndarray], name: str, shape, kind: str = "f32") -> np.ndarray:
+        """A copy of ``name`` from the host side of its arena (invalidate first).
+
+        ``kind``: "f32" (float32 tensor), "bits" (bool tensor of ``shape``) or
+        "index" (int32 tensor, e.g. argmax).
+        """
+        arena, off, words = self.entries[name]
+        raw = buffers[arena][off:off + words]
+        count = int(np.prod(shape))
+        if kind == "bits":
+            return unpack_bits(raw, shape)
+        if kind == "index":
+            return raw[:count].astype(np.int32).reshape(shape)
+        if kind == "f32":
+            return np.array(raw[:count], dtype=np.float32).reshape(shape)
+        raise ValueError(f"kind must be 'f32', 'bits' or 'index', got {kind!r}")
 
     def size(self, arena: str) -> int:
         """Words in ``arena`` (at least 1, so a buffer can always be allocated)."""

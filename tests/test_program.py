@@ -111,3 +111,22 @@ def test_arena_layout():
         lay.alloc("ddr", "c", 1)
     with pytest.raises(ValueError, match="already allocated"):
         lay.alloc("act", "a", 1)
+
+
+def test_layout_put_and_get(rng):
+    lay = P.ArenaLayout()
+    lay.alloc("act", "x", 6)
+    lay.alloc("bits", "m", P.bit_words(40))
+    lay.alloc("bits", "idx", 3)
+    bufs = {a: np.zeros(lay.size(a), P.ARENA_DTYPES[a]) for a in P.ARENAS}
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    m = rng.random((5, 8)) > 0.5
+    lay.put(bufs, "x", x)
+    lay.put(bufs, "m", m)
+    lay.put(bufs, "idx", np.array([7, 0, 3]))
+    assert np.array_equal(lay.get(bufs, "x", (2, 3)), x)
+    assert np.array_equal(lay.get(bufs, "m", (5, 8), "bits"), m)
+    assert np.array_equal(bufs["bits"][:2], P.pack_bits(m))
+    assert lay.get(bufs, "idx", (3,), "index").tolist() == [7, 0, 3]
+    with pytest.raises(ValueError, match="x: 7 words do not fit its 6 allocated words"):
+        lay.put(bufs, "x", np.zeros(7))
