@@ -241,13 +241,28 @@ ENC_ROW:
                     }
                 }
 #else
-                // same item list in the same order, found with count-trailing-zeros
-                while (bits) {
-                    unsigned bit = (unsigned)__builtin_ctz(bits);
-                    bits &= bits - 1u;
-                    lists.item_a[n_items] = a + base + bit;
-                    lists.item_b[n_items] = b + base + bit;
-                    ++n_items;
+                // same item list in the same order: a run of low bits (the
+                // dense channel set) is copied, other words walked with
+                // count-trailing-zeros
+                uint32_t *ia = lists.item_a + n_items, *ib = lists.item_b + n_items;
+                const unsigned ab = a + base, bb = b + base;
+                if ((bits & (bits + 1u)) == 0) {
+                    const unsigned run = bits == 0xFFFFFFFFu ? 32u : (unsigned)__builtin_ctz(~bits);
+                    for (unsigned j = 0; j < run; ++j) {
+                        ia[j] = ab + j;
+                        ib[j] = bb + j;
+                    }
+                    n_items += run;
+                } else {
+                    unsigned k = 0;
+                    while (bits) {
+                        const unsigned bit = (unsigned)__builtin_ctz(bits);
+                        bits &= bits - 1u;
+                        ia[k] = ab + bit;
+                        ib[k] = bb + bit;
+                        ++k;
+                    }
+                    n_items += k;
                 }
 #endif
             }
@@ -267,20 +282,29 @@ MAC:
         unsigned last = first + P < n_items ? first + P : n_items;
         uint64_t issue = sb.now;
 #ifndef __SYNTHESIS__
-    HAZARD:
-        for (unsigned i = first; i < last; ++i) {
-            uint64_t ready = sb.stamp[lists.item_a[i]] + ACC_LATENCY;
-            issue = ready > issue ? ready : issue;
+        // Issue times rise by at least one per iteration, so only an element's
+        // first ACC_LATENCY iterations can meet a write still in flight, and
+        // only its last ACC_LATENCY iterations can still be in flight when the
+        // next element starts: the stamps are read and written just there.
+        if (it < ACC_LATENCY) {
+        HAZARD:
+            for (unsigned i = first; i < last; ++i) {
+                uint64_t ready = sb.stamp[lists.item_a[i]] + ACC_LATENCY;
+                issue = ready > issue ? ready : issue;
+            }
         }
 #endif
     LANE:
         for (unsigned i = first; i < last; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=P
             acc[lists.item_a[i]] += bsrc[lists.item_b[i]] * v;
-#ifndef __SYNTHESIS__
-            sb.stamp[lists.item_a[i]] = issue;
-#endif
         }
+#ifndef __SYNTHESIS__
+        if (it + ACC_LATENCY >= iters) {
+        STAMP:
+            for (unsigned i = first; i < last; ++i) sb.stamp[lists.item_a[i]] = issue;
+        }
+#endif
         sb.now = issue + 1;
     }
     const uint64_t mac_cycles = sb.now - start;
