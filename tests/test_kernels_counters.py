@@ -117,3 +117,32 @@ def test_counters_from_every_stage_are_reported(sparse):
     assert st["wb_iters"] == dy.size
     assert st["mac_iters"] >= st["macs_executed"] / sparse.limits.pe_lanes
     assert st["cycles"] == st["cycles_register"]
+
+
+def test_pe_lanes_set_the_mac_stage_width(sparse):
+    """A 4-lane build needs about four times the MAC iterations of the 16-lane default."""
+    from zskip.host.program import Limits
+    base = Limits.defaults()
+    narrow = Accelerator.emulated(limits=Limits(4, base.max_ch, base.max_dim, base.max_ksize, base.max_features))
+    assert narrow.device.config["pe_lanes"] == 4
+    x, wt, dy, stride, pad = _data(0.0, k=32)
+    b = np.zeros(32, np.float32)
+    y4, _ = narrow.conv_forward(x, wt, b, stride, pad)
+    s4 = dict(narrow.last_stats)
+    y16, _ = sparse.conv_forward(x, wt, b, stride, pad)
+    s16 = dict(sparse.last_stats)
+    assert np.array_equal(y4, y16)
+    assert s4["macs_executed"] == s16["macs_executed"]
+    # every element's item count here is a multiple of 16 (taps x 32 channels)
+    assert s4["mac_iters"] == 4 * s16["mac_iters"]
+
+
+def test_board_build_rejects_what_its_buffers_cannot_hold():
+    acc = Accelerator.emulated(board="pynq-z2")
+    lim = acc.limits
+    assert acc.device.config["max_ch"] == lim.max_ch
+    c = lim.max_ch
+    x = np.ones((1, c, 8, 8), np.float32)
+    acc.conv_forward(x, np.ones((c, c, 3, 3), np.float32), np.zeros(c, np.float32), 1, 1)
+    with pytest.raises(ValueError, match=rf"w output channels: must be in \[1, {c}\]"):
+        acc.conv_forward(x, np.ones((c + 1, c, 3, 3), np.float32), np.zeros(c + 1, np.float32), 1, 1)
