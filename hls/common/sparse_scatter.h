@@ -111,17 +111,28 @@ struct scatter_map {
     unsigned channels;  // candidate bits per tap
 };
 
-// Per-element working lists of the engine (part of each kernel's on-chip
-// struct).
+// The compaction stage's output: one plane's nonzeros (value, row, column).
+template <class CFG, class V>
+struct nz_list {
+    static const unsigned PLANE = CFG::max_dim * CFG::max_dim;
+    V val[PLANE];
+    uint8_t row[PLANE];
+    uint8_t col[PLANE];
+};
+
+// The encoder's output for one element: accumulator and operand addresses.
+template <class CFG>
+struct item_list {
+    static const unsigned ITEMS = CFG::max_ksize * CFG::max_ksize * CFG::max_ch;
+    uint32_t a[ITEMS];
+    uint32_t b[ITEMS];
+};
+
+// Working lists of the engine (part of each kernel's on-chip struct).
 template <class CFG, class V>
 struct scatter_lists {
-    static const unsigned PLANE = CFG::max_dim * CFG::max_dim;
-    static const unsigned ITEMS = CFG::max_ksize * CFG::max_ksize * CFG::max_ch;
-    V nz_val[PLANE];
-    uint8_t nz_row[PLANE];
-    uint8_t nz_col[PLANE];
-    uint32_t item_a[ITEMS];
-    uint32_t item_b[ITEMS];
+    nz_list<CFG, V> nz;
+    item_list<CFG> items;
 };
 
 // Number of 32-bit words of a channel bit set.
@@ -148,10 +159,11 @@ ONES:
 // rows.n[u] * cols.n[v] taps of `channels` channels each. When `sum` is given
 // the emitted values are also added to it (the bias gradient).
 template <class CFG, class V>
-unsigned compact_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip_zeros,
-                       const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
-                       scatter_lists<CFG, V> &lists, kernel_counters &cnt, acc_t *sum = 0) {
+void compact_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip_zeros,
+                   const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
+                   nz_list<CFG, V> &nz, unsigned &n_out, kernel_counters &cnt, acc_t *sum) {
     static const unsigned DIM_MAX = CFG::max_dim;
+    clear(cnt);
     unsigned n = 0, i = 0;
     uint64_t dense = 0;
 SCAN_ROW:
@@ -167,16 +179,16 @@ SCAN_ROW:
             dense += (uint64_t)taps_row * cols.n[v];
             V x = from_f32<V>(src[i]);
             if (!skip_zeros || x != 0) {
-                lists.nz_val[n] = x;
-                lists.nz_row[n] = (uint8_t)u;
-                lists.nz_col[n] = (uint8_t)v;
+                nz.val[n] = x;
+                nz.row[n] = (uint8_t)u;
+                nz.col[n] = (uint8_t)v;
                 ++n;
                 if (sum) *sum += x;
             }
         }
     }
     cnt.macs_dense += dense;
-    return n;
+    n_out = n;
 }
 
 // Issue clock of the MAC stage and the last issue cycle of each accumulator
@@ -203,12 +215,12 @@ struct acc_scoreboard {
 template <class CFG, class A, class B, class V, unsigned SB>
 uint64_t scatter_element(V v, unsigned u, unsigned vcol, const tap_axis<CFG> &rows,
                          const tap_axis<CFG> &cols, const scatter_map &m, const uint32_t *sets,
-                         A *acc, const B *bsrc, scatter_lists<CFG, V> &lists, acc_scoreboard<SB> &sb,
+                         A *acc, const B *bsrc, item_list<CFG> &items, acc_scoreboard<SB> &sb,
                          kernel_counters &cnt) {
     static const unsigned P = CFG::pe_lanes;
     static const unsigned KS_MAX = CFG::max_ksize;
     static const unsigned WORDS_MAX = set_words<CFG>::value;
-    static const unsigned ITER_MAX = scatter_lists<CFG, V>::ITEMS / CFG::pe_lanes;
+    static const unsigned ITER_MAX = item_list<CFG>::ITEMS / CFG::pe_lanes;
     unsigned n_items = 0;
     uint64_t candidates = 0;
 ENC_ROW:
@@ -235,8 +247,8 @@ ENC_ROW:
                 for (unsigned bit = 0; bit < 32; ++bit) {
 #pragma HLS UNROLL
                     if ((bits >> bit) & 1u) {
-                        lists.item_a[n_items] = a + base + bit;
-                        lists.item_b[n_items] = b + base + bit;
+                        items.a[n_items] = a + base + bit;
+                        items.b[n_items] = b + base + bit;
                         ++n_items;
                     }
                 }
@@ -244,7 +256,7 @@ ENC_ROW:
                 // same item list in the same order: a run of low bits (the
                 // dense channel set) is copied, other words walked with
                 // count-trailing-zeros
-                uint32_t *ia = lists.item_a + n_items, *ib = lists.item_b + n_items;
+                uint32_t *ia = items.a + n_items, *ib = items.b + n_items;
                 const unsigned ab = a + base, bb = b + base;
                 if ((bits & (bits + 1u)) == 0) {
                     const unsigned run = bits == 0xFFFFFFFFu ? 32u : (unsigned)__builtin_ctz(~bits);
@@ -289,7 +301,7 @@ MAC:
         if (it < ACC_LATENCY) {
         HAZARD:
             for (unsigned i = first; i < last; ++i) {
-                uint64_t ready = sb.stamp[lists.item_a[i]] + ACC_LATENCY;
+                uint64_t ready = sb.stamp[items.a[i]] + ACC_LATENCY;
                 issue = ready > issue ? ready : issue;
             }
         }
@@ -297,12 +309,12 @@ MAC:
     LANE:
         for (unsigned i = first; i < last; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=P
-            acc[lists.item_a[i]] += bsrc[lists.item_b[i]] * v;
+            acc[items.a[i]] += bsrc[items.b[i]] * v;
         }
 #ifndef __SYNTHESIS__
         if (it + ACC_LATENCY >= iters) {
         STAMP:
-            for (unsigned i = first; i < last; ++i) sb.stamp[lists.item_a[i]] = issue;
+            for (unsigned i = first; i < last; ++i) sb.stamp[items.a[i]] = issue;
         }
 #endif
         sb.now = issue + 1;
@@ -315,28 +327,58 @@ MAC:
     return max2(enc, mac_cycles);
 }
 
-// One operand plane through the engine: compaction, then every emitted
-// element. The compaction of the plane overlaps the elements' work
-// (DATAFLOW over a FIFO of nonzeros), so the plane costs
-// max(scan, sum of element cycles); consecutive planes of one image stream
-// through the same region, so the caller adds SCAN_DEPTH once per image.
+// Element stage: encoder + MAC for every nonzero of one plane; the sum of
+// the elements' cycles goes to elem_cycles.
 template <class CFG, class A, class B, class V, unsigned SB>
-uint64_t scatter_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip_zeros,
-                       const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
-                       const scatter_map &m, const uint32_t *sets, A *acc, const B *bsrc,
-                       scatter_lists<CFG, V> &lists, acc_scoreboard<SB> &sb, kernel_counters &cnt,
-                       acc_t *sum = 0) {
+void element_stage(const nz_list<CFG, V> &nz, unsigned n, const tap_axis<CFG> &rows, const tap_axis<CFG> &cols,
+                   const scatter_map &m, const uint32_t *sets, A *acc, const B *bsrc, item_list<CFG> &items,
+                   acc_scoreboard<SB> &sb, kernel_counters &cnt, uint64_t &elem_cycles) {
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
-    uint64_t scan0 = cnt.scan_iters;
-    unsigned n = compact_plane<CFG, V>(src, rows_n, cols_n, skip_zeros, rows, cols, channels, lists, cnt, sum);
-    uint64_t elements = 0;
+    clear(cnt);
+    uint64_t cycles = 0;
 ELEMENTS:
     for (unsigned e = 0; e < n; ++e) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-        elements += scatter_element<CFG, A, B, V, SB>(lists.nz_val[e], lists.nz_row[e], lists.nz_col[e],
-                                                      rows, cols, m, sets, acc, bsrc, lists, sb, cnt);
+        cycles += scatter_element<CFG, A, B, V, SB>(nz.val[e], nz.row[e], nz.col[e], rows, cols, m, sets, acc,
+                                                    bsrc, items, sb, cnt);
     }
-    return max2(cnt.scan_iters - scan0, elements);
+    elem_cycles = cycles;
+}
+
+// Adds both stages' counters to the kernel's and gives the plane's cycles.
+inline void merge_stages(const kernel_counters &scan, const kernel_counters &elem, uint64_t elem_cycles,
+                         kernel_counters &cnt, uint64_t &plane_cycles) {
+    cnt.macs_dense += scan.macs_dense;
+    cnt.scan_iters += scan.scan_iters;
+    cnt.macs_executed += elem.macs_executed;
+    cnt.enc_iters += elem.enc_iters;
+    cnt.mac_iters += elem.mac_iters;
+    cnt.mac_stalls += elem.mac_stalls;
+    plane_cycles = max2(scan.scan_iters, elem_cycles);
+}
+
+// One operand plane through the engine: the compaction stage fills the
+// nonzero list, the element stage consumes it. As a DATAFLOW region over the
+// plane loop (nz_list becomes a ping-pong buffer) the compaction of plane
+// c + 1 overlaps the elements of plane c, so a plane costs
+// max(scan, sum of element cycles) and the caller adds SCAN_DEPTH and
+// MAC_DEPTH (the fills) once per image. When `sum` is given the emitted
+// values are also added to it (the bias gradient).
+template <class CFG, class A, class B, class V, unsigned SB>
+void scatter_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip_zeros,
+                   const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
+                   const scatter_map &m, const uint32_t *sets, A *acc, const B *bsrc,
+                   scatter_lists<CFG, V> &lists, acc_scoreboard<SB> &sb, kernel_counters &cnt,
+                   uint64_t &plane_cycles, acc_t *sum = 0) {
+// the two stages run concurrently, each with its own counters
+#pragma HLS DATAFLOW
+    kernel_counters scan_cnt, elem_cnt;
+    unsigned n;
+    uint64_t elem_cycles;
+    compact_plane<CFG, V>(src, rows_n, cols_n, skip_zeros, rows, cols, channels, lists.nz, n, scan_cnt, sum);
+    element_stage<CFG, A, B, V, SB>(lists.nz, n, rows, cols, m, sets, acc, bsrc, lists.items, sb, elem_cnt,
+                                    elem_cycles);
+    merge_stages(scan_cnt, elem_cnt, elem_cycles, cnt, plane_cycles);
 }
 
 }  // namespace zskip

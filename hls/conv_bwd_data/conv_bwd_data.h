@@ -126,9 +126,11 @@ IMAGE:
         for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
             m.b0 = k * RS * C;
-            compute += scatter_plane<CFG, acc_t, wgt_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
+            uint64_t plane;
+            scatter_plane<CFG, acc_t, wgt_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
                                                                 skip_zeros, buf.rows, buf.cols, C, m, sets,
-                                                                acc, buf.w, buf.lists, sb, cnt);
+                                                                acc, buf.w, buf.lists, sb, cnt, plane);
+            compute += plane;
         }
         float *dxn = dx + (uint64_t)n * C * PLANE;
     WB_C:

@@ -111,9 +111,11 @@ IMAGE:
         for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
             m.a0 = k * RS * C;
-            compute += scatter_plane<CFG, acc_t, act_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
+            uint64_t plane;
+            scatter_plane<CFG, acc_t, act_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
                                                                 skip_zeros, buf.rows, buf.cols, C, m, sets,
-                                                                buf.dw, xb, buf.lists, sb, cnt, &buf.db[k]);
+                                                                buf.dw, xb, buf.lists, sb, cnt, plane, &buf.db[k]);
+            compute += plane;
         }
         cycles += max2(load, compute);
     }

@@ -100,9 +100,11 @@ IMAGE:
         for (unsigned c = 0; c < C; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
             m.b0 = c * RS * K;
-            compute += scatter_plane<CFG, acc_t, wgt_t, act_t>(x + ((uint64_t)n * C + c) * PLANE, sh.h, sh.w,
+            uint64_t plane;
+            scatter_plane<CFG, acc_t, wgt_t, act_t>(x + ((uint64_t)n * C + c) * PLANE, sh.h, sh.w,
                                                                skip_zeros, buf.rows, buf.cols, K, m,
-                                                               buf.ones, acc, buf.w, buf.lists, sb, cnt);
+                                                               buf.ones, acc, buf.w, buf.lists, sb, cnt, plane);
+            compute += plane;
         }
         // write-back of this bank overlaps the next image's compute in the other bank
         float *yn = y + (uint64_t)n * K * OPLANE;
