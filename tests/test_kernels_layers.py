@@ -107,3 +107,18 @@ def test_a_lenet_training_step_matches_the_reference_backend():
     for key in params:
         _close(got.params[key], ref.params[key], rel=1e-5)
         _close(got.velocities[key], ref.velocities[key], rel=1e-4)
+
+
+def test_fixed16_linear_within_quantisation_bound(rng):
+    """ap_fixed<16,6>: each operand rounds to q = 2^-10 (error <= q/2), so
+    |y - y_float| <= sum_i (|w_ji| + |x_i|) q/2 + I (q^2/4 + q_acc/2) + q (bias and output rounding)."""
+    acc = Accelerator.emulated(precision="ap_fixed<16,6>")
+    q, q_acc = 2.0 ** -10, 2.0 ** -20
+    x = (rng.random((3, 64)) * (rng.random((3, 64)) > 0.5)).astype(np.float32)
+    w = (rng.standard_normal((10, 64)) * 0.2).astype(np.float32)
+    b = (rng.standard_normal(10) * 0.2).astype(np.float32)
+    y, _ = acc.linear_forward(x, w, b, relu=False)
+    y_ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    bound = (np.abs(x).sum(1, keepdims=True) + np.abs(w).sum(1)[None, :]) * q / 2 + 64 * (q * q / 4 + q_acc / 2) + q
+    assert np.all(np.abs(y - y_ref) <= bound)
+    assert np.abs(y - y_ref).max() > 0
