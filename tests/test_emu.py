@@ -5,7 +5,7 @@ import pytest
 from zskip.host import emu
 from zskip.host.accelerator import Accelerator
 from zskip.host.device import DeviceError
-from zskip.host.program import D_WORDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, decode_stats, encode
+from zskip.host.program import FIELDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, decode_stats, encode
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_version_mismatch_is_refused(device):
 def test_out_of_buffer_descriptor_is_refused(device):
     acc, bufs, desc, off = _fc_program(device)
     desc = desc.copy()
-    desc[encode.__globals__["FIELDS"]["y"]] = 1000
+    desc[FIELDS["y"]] = 1000
     with pytest.raises(DeviceError, match="reaches word 1001 of the act arena"):
         acc.run_program([desc], bufs)
 
@@ -82,8 +82,8 @@ def test_the_interpreter_validates_and_reports_errors(device):
     """A descriptor beyond the compiled maxima, written past the encoder, is refused by the C code."""
     acc, bufs, desc, off = _fc_program(device)
     bad = desc.copy()
-    bad[encode.__globals__["FIELDS"]["c"]] = 5000  # > ZSKIP_MAX_FEATURES
-    bad[encode.__globals__["FIELDS"]["x"]] = 0
+    bad[FIELDS["c"]] = 5000  # > ZSKIP_MAX_FEATURES
+    bad[FIELDS["x"]] = 0
     bufs_big = {k: v for k, v in bufs.items()}
     big = device.allocate((6000,), np.float32)
     bufs_big["act"] = big

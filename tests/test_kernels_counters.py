@@ -110,8 +110,6 @@ def test_counters_from_every_stage_are_reported(sparse):
     x, wt, dy, stride, pad = _data(0.3)
     sparse.conv_forward(x, wt, np.zeros(wt.shape[0], np.float32), stride, pad)
     st = sparse.last_stats
-    n, c, h, w = x.shape
-    k = wt.shape[0]
     # the compaction stage reads every input element once; write-back writes every output once
     assert st["scan_iters"] == x.size
     assert st["wb_iters"] == dy.size
