@@ -147,6 +147,7 @@ void fill_all_ones(uint32_t *set, unsigned channels) {
     static const unsigned WORDS = set_words<CFG>::value;
 ONES:
     for (unsigned w = 0; w < WORDS; ++w) {
+// every word of the set is written in the same cycle (one wide register)
 #pragma HLS UNROLL
         unsigned lo = w * 32;
         set[w] = channels >= lo + 32 ? 0xFFFFFFFFu : (channels > lo ? (1u << (channels - lo)) - 1u : 0u);
@@ -245,6 +246,7 @@ ENC_ROW:
 #ifdef __SYNTHESIS__
             ENC_BIT:
                 for (unsigned bit = 0; bit < 32; ++bit) {
+// the 32-input compaction network: one cycle per word
 #pragma HLS UNROLL
                     if ((bits >> bit) & 1u) {
                         items.a[n_items] = a + base + bit;

@@ -68,6 +68,7 @@ LOAD_W_K:
 CLEAR_ACC:
     for (unsigned i = 0; i < PLANE * C; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=X_MAX
+// one accumulator word per cycle, both banks in parallel
 #pragma HLS PIPELINE II=1
         buf.acc[0][i] = 0;
         buf.acc[1][i] = 0;
@@ -98,6 +99,7 @@ IMAGE:
         MASK_CLEAR:
             for (unsigned p = 0; p < PLANE; ++p) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+// one position's channel sets cleared per cycle
 #pragma HLS PIPELINE II=1
             CLEAR_WORDS:
             for (unsigned ww = 0; ww < WORDS; ++ww) {

@@ -51,12 +51,14 @@ unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, 
 CLEAR_DW:
     for (unsigned i = 0; i < K * RS * C; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=W_MAX
+// one accumulator word cleared per cycle
 #pragma HLS PIPELINE II=1
         buf.dw[i] = 0;
     }
 CLEAR_DB:
     for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+// one bias accumulator cleared per cycle
 #pragma HLS PIPELINE II=1
         buf.db[k] = 0;
     }
@@ -81,6 +83,7 @@ IMAGE:
     NZ_CLEAR:
         for (unsigned p = 0; p < PLANE; ++p) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+// one position's nonzero sets cleared per cycle
 #pragma HLS PIPELINE II=1
         CLEAR_WORDS:
             for (unsigned ww = 0; ww < WORDS; ++ww) {
@@ -138,6 +141,7 @@ WB_K:
 WB_B:
     for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+// one db per cycle
 #pragma HLS PIPELINE II=1
         db[k] = to_f32(grad_t(buf.db[k]));
     }

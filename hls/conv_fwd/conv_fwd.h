@@ -66,6 +66,7 @@ LOAD_W_K:
 LOAD_B:
     for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+// one bias per m_axi beat
 #pragma HLS PIPELINE II=1
         buf.bias[k] = from_f32<wgt_t>(b[k]);
     }

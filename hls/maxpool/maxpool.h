@@ -118,12 +118,14 @@ unsigned maxpool_bwd(const pool_shape &sh, const float *dy, const uint32_t *argm
 CHECK_ARGMAX:
     for (uint64_t i = 0; i < (uint64_t)sh.n * sh.c * OPLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANES
+// one argmax checked per m_axi beat
 #pragma HLS PIPELINE II=1
         if (argmax[i] >= PLANE) return ERR_DIM;
     }
 CLEAR:
     for (unsigned i = 0; i < PLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+// the plane accumulator cleared one word per cycle
 #pragma HLS PIPELINE II=1
         buf.grad[i] = 0;
     }

@@ -42,6 +42,7 @@ SAMPLE:
     MAX:
         for (unsigned j = 1; j < classes; ++j) {
 #pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
+// one logit per m_axi beat; the max is a one-cycle compare
 #pragma HLS PIPELINE II=1
             mx = row[j] > mx ? row[j] : mx;
         }
@@ -61,6 +62,7 @@ SAMPLE:
     GRAD:
         for (unsigned j = 0; j < classes; ++j) {
 #pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
+// one dlogit per cycle
 #pragma HLS PIPELINE II=1
             float p = buf.z[j] / sum - (j == label ? 1.0f : 0.0f);
             drow[j] = to_f32(from_f32<grad_t>(p * inv_n));
