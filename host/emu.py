@@ -35,7 +35,10 @@ from .device import DeviceError
 from .program import ARENAS, D_WORDS, HLS_DIR, S_WORDS, Limits, operand_extents
 
 SOURCES = (HLS_DIR / "zskip_top" / "zskip_top.cpp", HLS_DIR / "emu" / "bridge.cpp")
-CXX_FLAGS = ("-O2", "-fPIC", "-shared", "-std=c++14")
+# -fno-gnu-unique: the kernels' function-local statics (on-chip buffers, scoreboards) are
+# otherwise STB_GNU_UNIQUE symbols, bound once per process across every loaded library, so two
+# emulators with different precisions or maxima in one process would share (and overrun) them
+CXX_FLAGS = ("-O2", "-fPIC", "-shared", "-std=c++14", "-fno-gnu-unique")
 #: words written by zskip_emu_config (enum zskip_emu_config_word in bridge.cpp)
 _CONFIG_FIELDS = ("version", "pe_lanes", "max_ch", "max_dim", "max_ksize", "max_features")
 
