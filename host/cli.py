@@ -43,7 +43,8 @@ def _add_train(sub) -> None:
     p.add_argument("--data", default="mnist5k", help=f"one of {', '.join(KNOWN_DATASETS)} (default mnist5k)")
     p.add_argument("--backend", default="reference", help=f"one of {', '.join(BACKENDS)} (default reference)")
     p.add_argument("--backend-opt", action="append", type=_parse_opt, default=[], metavar="KEY=VALUE",
-                   help="option for the backend, e.g. precision=float32, skip_zeros=false, bitfile=zskip.bit")
+                   help="option for the backend, e.g. precision=float32, skip_zeros=false, bitfile=zskip.bit, "
+                        "mode=ops (accelerator backends: one device call per op instead of one program per step)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.02)
@@ -56,6 +57,9 @@ def _add_train(sub) -> None:
     p.add_argument("--checkpoint", default=None, metavar="PATH.npz", help="checkpoint file (written every epoch)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K", help="also checkpoint every K steps")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    p.add_argument("--check-every", type=int, default=0, metavar="N",
+                   help="compare every N-th step with the numpy reference, op by op; stop on an error beyond "
+                        "the precision's tolerance (0: never)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=_run_train)
 
@@ -74,7 +78,8 @@ def _run_train(args) -> int:
         result = train(backend, model, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                       quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt)})
+                       quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt)},
+                       check_every=args.check_every)
     finally:
         backend.close()
     if args.report:
@@ -88,8 +93,52 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_bench(sub) -> None:
+    from ..models.networks import MODELS
+    p = sub.add_parser("bench", help="measure sparse vs dense speedups, board estimates and emulator speed",
+                       description="Train to a stated point on emu, run the same batches in sparse and dense "
+                                   "mode and write the figures of issue 5 as JSON (and a PNG).")
+    p.add_argument("--model", default="lenet5", help=f"one of {', '.join(sorted(MODELS))} (default lenet5)")
+    p.add_argument("--data", default="mnist5k", help="dataset spec as for train (default mnist5k)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs of training on emu before measuring (default 1)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batches", type=int, default=4, help="mini-batches measured in both modes (default 4)")
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training samples")
+    p.add_argument("--boards", nargs="+", default=None, metavar="BOARD", help="boards.ini sections (default all)")
+    p.add_argument("--repeat", type=int, default=5, help="timed repeats per implementation (median; default 5)")
+    p.add_argument("--vgg-batch", type=int, default=16, help="batch of the vgg_tiny speed step (default 16)")
+    p.add_argument("--layer-batch", type=int, default=1, help="batch of the VGG-16 layer speed run (default 1)")
+    p.add_argument("--no-speed", action="store_true", help="skip the emulator speed timings")
+    p.add_argument("--report", default="bench.json", metavar="PATH", help="JSON report (default bench.json)")
+    p.add_argument("--plot", default=None, metavar="PATH.png", help="also write the figure here")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or summary")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from .bench import run_bench, summary_lines
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    report = run_bench(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, batches=args.batches,
+                       lr=args.lr, momentum=args.momentum, seed=args.seed, limit_train=args.limit_train,
+                       boards=args.boards, speed=not args.no_speed, repeat=args.repeat, vgg_batch=args.vgg_batch,
+                       layer_batch=args.layer_batch, log=log)
+    tmp = args.report + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(tmp, args.report)
+    if args.plot:
+        from .bench_plot import plot_report
+        plot_report(report, args.plot)
+    if not args.quiet:
+        print("\n".join(summary_lines(report)))
+    return 0
+
+
 #: Adders of every subcommand, in --help order.
-SUBCOMMANDS = [_add_train]
+SUBCOMMANDS = [_add_train, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,11 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``zskip`` console script; returns the exit status."""
+    from ..models.check import CheckFailed
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckFailed) as e:
         print(f"zskip: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,435 @@
+"""Performance figures measured side by side in one run (``zskip bench``).
+
+1. Train the model to a stated point (default: one epoch on ``emu``) so the
+   sparsity is that of real training.
+2. Run the same batches through the emulated accelerator in sparse and dense
+   mode (``Accelerator.emulated(skip_zeros=True/False)``, same weights) and
+   report per layer and pass the reference MAC accounting and the kernels'
+   own cycle counters (:func:`compare_modes`).
+3. Estimate each board's time per mini-batch from those counters at the
+   board's PE lanes and clock and from the DDR bytes the ops move
+   (:func:`board_estimates`).
+4. Time one training step on the emulator (float32, fixed point), the numpy
+   reference and PyTorch (:mod:`zskip.host.bench_speed`).
+
+Every figure is computed from counters or timings of this run; the goals of
+issue 5 are compared with them in :func:`goals`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from ..models import step as _step
+from ..models.networks import Conv, Linear, Model
+from ..models.ops import ReferenceOps
+from .perf_model import PASSES
+
+__all__ = ["RecordingOps", "op_bytes", "measure_steps", "compare_modes", "board_estimates", "goals",
+           "GOALS", "COUNTERS"]
+
+#: the kernels' counters a bench report keeps per pass (accelerator.last_stats)
+COUNTERS = ("cycles", "macs_executed", "macs_dense", "mac_iters", "mac_stalls", "enc_iters", "scan_iters")
+
+#: issue 5's goals: name -> (target, "min" = at least / "max" = at most)
+GOALS = {"speedup_step": (5.4, "min"), "utilization_step": (0.85, "min"),
+         "emu_float32_over_torch_cpu": (1.0, "max"), "emu_fixed_over_torch_cpu": (8.0, "max")}
+
+
+def _tensor_bytes(a) -> int:
+    """Device-memory bytes of one op operand: bool masks are packed 1 bit per element in 32-bit
+    words, everything else is one 32-bit word per element (float32, int32, uint32 labels)."""
+    a = np.asarray(a)
+    if a.dtype == bool:
+        return 4 * math.ceil(a.size / 32)
+    return 4 * a.size
+
+
+def op_bytes(args: Sequence, kwargs: dict, result) -> int:
+    """DDR bytes one op moves: every array it reads plus every array it writes.
+
+    The kernels read each operand tensor once (compaction happens on chip) and
+    write each result once, in the dense layout of device memory, so the count
+    is the same in sparse and dense mode; masks (1 bit per element) are
+    included where an op reads or writes them.
+    """
+    total = 0
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, np.ndarray):
+            total += _tensor_bytes(a)
+    outputs = result if isinstance(result, tuple) else (result,)
+    for out in outputs:
+        if isinstance(out, np.ndarray):
+            total += _tensor_bytes(out)
+        elif isinstance(out, float):
+            total += 4  # the loss word
+    return total
+
+
+class RecordingOps:
+    """Forwards every Ops call to an accelerator and records ``{op, stats, bytes}`` per call."""
+
+    def __init__(self, acc):
+        self.acc = acc
+        self.records: List[dict] = []
+
+    @property
+    def last_stats(self):
+        return self.acc.last_stats
+
+    def __getattr__(self, name):
+        op = getattr(self.acc, name)
+        if not callable(op):
+            return op
+
+        def call(*args, **kwargs):
+            out = op(*args, **kwargs)
+            stats = {k: int(self.acc.last_stats.get(k, 0)) for k in COUNTERS}
+            self.records.append({"op": name, "stats": stats, "bytes": op_bytes(args, kwargs, out)})
+            return out
+        return call
+
+
+def measure_steps(acc, model: Model, params, velocities, batches, lr=0.02, momentum=0.9,
+                  weight_decay=0.0) -> dict:
+    """Run one training step per (x (N, C, H, W), y (N,)) batch from the same params.
+
+    Every batch starts from ``params`` (the figures describe the trained
+    point, not a trajectory). Returns ``{"layers": [StepResult.layers per
+    batch], "records": [RecordingOps records per batch], "pe_lanes"}``.
+    """
+    ops = RecordingOps(acc)
+    layers, records = [], []
+    for x, y in batches:
+        ops.records = []
+        result = _step.train_step(ops, model, params, velocities, x, y, lr, momentum, weight_decay, account=True)
+        layers.append(result.layers)
+        records.append(ops.records)
+    return {"layers": layers, "records": records, "pe_lanes": int(acc.limits.pe_lanes)}
+
+
+def _ratio(a: float, b: float) -> Optional[float]:
+    return float(a) / float(b) if b else None
+
+
+def compare_modes(model: Model, sparse: dict, dense: dict) -> dict:
+    """Per layer and pass, and totals, from :func:`measure_steps` in sparse and dense mode.
+
+    Rows: ``layer``, ``kind``, ``pass``, ``macs_dense``, ``macs_nonzero``
+    (reference accounting), ``macs_executed`` (sparse kernel counter),
+    ``cycles_dense``, ``cycles_sparse`` (kernel counters), ``speedup`` =
+    cycles_dense / cycles_sparse, ``ideal_speedup`` = macs_dense /
+    macs_nonzero, ``utilization`` = (macs_nonzero / pe_lanes) / cycles_sparse.
+    Summed over the batches.
+    """
+    if sparse["pe_lanes"] != dense["pe_lanes"]:
+        raise ValueError(f"sparse and dense runs have {sparse['pe_lanes']} and {dense['pe_lanes']} PE lanes")
+    lanes = sparse["pe_lanes"]
+    rows: Dict[tuple, dict] = {}
+    for batch_s, batch_d in zip(sparse["layers"], dense["layers"]):
+        for info_s, info_d in zip(batch_s, batch_d):
+            for pass_name in PASSES:
+                if pass_name not in info_s["kernel"]:
+                    continue
+                key = (info_s["index"], pass_name)
+                row = rows.setdefault(key, {"layer": info_s["index"], "kind": info_s["kind"], "pass": pass_name,
+                                            "macs_dense": 0, "macs_nonzero": 0, "macs_executed": 0,
+                                            "cycles_dense": 0, "cycles_sparse": 0, "mac_stalls_sparse": 0,
+                                            "input_sparsity": [], "grad_sparsity": []})
+                row["macs_dense"] += info_s["macs"][pass_name]["macs_dense"]
+                row["macs_nonzero"] += info_s["macs"][pass_name]["macs_nonzero"]
+                row["macs_executed"] += info_s["kernel"][pass_name]["macs_executed"]
+                row["cycles_sparse"] += info_s["kernel"][pass_name]["cycles"]
+                row["mac_stalls_sparse"] += info_s["kernel"][pass_name].get("mac_stalls", 0)
+                row["cycles_dense"] += info_d["kernel"][pass_name]["cycles"]
+                row["input_sparsity"].append(info_s["input_sparsity"])
+                row["grad_sparsity"].append(info_s["grad_sparsity"])
+    table = []
+    for key in sorted(rows, key=lambda k: (k[0], PASSES.index(k[1]))):
+        row = rows[key]
+        row["input_sparsity"] = float(np.mean(row["input_sparsity"]))
+        row["grad_sparsity"] = float(np.mean(row["grad_sparsity"]))
+        row["speedup"] = _ratio(row["cycles_dense"], row["cycles_sparse"])
+        row["ideal_speedup"] = _ratio(row["macs_dense"], row["macs_nonzero"])
+        row["utilization"] = _ratio(row["macs_nonzero"] / lanes, row["cycles_sparse"])
+        table.append(row)
+
+    def total(passes: Iterable[str]) -> dict:
+        sel = [r for r in table if r["pass"] in passes]
+        s = {k: sum(r[k] for r in sel) for k in ("macs_dense", "macs_nonzero", "cycles_dense", "cycles_sparse")}
+        return {"speedup": _ratio(s["cycles_dense"], s["cycles_sparse"]),
+                "ideal_speedup": _ratio(s["macs_dense"], s["macs_nonzero"]),
+                "utilization": _ratio(s["macs_nonzero"] / lanes, s["cycles_sparse"]), **s}
+
+    fwd, bwd, step = total(["fwd"]), total(["bwd_data", "bwd_weight"]), total(PASSES)
+    all_s = sum(r["stats"]["cycles"] for batch in sparse["records"] for r in batch)
+    all_d = sum(r["stats"]["cycles"] for batch in dense["records"] for r in batch)
+    totals = {"speedup_fwd": fwd["speedup"], "speedup_bwd": bwd["speedup"], "speedup_step": step["speedup"],
+              "ideal_speedup_fwd": fwd["ideal_speedup"], "ideal_speedup_bwd": bwd["ideal_speedup"],
+              "ideal_speedup_step": step["ideal_speedup"], "utilization_fwd": fwd["utilization"],
+              "utilization_bwd": bwd["utilization"], "utilization_step": step["utilization"],
+              "cycles_dense_step": step["cycles_dense"], "cycles_sparse_step": step["cycles_sparse"],
+              "macs_dense_step": step["macs_dense"], "macs_nonzero_step": step["macs_nonzero"],
+              # every kernel of the step: + pooling, loss and SGD, which have nothing to skip
+              "cycles_dense_all_kernels": all_d, "cycles_sparse_all_kernels": all_s,
+              "speedup_all_kernels": _ratio(all_d, all_s)}
+    return {"pe_lanes": lanes, "batches": len(sparse["layers"]), "layers": table, "totals": totals}
+
+
+def _model_fits(model: Model, board) -> List[str]:
+    """Layers of ``model`` that exceed ``board``'s compiled maxima (empty when it fits)."""
+    problems = []
+    for i, (layer, (src, out)) in enumerate(zip(model.layers, model.shapes())):
+        if isinstance(layer, Conv):
+            if max(src[0], layer.out) > board.max_ch or max(src[1:]) > board.max_dim or layer.kernel > board.max_ksize:
+                problems.append(f"layer {i} conv {src[0]}->{layer.out} ch, {src[1]}x{src[2]}, k{layer.kernel} "
+                                f"(max_ch {board.max_ch}, max_dim {board.max_dim}, max_ksize {board.max_ksize})")
+        elif isinstance(layer, Linear):
+            if max(src[0], layer.out) > board.max_features:
+                problems.append(f"layer {i} linear {src[0]}->{layer.out} (max_features {board.max_features})")
+    return problems
+
+
+def _batch_seconds(records: List[dict], board) -> dict:
+    """Per op, whichever bounds: kernel cycles at the board clock or bytes at peak DDR bandwidth."""
+    hz, bps = board.clock_mhz * 1e6, board.ddr_gbps * 1e9
+    compute = sum(r["stats"]["cycles"] for r in records) / hz
+    transfer = sum(r["bytes"] for r in records) / bps
+    bound = sum(max(r["stats"]["cycles"] / hz, r["bytes"] / bps) for r in records)
+    ddr_bound_ops = sum(1 for r in records if r["bytes"] / bps > r["stats"]["cycles"] / hz)
+    return {"seconds": bound, "compute_s": compute, "ddr_s": transfer,
+            "bytes": int(sum(r["bytes"] for r in records)), "cycles": int(sum(r["stats"]["cycles"] for r in records)),
+            "ddr_bound_ops": ddr_bound_ops, "ops": len(records)}
+
+
+def board_estimates(model: Model, boards, runs: Dict[int, Dict[str, dict]], batch_size: int) -> List[dict]:
+    """Time per mini-batch and images/s on every board, dense and sparse.
+
+    runs: ``{pe_lanes: {"sparse": measure_steps(...), "dense": ...}}`` holding
+    each board's PE lanes. Per op the estimate takes whichever bounds, the
+    kernel's cycles at the board clock or its DDR bytes at the board's peak
+    bandwidth, and sums over the ops of a step (averaged over the batches).
+    Images per joule are given only for a board whose data cites its power;
+    boards.ini cites none, so they are None with a note.
+    """
+    out = []
+    for b in boards:
+        if b.pe_lanes not in runs:
+            raise ValueError(f"board {b.name}: no measurement at its {b.pe_lanes} PE lanes (have {sorted(runs)})")
+        entry = {"board": b.name, "clock_mhz": b.clock_mhz, "pe_lanes": b.pe_lanes, "ddr_gbps": b.ddr_gbps,
+                 "exceeds_compiled_maxima": _model_fits(model, b)}
+        for mode in ("dense", "sparse"):
+            per_batch = [_batch_seconds(rec, b) for rec in runs[b.pe_lanes][mode]["records"]]
+            avg = {k: float(np.mean([p[k] for p in per_batch])) for k in per_batch[0]}
+            avg["images_per_s"] = batch_size / avg["seconds"]
+            avg["images_per_joule"] = None
+            entry[mode] = avg
+        entry["speedup"] = entry["dense"]["seconds"] / entry["sparse"]["seconds"]
+        entry["power_note"] = "boards.ini cites no power source, so no images per joule"
+        out.append(entry)
+    return out
+
+
+def goals(totals: dict, speed: Optional[dict]) -> Dict[str, dict]:
+    """Issue 5's goals against this run: ``{name: {target, measured, met, shortfall}}``.
+
+    shortfall: how far the measured value is from the target in the target's
+    direction (0 when met, None when not measured, e.g. without torch).
+    """
+    measured = {"speedup_step": totals.get("speedup_step"), "utilization_step": totals.get("utilization_step"),
+                "emu_float32_over_torch_cpu": None, "emu_fixed_over_torch_cpu": None}
+    if speed and speed.get("ratios"):
+        measured["emu_float32_over_torch_cpu"] = speed["ratios"].get("emu_float32_over_torch_cpu")
+        measured["emu_fixed_over_torch_cpu"] = speed["ratios"].get("emu_fixed_over_torch_cpu")
+    result = {}
+    for name, (target, sense) in GOALS.items():
+        value = measured[name]
+        if value is None:
+            result[name] = {"target": target, "sense": sense, "measured": None, "met": None, "shortfall": None}
+            continue
+        met = value >= target if sense == "min" else value <= target
+        short = 0.0 if met else (target - value if sense == "min" else value - target)
+        result[name] = {"target": target, "sense": sense, "measured": value, "met": bool(met), "shortfall": short}
+    return result
+
+
+def _pass_shape(model: Model, index: int, batch: int, has_mask: bool):
+    from .perf_model import ConvPass
+    layer, (src, _) = model.layers[index], model.shapes()[index]
+    if isinstance(layer, Conv):
+        return ConvPass(batch, src[0], src[1], src[2], layer.out, layer.kernel, layer.kernel, layer.stride,
+                        layer.pad, has_mask=has_mask)
+    return ConvPass.linear(batch, src[0], layer.out, has_mask=has_mask)
+
+
+def perf_model_workload(model: Model, comparison: dict, batch: int, dense: bool = False) -> List[dict]:
+    """The per-pass inputs of :func:`zskip.host.perf_model.predict_cycles` for one batch, from a comparison.
+
+    Nonzero operand counts come from the measured sparsities (x for the
+    forward pass, dy for the backward passes); ``dense`` gives every element.
+    """
+    n_batches = comparison["batches"]
+    work = []
+    first = min(r["layer"] for r in comparison["layers"])
+    for row in comparison["layers"]:
+        i = row["layer"]
+        (src, out) = model.shapes()[i]
+        shape = _pass_shape(model, i, batch, has_mask=i > first)
+        elems = batch * int(np.prod(src if row["pass"] == "fwd" else out))
+        zeros = row["input_sparsity"] if row["pass"] == "fwd" else row["grad_sparsity"]
+        work.append({"layer": i, "pass": row["pass"], "shape": shape,
+                     "scanned_nonzero": elems if dense else elems * (1.0 - zeros),
+                     "macs_nonzero": (row["macs_dense"] if dense else row["macs_nonzero"]) / n_batches,
+                     "macs_dense": row["macs_dense"] / n_batches})
+    return work
+
+
+def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1, batch_size: int = 64,
+              batches: int = 4, lr: float = 0.02, momentum: float = 0.9, seed: int = 0,
+              limit_train: Optional[int] = None, boards: Optional[Sequence[str]] = None, speed: bool = True,
+              repeat: int = 5, vgg_batch: int = 16, layer_batch: int = 1, log=None) -> dict:
+    """The whole benchmark; returns the report written as bench.json (see the module docstring).
+
+    epochs: training before measuring (0 measures the initial weights);
+    batches: mini-batches measured in both modes; boards: names from
+    boards.ini (default all); speed: also time the emulator against the
+    reference and PyTorch (``repeat`` runs each).
+    """
+    import time as _time
+
+    from ..models.datasets import load_dataset
+    from ..models.networks import get_model
+    from ..models.train import epoch_permutation, train
+    from ..overlay.boards import load_boards
+    from . import bench_speed
+    from .accelerator import Accelerator
+    from .backends import make_backend
+    from .perf_model import choose_pe_lanes, predict_cycles
+    from .program import Limits
+
+    for name, value, lo in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("batches", batches, 1),
+                            ("repeat", repeat, 1), ("vgg_batch", vgg_batch, 1), ("layer_batch", layer_batch, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+            raise ValueError(f"{name}: must be an integer >= {lo}, got {value!r}")
+    say = log or (lambda msg: None)
+    model = get_model(model_name)
+    dataset = load_dataset(data, seed=seed)
+    if limit_train is not None:
+        dataset = dataset.subset(limit_train, None)
+    n_train = len(dataset.x_train)
+    if batches * batch_size > n_train:
+        raise ValueError(f"batches: {batches} batches of {batch_size} need {batches * batch_size} training "
+                         f"samples, {data} has {n_train}")
+    all_boards = load_boards()
+    names = list(all_boards) if boards is None else list(boards)
+    unknown = [b for b in names if b not in all_boards]
+    if unknown:
+        raise ValueError(f"boards: unknown {unknown}; known: {', '.join(all_boards)}")
+    chosen = [all_boards[b] for b in names]
+
+    params, velocities = model.init_params(seed), model.zero_velocities()
+    training = {"epochs": epochs, "backend": "emu", "test_accuracy": None, "seconds": 0.0}
+    if epochs:
+        say(f"training {model.name} on {data} for {epochs} epoch(s) on emu")
+        backend = make_backend("emu", account=False)
+        t0 = _time.perf_counter()
+        try:
+            result = train(backend, model, dataset, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                           seed=seed, quiet=True)
+        finally:
+            backend.close()
+        params, velocities = result.params, result.velocities
+        training.update(seconds=_time.perf_counter() - t0, test_accuracy=result.report["epochs"][-1]["test_accuracy"])
+    perm = epoch_permutation(seed, epochs, n_train)
+    picked = [perm[i * batch_size:(i + 1) * batch_size] for i in range(batches)]
+    measured = [(dataset.x_train[idx], dataset.y_train[idx]) for idx in picked]
+
+    defaults = Limits.defaults()
+    runs: Dict[int, Dict[str, dict]] = {}
+    for lanes in sorted({defaults.pe_lanes} | {b.pe_lanes for b in chosen}):
+        limits = replace(defaults, pe_lanes=lanes)
+        runs[lanes] = {}
+        for mode, skip in (("sparse", True), ("dense", False)):
+            say(f"measuring {batches} batch(es), {mode} mode, {lanes} PE lanes")
+            acc = Accelerator.emulated(skip_zeros=skip, limits=limits)
+            runs[lanes][mode] = measure_steps(acc, model, params, velocities, measured, lr, momentum)
+    comparison = compare_modes(model, runs[defaults.pe_lanes]["sparse"], runs[defaults.pe_lanes]["dense"])
+    for mode, dense in (("sparse", False), ("dense", True)):
+        for row, w in zip(comparison["layers"], perf_model_workload(model, comparison, batch_size, dense=dense)):
+            row[f"model_cycles_{mode}"] = predict_cycles(w["pass"], w["shape"], w["scanned_nonzero"],
+                                                         w["macs_nonzero"], w["macs_dense"],
+                                                         comparison["pe_lanes"]) * comparison["batches"]
+    workload = perf_model_workload(model, comparison, batch_size)
+    sizing = [choose_pe_lanes(b, precision, workload=workload) for b in chosen for precision in ("float32", "fixed16")]
+
+    report = {"config": {"model": model.name, "data": data, "batch_size": batch_size, "batches": batches,
+                         "lr": lr, "momentum": momentum, "seed": seed, "n_train": n_train},
+              "training": training, "pe_lanes": comparison["pe_lanes"], "layers": comparison["layers"],
+              "totals": comparison["totals"],
+              "boards": board_estimates(model, chosen, runs, batch_size), "pe_sizing": sizing,
+              "notes": ["DDR bytes are derived from the tensors each op's descriptor names (the kernels read "
+                        "each operand once in the dense device-memory layout and compact it on chip), so "
+                        "sparse and dense mode move the same bytes; masks count 1 bit per element",
+                        "board estimates use the counters measured at the board's PE lanes with the default "
+                        "compiled maxima (config.h); 'exceeds_compiled_maxima' lists the layers a board's "
+                        "own maxima (boards.ini) cannot hold without tiling"]}
+    speed_report = None
+    if speed:
+        step_x, step_y = measured[0]
+        accs = {"emu_float32": Accelerator.emulated("float32"), "emu_fixed": Accelerator.emulated("ap_fixed<16,6>")}
+        say(f"timing one {model.name} step, batch {len(step_x)}")
+        speed_report = {model.name: bench_speed.step_speed(model, params, velocities, step_x, step_y, accs, repeat,
+                                                           lr, momentum)}
+        vgg = get_model("vgg_tiny")
+        syn = load_dataset("synthetic:3x32x32", seed=seed)
+        say(f"timing one vgg_tiny step on synthetic data, batch {vgg_batch}")
+        # vgg_tiny's first linear layer has 2048 inputs, above config.h's default max_features
+        widest = max(max(src[0], l.out) for l, (src, _) in zip(vgg.layers, vgg.shapes()) if isinstance(l, Linear))
+        vgg_limits = replace(defaults, max_features=max(defaults.max_features, widest))
+        vgg_accs = {"emu_float32": Accelerator.emulated("float32", limits=vgg_limits),
+                    "emu_fixed": Accelerator.emulated("ap_fixed<16,6>", limits=vgg_limits)}
+        vgg_report = bench_speed.step_speed(vgg, vgg.init_params(seed), vgg.zero_velocities(),
+                                            syn.x_train[:vgg_batch], syn.y_train[:vgg_batch], vgg_accs,
+                                            max(1, repeat // 2), lr, momentum)
+        vgg_report["notes"].append(f"vgg_tiny at its initial weights (untrained); emulator compiled with "
+                                   f"max_features {vgg_limits.max_features}")
+        speed_report["vgg_tiny"] = vgg_report
+        say(f"timing {bench_speed.VGG16_LAYER['name']}, batch {layer_batch}")
+        speed_report["vgg16_layer"] = bench_speed.layer_speed(bench_speed.vgg16_layer_data(layer_batch, seed), accs,
+                                                              max(1, repeat // 2))
+        report["speed"] = speed_report
+    report["goals"] = goals(report["totals"], speed_report[model.name] if speed_report else None)
+    return report
+
+
+def summary_lines(report: dict) -> List[str]:
+    """The report's headline figures as printable lines (what ``zskip bench`` prints)."""
+    t = report["totals"]
+    tr = report["training"]
+    acc = "" if tr["test_accuracy"] is None else f", test accuracy {tr['test_accuracy']:.4f}"
+    lines = [f"{report['config']['model']} on {report['config']['data']} after {tr['epochs']} epoch(s){acc}; "
+             f"{report['config']['batches']} batch(es) of {report['config']['batch_size']}, {report['pe_lanes']} PE lanes",
+             f"speedup fwd {t['speedup_fwd']:.2f}x  bwd {t['speedup_bwd']:.2f}x  step {t['speedup_step']:.2f}x  "
+             f"(ideal step {t['ideal_speedup_step']:.2f}x), utilization step {t['utilization_step']:.3f}; "
+             f"all kernels incl. pool/loss/SGD {t['speedup_all_kernels']:.2f}x"]
+    for b in report["boards"]:
+        lines.append(f"{b['board']:>11}: dense {b['dense']['images_per_s']:8.0f} img/s, sparse "
+                     f"{b['sparse']['images_per_s']:8.0f} img/s ({b['speedup']:.2f}x)")
+    for name, sp in (report.get("speed") or {}).items():
+        secs = ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in sp["seconds"].items() if v is not None)
+        r = sp["ratios"]
+        ratio = ("" if r["emu_float32_over_torch_cpu"] is None else
+                 f"; emu float32 / torch {r['emu_float32_over_torch_cpu']:.2f}, fixed / torch "
+                 f"{r['emu_fixed_over_torch_cpu']:.2f}")
+        lines.append(f"{name} (batch {sp['batch']}): {secs}{ratio}")
+    for name, g in report["goals"].items():
+        if g["measured"] is None:
+            lines.append(f"goal {name}: not measured")
+        else:
+            word = "at least" if g["sense"] == "min" else "at most"
+            lines.append(f"goal {name} {word} {g['target']}: {g['measured']:.3f} "
+                         f"{'met' if g['met'] else 'MISSED by %.3f' % g['shortfall']}")
+    return lines
