@@ -1,10 +1,14 @@
 """Backends for the training loop, and the one factory that chooses them.
 
 A backend has ``name``, ``train_step(model, params, velocities, x, y, lr,
-momentum, weight_decay) -> zskip.models.step.StepResult``, ``predict(model,
+momentum, weight_decay) -> zskip.models.step.StepResult``, ``stream(model,
+params, velocities, batches, lr, momentum, weight_decay)`` (an iterator of
+``zskip.host.streaming.StreamedStep``, one per ``Batch``), ``predict(model,
 params, x) -> logits (N, classes)`` and ``close()``. :class:`OpsBackend`
-runs ``zskip.models.step`` on any :class:`~zskip.models.ops.Ops`; a backend
-that runs a whole step as one device program provides the same methods.
+runs ``zskip.models.step`` on any :class:`~zskip.models.ops.Ops`;
+``zskip.host.program_backend.ProgramBackend`` runs a whole step as one device
+program (the default for the accelerator backends; ``mode="ops"`` selects
+one device call per op).
 
 :func:`make_backend` is the only place in zskip that branches on a backend
 name. The accelerator module is imported only when an accelerator backend is
@@ -33,6 +37,14 @@ class Backend(Protocol):
                    weight_decay: float) -> _step.StepResult:
         """One SGD step on batch x (N, C, H, W), y (N,); returns new params and velocities."""
 
+    def stream(self, model: Model, params, velocities, batches, lr: float, momentum: float,
+               weight_decay: float):
+        """Train on an iterable of ``zskip.host.streaming.Batch``; yields a ``StreamedStep`` per batch, in order.
+
+        Each yielded step's params/velocities are the state after it; the
+        backend may take the next batch before yielding the current result.
+        """
+
     def predict(self, model: Model, params: Dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         """Logits (N, classes) for x (N, C, H, W)."""
 
@@ -47,10 +59,17 @@ class OpsBackend:
     step time of the numpy reference; off leaves ``macs`` empty).
     """
 
-    def __init__(self, ops, name: str | None = None, account: bool = True):
+    def __init__(self, ops, name: str | None = None, account: bool = True, precision: str = "float32"):
         self.ops = ops
         self.name = name or getattr(ops, "name", type(ops).__name__)
         self.account = bool(account)
+        self.precision = precision
+
+    def stream(self, model, params, velocities, batches, lr, momentum, weight_decay):
+        """One step after the other (``zskip.host.streaming.sequential_stream``)."""
+        from .streaming import sequential_stream
+        return sequential_stream(self.ops, model, params, velocities, batches, lr, momentum, weight_decay,
+                                 account=self.account, precision=self.precision)
 
     def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay):
         """See :meth:`Backend.train_step`."""
@@ -81,12 +100,26 @@ def _reference(account: bool = True):
     return OpsBackend(ReferenceOps(), "reference", account=account)
 
 
-def _emu(account: bool = True, **opts):
-    return OpsBackend(_accelerator().emulated(**opts), "emu", account=account)
+#: how an accelerator backend runs a step: one program per mini-batch, or one device call per op
+MODES = ("program", "ops")
 
 
-def _pynq(bitfile: str = "zskip.bit", account: bool = True, **opts):
-    return OpsBackend(_accelerator().pynq(bitfile, **opts), "pynq", account=account)
+def _on_accelerator(accelerator, name: str, account: bool, mode: str, precision: str = "float32"):
+    if mode == "program":
+        from .program_backend import ProgramBackend
+        return ProgramBackend(accelerator, name, account=account, precision=precision)
+    if mode == "ops":
+        return OpsBackend(accelerator, name, account=account, precision=precision)
+    accelerator.device.close()
+    raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def _emu(account: bool = True, mode: str = "program", **opts):
+    return _on_accelerator(_accelerator().emulated(**opts), "emu", account, mode, opts.get("precision", "float32"))
+
+
+def _pynq(bitfile: str = "zskip.bit", account: bool = True, mode: str = "program", **opts):
+    return _on_accelerator(_accelerator().pynq(bitfile, **opts), "pynq", account, mode)
 
 
 #: Backend names (``remote:HOST`` takes the board's host name or address).
@@ -96,15 +129,16 @@ BACKENDS = ("reference", "emu", "pynq", "remote:HOST")
 def make_backend(name: str, **opts) -> Backend:
     """The backend called ``name`` ("reference", "emu", "pynq" or "remote:HOST").
 
-    opts go to the backend's constructor: ``account`` for every one, e.g.
+    opts go to the backend's constructor: ``account`` for every one,
+    ``mode`` ("program" or "ops") for the accelerator backends, e.g.
     ``precision`` / ``skip_zeros`` for emu (``Accelerator.emulated``),
     ``bitfile`` for pynq. Unknown names or options raise ValueError naming them.
     """
     if not isinstance(name, str):
         raise ValueError(f"backend: expected a name, got {name!r}; known: {', '.join(BACKENDS)}")
     if name.startswith("remote:") and len(name) > len("remote:"):
-        account = opts.pop("account", True)
-        return OpsBackend(_accelerator().remote(name[len("remote:"):], **opts), name, account=account)
+        account, mode = opts.pop("account", True), opts.pop("mode", "program")
+        return _on_accelerator(_accelerator().remote(name[len("remote:"):], **opts), name, account, mode)
     builders = {"reference": _reference, "emu": _emu, "pynq": _pynq}
     if name not in builders:
         raise ValueError(f"backend: unknown backend {name!r}; known: {', '.join(BACKENDS)}")

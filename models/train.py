@@ -1,8 +1,16 @@
 """The training loop shared by every backend.
 
-A backend is anything with ``train_step(model, params, velocities, x, y, lr,
-momentum, weight_decay) -> StepResult`` and ``predict(model, params, x) ->
-logits`` (see ``zskip.host.backends``); the loop never asks which one it holds.
+A backend is anything with ``stream(model, params, velocities, batches, lr,
+momentum, weight_decay)`` (one ``StreamedStep`` per ``Batch``, see
+``zskip.host.streaming``) and ``predict(model, params, x) -> logits`` (see
+``zskip.host.backends``); the loop never asks which one it holds. It hands the
+backend the whole epoch's batch stream, so a backend may pack batch i+1 while
+batch i runs; a backend's params may be mirrors of device memory, read only
+when the loop needs them (checkpoints, the end of the run).
+
+``check_every`` = N asks the backend to compare every N-th step (counted over
+the whole run, the first included) with the numpy reference
+(``zskip.models.check``); a failing comparison raises ``CheckFailed``.
 
 Mini-batch order comes from (seed, epoch) alone, and checkpoints carry the
 parameters, the momentum buffers and the running totals of the epoch in
@@ -23,6 +31,7 @@ from tqdm import tqdm
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .datasets import Dataset
 from .networks import Model
+from ..host.streaming import Batch
 
 __all__ = ["train", "evaluate", "epoch_permutation", "TrainResult"]
 
@@ -76,6 +85,16 @@ def _accumulate(totals: dict, result, y: np.ndarray) -> None:
                     into[name] = into.get(name, 0) + int(value)
 
 
+def _accumulate_check(check: dict, report) -> None:
+    if report is None:
+        return
+    check["batches_checked"] += 1
+    check["max_abs_error"] = max(check["max_abs_error"], report.max_abs_error)
+    if report.max_rel_error >= check["max_rel_error"]:
+        check["max_rel_error"] = report.max_rel_error
+        check["worst"] = report.worst.as_dict() if report.worst is not None else None
+
+
 def _layer_report(index: str, acc: dict) -> dict:
     macs = {}
     for pass_name, c in acc["macs"].items():
@@ -106,7 +125,7 @@ def _check_resume(path, saved: dict, config: dict) -> None:
 def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 0.02,
           momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False, max_steps: Optional[int] = None,
-          quiet: bool = False, extra_config: Optional[dict] = None) -> TrainResult:
+          quiet: bool = False, extra_config: Optional[dict] = None, check_every: int = 0) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``backend`` for ``epochs`` epochs.
 
     checkpoint: path of the .npz checkpoint, written at the end of every epoch
@@ -120,10 +139,14 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     completed epoch, ``train_loss``, ``train_acc``, ``test_accuracy``,
     ``seconds`` and per-layer ``input_sparsity`` / ``grad_sparsity`` (mean
     fraction of zeros), reference ``macs`` per pass (summed over the epoch,
-    with ``ideal_speedup`` = dense / nonzero) and the kernels' counters.
+    with ``ideal_speedup`` = dense / nonzero) and the kernels' counters;
+    ``check`` (``batches_checked``, ``max_rel_error``, ``max_abs_error``,
+    ``worst``: the tensor with the largest relative error) and ``timings``
+    (mean seconds per step of each stage, this call's steps).
     """
     for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                                 ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0)):
+                                 ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0),
+                                 ("check_every", check_every, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
     if max_steps is not None and max_steps < 1:
@@ -140,48 +163,75 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
 
     params, velocities = model.init_params(seed), model.zero_velocities()
     epoch, step, history, totals = 0, 0, [], _new_totals()
+    check = {"batches_checked": 0, "max_rel_error": 0.0, "max_abs_error": 0.0, "worst": None}
+    timings: dict = {}
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         ckpt = load_checkpoint(checkpoint, model)
         _check_resume(checkpoint, ckpt.config, config)
         params, velocities, epoch, step = ckpt.params, ckpt.velocities, ckpt.epoch, ckpt.step
         history = ckpt.state.get("history", [])
         totals = ckpt.state.get("totals") or _new_totals()
+        check = ckpt.state.get("check") or check
 
     def save(at_epoch: int, at_step: int) -> None:
         if checkpoint is not None:
             save_checkpoint(checkpoint, Checkpoint(model.name, params, velocities, at_epoch, at_step, config,
-                                                   {"history": history, "totals": totals}))
+                                                   {"history": history, "totals": totals, "check": check}))
+
+    def report(**extra) -> dict:
+        steps = timings.pop("steps", 0)
+        out = {"config": config, "epochs": history, "check": dict(check),
+               "timings": {k: v / steps for k, v in timings.items()} if steps else {}, **extra}
+        timings["steps"] = steps
+        return out
 
     steps_per_epoch = -(-n_train // batch_size)
     show = not quiet and sys.stderr.isatty()
     done_here = 0
     while epoch < epochs:
+        if max_steps is not None and done_here >= max_steps:
+            save(epoch, step)
+            return TrainResult(report(stopped_at={"epoch": epoch, "step": step}), params, velocities)
         perm = epoch_permutation(seed, epoch, n_train)
         bar = tqdm(total=steps_per_epoch, initial=step, desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not show, leave=True)
-        while step < steps_per_epoch:
-            if max_steps is not None and done_here >= max_steps:
-                bar.close()
-                save(epoch, step)
-                return TrainResult({"config": config, "epochs": history, "stopped_at": {"epoch": epoch, "step": step}},
-                                   params, velocities)
-            idx = perm[step * batch_size:(step + 1) * batch_size]
-            y = dataset.y_train[idx]
+
+        def batches(first_step: int, epoch: int = epoch, perm: np.ndarray = perm):
+            for s in range(first_step, steps_per_epoch):
+                idx = perm[s * batch_size:(s + 1) * batch_size]
+                checked = bool(check_every) and (epoch * steps_per_epoch + s) % check_every == 0
+                yield Batch(dataset.x_train[idx], dataset.y_train[idx], check=checked)
+
+        stream = backend.stream(model, params, velocities, batches(step), lr=lr, momentum=momentum,
+                                weight_decay=weight_decay)
+        try:
             t0 = time.perf_counter()
-            result = backend.train_step(model, params, velocities, dataset.x_train[idx], y,
-                                        lr=lr, momentum=momentum, weight_decay=weight_decay)
-            totals["seconds"] += time.perf_counter() - t0
-            params, velocities = result.params, result.velocities
-            _accumulate(totals, result, y)
-            step += 1
-            done_here += 1
-            if show:
-                zeros = np.mean([l["input_sparsity"] for l in result.layers]) if result.layers else 0.0
-                bar.set_postfix(loss=f"{totals['loss_sum'] / totals['seen']:.4f}",
-                                acc=f"{totals['correct'] / totals['seen']:.3f}", zeros=f"{zeros:.2f}")
-            bar.update(1)
-            if checkpoint_every and step % checkpoint_every == 0 and step < steps_per_epoch:
-                save(epoch, step)
+            for out in stream:
+                result = out.result
+                totals["seconds"] += time.perf_counter() - t0
+                y = dataset.y_train[perm[step * batch_size:(step + 1) * batch_size]]
+                params, velocities = result.params, result.velocities
+                _accumulate(totals, result, y)
+                _accumulate_check(check, out.check)
+                for stage, seconds in out.timings.items():
+                    timings[stage] = timings.get(stage, 0.0) + seconds
+                timings["steps"] = timings.get("steps", 0) + 1
+                step += 1
+                done_here += 1
+                if show:
+                    zeros = np.mean([l["input_sparsity"] for l in result.layers]) if result.layers else 0.0
+                    bar.set_postfix(loss=f"{totals['loss_sum'] / totals['seen']:.4f}",
+                                    acc=f"{totals['correct'] / totals['seen']:.3f}", zeros=f"{zeros:.2f}")
+                bar.update(1)
+                if checkpoint_every and step % checkpoint_every == 0 and step < steps_per_epoch:
+                    save(epoch, step)
+                if max_steps is not None and done_here >= max_steps and step < steps_per_epoch:
+                    bar.close()
+                    save(epoch, step)
+                    return TrainResult(report(stopped_at={"epoch": epoch, "step": step}), params, velocities)
+                t0 = time.perf_counter()
+        finally:
+            stream.close()
         bar.close()
         test_accuracy = evaluate(backend, model, params, dataset.x_test, dataset.y_test)
         history.append({
@@ -198,5 +248,5 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
                   f"test_accuracy {h['test_accuracy']:.4f} ({h['seconds']:.1f} s)", file=sys.stderr)
         epoch, step, totals = epoch + 1, 0, _new_totals()
         save(epoch, step)
-    return TrainResult({"config": config, "epochs": history}, params, velocities)
+    return TrainResult(report(), params, velocities)
 

@@ -141,10 +141,11 @@ def test_factory_builds_accelerator_backends_through_accelerator(monkeypatch, sm
             return ReferenceOps()
 
     monkeypatch.setitem(sys.modules, "zskip.host.accelerator", types.SimpleNamespace(Accelerator=FakeAccelerator))
-    emu = make_backend("emu", precision="float32", skip_zeros=False)
+    # mode="ops": the fake accelerator is an Ops, not a device a program can run on
+    emu = make_backend("emu", precision="float32", skip_zeros=False, mode="ops")
     assert emu.name == "emu"
-    make_backend("pynq", bitfile="b.bit")
-    remote = make_backend("remote:192.168.2.99")
+    make_backend("pynq", bitfile="b.bit", mode="ops")
+    remote = make_backend("remote:192.168.2.99", mode="ops")
     assert remote.name == "remote:192.168.2.99"
     assert calls == [("emulated", {"precision": "float32", "skip_zeros": False}), ("pynq", "b.bit"),
                      ("remote", "192.168.2.99")]

@@ -1,0 +1,276 @@
+"""Comparison of a backend's training step with the numpy reference, op by op.
+
+:func:`check_step` runs ``zskip.models.step.train_step`` on the same batch
+and the same weights (as they were before the step) through
+:class:`~zskip.models.ops.ReferenceOps`, with the backend's outputs of every
+op call given (``device_outputs``, in step.py's call order). Each reference
+op computes from the backend's inputs (the wrapper hands step.py the
+backend's outputs, not its own), so every error is the error of one kernel
+call and does not accumulate along the network.
+
+Per layer and tensor it reports the max absolute and max relative error;
+beyond the tolerance it raises :class:`CheckFailed` naming the layer, the
+tensor and the worst index.
+
+Relative error of an element: ``|d - r| / max(|r|, floor * max|r|)`` where
+the maximum runs over the tensor, so near-zero elements (where float32
+summation order decides the last bits) are measured against the tensor's
+scale. float32: ``rtol = 1e-4``, ``floor = 1e-2``. A ReLU mask may differ
+only where the reference pre-activation is within the tolerance of zero; an
+argmax may differ only between equal window values (ties).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import step as _step
+from .networks import Conv, Linear, MaxPool, Model
+from .ops import ReferenceOps
+
+__all__ = ["Tolerance", "TOLERANCES", "TensorError", "CheckReport", "CheckFailed", "check_step", "tolerance_for",
+           "CapturingOps", "op_labels"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``rtol``: allowed relative error; ``floor``: fraction of the tensor's max |r| below which
+    an element's relative error is measured against that fraction instead of itself."""
+    rtol: float
+    floor: float
+
+
+#: tolerance per precision of the backend's arithmetic
+TOLERANCES = {"float32": Tolerance(rtol=1e-4, floor=1e-2)}
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    """The comparison tolerance of ``precision``; ValueError when none is defined for it."""
+    if precision not in TOLERANCES:
+        raise ValueError(f"precision: the comparison with the reference has tolerances for "
+                         f"{sorted(TOLERANCES)}, not {precision!r}")
+    return TOLERANCES[precision]
+
+
+@dataclass
+class TensorError:
+    """Error of one tensor of one op call; ``index`` is the worst element's index."""
+    layer: str
+    tensor: str
+    max_abs: float
+    max_rel: float
+    index: Tuple[int, ...]
+    device: float
+    reference: float
+
+    def as_dict(self) -> dict:
+        return {"layer": self.layer, "tensor": self.tensor, "max_abs": self.max_abs, "max_rel": self.max_rel,
+                "index": list(self.index)}
+
+
+@dataclass
+class CheckReport:
+    """Every compared tensor of one step; ``max_rel_error`` / ``max_abs_error`` over all of them."""
+    tensors: List[TensorError] = field(default_factory=list)
+    tolerance: Optional[Tolerance] = None
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((t.max_rel for t in self.tensors), default=0.0)
+
+    @property
+    def max_abs_error(self) -> float:
+        return max((t.max_abs for t in self.tensors), default=0.0)
+
+    @property
+    def worst(self) -> Optional[TensorError]:
+        return max(self.tensors, key=lambda t: t.max_rel, default=None)
+
+
+class CheckFailed(RuntimeError):
+    """A tensor differs from the reference beyond the tolerance; ``report`` has every tensor."""
+
+    def __init__(self, message: str, report: CheckReport):
+        super().__init__(message)
+        self.report = report
+
+
+def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
+    """Per op name, the label ("layer I (kind) pass") of its k-th call in one train_step.
+
+    The forward visits Conv/Linear/MaxPool layers in order; the backward
+    visits them in reverse down to the first layer with parameters (which
+    gets no backward-data); ``sgd_update`` follows the params' key order.
+    """
+    layers = list(enumerate(model.layers))
+    params = [i for i, l in layers if isinstance(l, (Conv, Linear))]
+    first = min(params)
+    label = lambda i, p: f"layer {i} ({model.layers[i].kind}) {p}"
+    fwd = [i for i, l in layers if isinstance(l, (Conv, Linear, MaxPool))]
+    pools_bwd = [i for i, l in reversed(layers) if isinstance(l, MaxPool) and i > first]
+    conv_bwd = [i for i in reversed(params) if isinstance(model.layers[i], Conv)]
+    fc_bwd = [i for i in reversed(params) if isinstance(model.layers[i], Linear)]
+    return {
+        "conv_forward": [label(i, "fwd") for i in fwd if isinstance(model.layers[i], Conv)],
+        "linear_forward": [label(i, "fwd") for i in fwd if isinstance(model.layers[i], Linear)],
+        "maxpool_forward": [label(i, "fwd") for i in fwd if isinstance(model.layers[i], MaxPool)],
+        "maxpool_backward": [label(i, "bwd") for i in pools_bwd],
+        "conv_backward_weight": [label(i, "bwd_weight") for i in conv_bwd],
+        "conv_backward_data": [label(i, "bwd_data") for i in conv_bwd if i != first],
+        "linear_backward_weight": [label(i, "bwd_weight") for i in fc_bwd],
+        "linear_backward_data": [label(i, "bwd_data") for i in fc_bwd if i != first],
+        "softmax_xent": ["loss"],
+        "sgd_update": [f"sgd {k}" for k in param_keys],
+    }
+
+
+#: names of each op's returned tensors, in return order
+_OUTPUT_NAMES = {
+    "conv_forward": ("y", "mask"), "linear_forward": ("y", "mask"), "maxpool_forward": ("y", "argmax", "mask"),
+    "conv_backward_data": ("dx",), "linear_backward_data": ("dx",), "maxpool_backward": ("dx",),
+    "conv_backward_weight": ("dw", "db"), "linear_backward_weight": ("dw", "db"),
+    "softmax_xent": ("loss", "dlogits"), "sgd_update": ("param", "velocity"),
+}
+
+
+class CapturingOps:
+    """Wraps any Ops and keeps ``(op name, return value)`` of every call in ``outputs``."""
+
+    def __init__(self, ops):
+        self._ops = ops
+        self.outputs: List[Tuple[str, object]] = []
+
+    @property
+    def last_stats(self):
+        return self._ops.last_stats
+
+    def __getattr__(self, op):
+        method = getattr(self._ops, op)
+        if op not in _OUTPUT_NAMES:
+            return method
+
+        def call(*args, **kw):
+            out = method(*args, **kw)
+            self.outputs.append((op, out))
+            return out
+        return call
+
+
+def _float_error(d: np.ndarray, r: np.ndarray, tol: Tolerance):
+    d, r = np.asarray(d, np.float64), np.asarray(r, np.float64)
+    if d.shape != r.shape:
+        raise ValueError(f"shape {d.shape} differs from the reference's {r.shape}")
+    if d.size == 0:
+        return 0.0, 0.0, (), 0.0, 0.0
+    diff = np.abs(d - r)
+    diff = np.where(np.isnan(d) != np.isnan(r), np.inf, np.nan_to_num(diff, nan=0.0))
+    denom = np.maximum(np.abs(r), tol.floor * float(np.max(np.abs(r))))
+    rel = np.where(diff == 0, 0.0, diff / np.where(denom > 0, denom, 1.0))
+    rel = np.where((denom == 0) & (diff > 0), np.inf, rel)
+    worst = np.unravel_index(int(np.argmax(rel)), rel.shape)
+    return float(diff.max()), float(rel[worst]), tuple(int(i) for i in worst), float(d[worst]), float(r[worst])
+
+
+class _CheckingOps:
+    """ReferenceOps on the backend's inputs: each call compares and then returns the backend's outputs."""
+
+    def __init__(self, labels: Dict[str, List[str]], device_outputs: Sequence[Tuple[str, object]], tol: Tolerance):
+        self._ref = ReferenceOps()
+        self._labels = labels
+        self._device = list(device_outputs)
+        self._next = 0
+        self._seen: Dict[str, int] = {}
+        self._tol = tol
+        self.last_stats = dict(self._ref.last_stats)
+        self.report = CheckReport(tolerance=tol)
+
+    def _take(self, op: str):
+        if self._next >= len(self._device) or self._device[self._next][0] != op:
+            got = self._device[self._next][0] if self._next < len(self._device) else "nothing"
+            raise RuntimeError(f"check: the reference step calls {op} where the backend's calls have {got}")
+        out = self._device[self._next][1]
+        self._next += 1
+        k = self._seen.get(op, 0)
+        self._seen[op] = k + 1
+        names = self._labels.get(op, [])
+        return out, names[k] if k < len(names) else f"{op} #{k}"
+
+    def _add(self, label, name, d, r):
+        max_abs, max_rel, index, dv, rv = _float_error(d, r, self._tol)
+        self.report.tensors.append(TensorError(label, name, max_abs, max_rel, index, dv, rv))
+
+    def _compare(self, op, label, dev, ref, args):
+        dev_t = dev if isinstance(dev, tuple) else (dev,)
+        ref_t = ref if isinstance(ref, tuple) else (ref,)
+        values = dict(zip(_OUTPUT_NAMES[op], zip(dev_t, ref_t)))
+        for name, (d, r) in values.items():
+            if d is None and r is None:
+                continue
+            if name == "mask":
+                self._mask(label, d, r, values["y"][1])
+            elif name == "argmax":
+                self._argmax(label, d, r, args[0])
+            else:
+                self._add(label, name, np.asarray(d), np.asarray(r))
+
+    def _mask(self, label, d, r, y_ref):
+        d, r = np.asarray(d, bool), np.asarray(r, bool)
+        y = np.abs(np.asarray(y_ref, np.float64))
+        # a sign can flip only where the allowed error of y reaches zero
+        band = self._tol.rtol * self._tol.floor * (float(y.max()) if y.size else 0.0)
+        wrong = (d != r) & (y > band)
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(wrong)), wrong.shape)) if wrong.size else ()
+        bad = float(wrong.any())
+        self.report.tensors.append(TensorError(label, "mask", bad, np.inf if bad else 0.0, index,
+                                               float(d[index]) if wrong.size else 0.0,
+                                               float(r[index]) if wrong.size else 0.0))
+
+    def _argmax(self, label, d, r, x):
+        # ties: both are right when they pick windows' positions of equal value
+        x = np.asarray(x)
+        n, c = x.shape[:2]
+        planes = x.reshape(n, c, -1)
+        pick = lambda a: np.take_along_axis(planes, np.asarray(a, np.int64).reshape(n, c, -1), axis=2)
+        self._add(label, "argmax (value at)", pick(d).reshape(np.shape(d)), pick(r).reshape(np.shape(r)))
+
+    def __getattr__(self, op):
+        if op not in _OUTPUT_NAMES:
+            raise AttributeError(op)
+
+        def call(*args, **kw):
+            dev, label = self._take(op)
+            ref = getattr(self._ref, op)(*args, **kw)
+            self._compare(op, label, dev, ref, args)
+            return dev
+        return call
+
+
+def check_step(model: Model, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray], x: np.ndarray,
+               y: np.ndarray, lr: float, momentum: float, weight_decay: float,
+               device_outputs: Sequence[Tuple[str, object]], tolerance: Tolerance = TOLERANCES["float32"],
+               raise_on_failure: bool = True) -> CheckReport:
+    """Compare a backend's step on batch x (N, C, H, W), y (N,) with the reference, op by op.
+
+    ``params`` / ``velocities``: the weights before the step (host arrays);
+    ``device_outputs``: the backend's ``(op name, return value)`` of every op
+    call of that step, in order (:class:`CapturingOps` collects them on any
+    Ops). Raises :class:`CheckFailed` when a tensor's relative error exceeds
+    ``tolerance.rtol`` (unless ``raise_on_failure`` is False).
+    """
+    checking = _CheckingOps(op_labels(model, list(params)), device_outputs, tolerance)
+    params = {k: np.array(v, dtype=np.float32) for k, v in params.items()}
+    velocities = {k: np.array(v, dtype=np.float32) for k, v in velocities.items()}
+    _step.train_step(checking, model, params, velocities, x, y, lr, momentum, weight_decay, account=False)
+    if checking._next != len(checking._device):
+        raise RuntimeError(f"check: the backend made {len(checking._device)} op calls, the reference step "
+                           f"{checking._next}")
+    report = checking.report
+    worst = report.worst
+    if raise_on_failure and worst is not None and not worst.max_rel <= tolerance.rtol:
+        raise CheckFailed(
+            f"check failed: {worst.layer}, tensor {worst.tensor}: max relative error {worst.max_rel:.3g} > "
+            f"{tolerance.rtol:g} (max abs {worst.max_abs:.3g}) at index {worst.index}: backend {worst.device!r}, "
+            f"reference {worst.reference!r}", report)
+    return report
