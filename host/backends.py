@@ -115,6 +115,13 @@ def _on_accelerator(accelerator, name: str, account: bool, mode: str, precision:
 
 
 def _emu(account: bool = True, mode: str = "program", **opts):
+    import dataclasses
+    from .program import Limits
+    overrides = {f.name: opts.pop(f.name) for f in dataclasses.fields(Limits) if f.name in opts}
+    if overrides:
+        # compiled maxima given one by one (e.g. max_features=2048 for vgg_tiny) replace the board's or config.h's
+        from .pynq_device import board_limits
+        opts["limits"] = dataclasses.replace(opts.get("limits") or board_limits(opts.pop("board", None)), **overrides)
     return _on_accelerator(_accelerator().emulated(**opts), "emu", account, mode, opts.get("precision", "float32"))
 
 
@@ -131,7 +138,8 @@ def make_backend(name: str, **opts) -> Backend:
 
     opts go to the backend's constructor: ``account`` for every one,
     ``mode`` ("program" or "ops") for the accelerator backends, e.g.
-    ``precision`` / ``skip_zeros`` for emu (``Accelerator.emulated``),
+    ``precision`` / ``skip_zeros`` / ``board`` for emu (``Accelerator.emulated``)
+    and any compiled maximum of ``program.Limits`` (``max_features=2048``),
     ``bitfile`` for pynq. Unknown names or options raise ValueError naming them.
     """
     if not isinstance(name, str):

@@ -43,7 +43,8 @@ def _add_train(sub) -> None:
     p.add_argument("--data", default="mnist5k", help=f"one of {', '.join(KNOWN_DATASETS)} (default mnist5k)")
     p.add_argument("--backend", default="reference", help=f"one of {', '.join(BACKENDS)} (default reference)")
     p.add_argument("--backend-opt", action="append", type=_parse_opt, default=[], metavar="KEY=VALUE",
-                   help="option for the backend, e.g. precision=float32, skip_zeros=false, bitfile=zskip.bit")
+                   help="option for the backend, e.g. precision=float32, skip_zeros=false, bitfile=zskip.bit, "
+                        "mode=ops (accelerator backends: one device call per op instead of one program per step)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.02)
@@ -56,6 +57,9 @@ def _add_train(sub) -> None:
     p.add_argument("--checkpoint", default=None, metavar="PATH.npz", help="checkpoint file (written every epoch)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="K", help="also checkpoint every K steps")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    p.add_argument("--check-every", type=int, default=0, metavar="N",
+                   help="compare every N-th step with the numpy reference, op by op; stop on an error beyond "
+                        "the precision's tolerance (0: never)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=_run_train)
 
@@ -74,7 +78,8 @@ def _run_train(args) -> int:
         result = train(backend, model, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                       quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt)})
+                       quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt)},
+                       check_every=args.check_every)
     finally:
         backend.close()
     if args.report:
@@ -147,11 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``zskip`` console script; returns the exit status."""
+    from ..models.check import CheckFailed
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckFailed) as e:
         print(f"zskip: error: {e}", file=sys.stderr)
         return 2
 
