@@ -1,0 +1,115 @@
+"""Comparison with the reference: a clean step passes, planted wrong results are caught and located."""
+import numpy as np
+import pytest
+
+from zskip.host.accelerator import Accelerator
+from zskip.host.backends import make_backend
+from zskip.host.program_backend import ProgramBackend
+from zskip.host.streaming import Batch
+from zskip.models import step
+from zskip.models.check import (TOLERANCES, CapturingOps, CheckFailed, check_step, op_labels,
+                                tolerance_for)
+from zskip.models.networks import get_model
+from zskip.models.ops import ReferenceOps
+
+LR, MOMENTUM, WD = 0.02, 0.9, 1e-4
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return get_model("lenet5")
+
+
+@pytest.fixture(scope="module")
+def batch(lenet):
+    rng = np.random.default_rng(11)
+    return rng.random((8, *lenet.input_shape), dtype=np.float32), rng.integers(0, 10, 8)
+
+
+def _device_outputs(ops, model, batch):
+    capture = CapturingOps(ops)
+    params, velocities = model.init_params(0), model.zero_velocities()
+    step.train_step(capture, model, params, velocities, *batch, LR, MOMENTUM, WD)
+    return params, velocities, capture.outputs
+
+
+def test_clean_emulated_step_is_within_float32_tolerance(lenet, batch):
+    params, velocities, outputs = _device_outputs(Accelerator.emulated(), lenet, batch)
+    report = check_step(lenet, params, velocities, *batch, LR, MOMENTUM, WD, outputs)
+    assert 0 < report.max_rel_error <= TOLERANCES["float32"].rtol
+    labels = {(t.layer, t.tensor) for t in report.tensors}
+    # per layer and tensor: activations, masks, gradients, weight gradients, updated weights
+    for expected in [("layer 0 (conv) fwd", "y"), ("layer 0 (conv) fwd", "mask"), ("layer 1 (maxpool) fwd", "argmax (value at)"),
+                     ("layer 2 (conv) bwd_data", "dx"), ("layer 5 (linear) bwd_weight", "dw"), ("loss", "loss"),
+                     ("sgd layer0.w", "param"), ("sgd layer7.b", "velocity")]:
+        assert expected in labels
+
+
+@pytest.mark.parametrize("op, k, position, tensor, label", [
+    ("conv_forward", 1, 0, "y", "layer 2 (conv) fwd"),
+    ("linear_backward_weight", 0, 0, "dw", "layer 7 (linear) bwd_weight"),
+    ("conv_backward_data", 0, 0, "dx", "layer 2 (conv) bwd_data"),
+    ("sgd_update", 3, 1, "velocity", "sgd layer2.b"),
+])
+def test_a_planted_wrong_value_is_caught_with_layer_tensor_and_index(lenet, batch, op, k, position, tensor, label):
+    params, velocities, outputs = _device_outputs(ReferenceOps(), lenet, batch)
+    calls = [i for i, (name, _) in enumerate(outputs) if name == op]
+    out = outputs[calls[k]][1]
+    values = list(out) if isinstance(out, tuple) else [out]
+    wrong = np.array(values[position], copy=True)
+    index = tuple(s // 2 for s in wrong.shape)
+    wrong[index] += 0.01 * (np.abs(wrong).max() + 1)
+    values[position] = wrong
+    outputs[calls[k]] = (op, tuple(values) if isinstance(out, tuple) else values[0])
+    with pytest.raises(CheckFailed) as info:
+        check_step(lenet, params, velocities, *batch, LR, MOMENTUM, WD, outputs)
+    message = str(info.value)
+    assert message.startswith(f"check failed: {label}, tensor {tensor}: max relative error")
+    assert f"at index {index}" in message
+
+
+def test_a_corrupted_device_tensor_stops_training_with_its_layer_tensor_and_index(lenet, batch, monkeypatch):
+    backend = ProgramBackend(Accelerator.emulated(), "emu")
+    params, velocities = lenet.init_params(0), lenet.zero_velocities()
+    prog = backend.program(lenet, "train", 8, LR, MOMENTUM, WD)
+    # the first fully connected layer's output: 'y' of the 3rd recorded forward op
+    fc_y = [c for c in prog.calls if c.op == "linear_forward"][0].outputs[0]
+    _, offset, _ = prog.layout.entries[fc_y.name]
+    run = backend.accelerator.device.run
+
+    def corrupting_run(buffers, n_desc, timeout_s=30.0):
+        cycles = run(buffers, n_desc, timeout_s)
+        buffers["act"].device_copy[offset + 125] += 3.0      # sample 1, feature 5 of (8, 120)
+        return cycles
+    monkeypatch.setattr(backend.accelerator.device, "run", corrupting_run)
+    try:
+        with pytest.raises(CheckFailed, match=r"^check failed: layer 5 \(linear\) fwd, tensor y: .* at index \(1, 5\)"):
+            list(backend.stream(lenet, params, velocities, [Batch(*batch, check=True)], LR, MOMENTUM, WD))
+    finally:
+        backend.close()
+
+
+def test_the_cli_stops_on_a_failed_check(monkeypatch, capsys):
+    from zskip.host import cli
+    from zskip.models import check as C
+    monkeypatch.setitem(C.TOLERANCES, "float32", C.Tolerance(rtol=0.0, floor=0.1))   # nothing passes
+    status = cli.main(["train", "--backend", "emu", "--data", "synthetic:1x28x28", "--limit-train", "64",
+                       "--limit-test", "8", "--epochs", "1", "--check-every", "1", "--quiet"])
+    assert status == 2
+    assert "zskip: error: check failed: layer" in capsys.readouterr().err
+
+
+def test_labels_follow_the_model_and_unknown_precision_is_refused(lenet):
+    labels = op_labels(lenet, list(lenet.param_shapes()))
+    assert labels["conv_backward_data"] == ["layer 2 (conv) bwd_data"]      # none for the first layer
+    assert labels["maxpool_backward"] == ["layer 3 (maxpool) bwd", "layer 1 (maxpool) bwd"]
+    assert labels["linear_forward"] == ["layer 5 (linear) fwd", "layer 6 (linear) fwd", "layer 7 (linear) fwd"]
+    with pytest.raises(ValueError, match=r"^precision: .*not 'ap_fixed<16,6>'"):
+        tolerance_for("ap_fixed<16,6>")
+
+
+def test_ops_mode_backend_checks_too(lenet, batch):
+    backend = make_backend("emu", mode="ops")
+    params, velocities = lenet.init_params(0), lenet.zero_velocities()
+    (out,) = list(backend.stream(lenet, params, velocities, [Batch(*batch, check=True)], LR, MOMENTUM, WD))
+    assert out.check is not None and out.check.max_rel_error <= TOLERANCES["float32"].rtol
