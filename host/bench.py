@@ -25,7 +25,6 @@ import numpy as np
 
 from ..models import step as _step
 from ..models.networks import Conv, Linear, Model
-from ..models.ops import ReferenceOps
 from .perf_model import PASSES
 
 __all__ = ["RecordingOps", "op_bytes", "measure_steps", "compare_modes", "board_estimates", "goals",

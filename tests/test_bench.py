@@ -1,0 +1,197 @@
+"""zskip bench: report structure and internal consistency on a tiny run (no timing asserts)."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from zskip.host import bench as B
+from zskip.host import bench_speed as S
+from zskip.models import reference as R
+from zskip.models.networks import get_model
+from zskip.overlay.boards import load_boards
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+    # untrained LeNet-5, two batches of 8, one board: seconds, not minutes
+    return B.run_bench("lenet5", "mnist5k", epochs=0, batch_size=8, batches=2, boards=["pynq-z2"], speed=False)
+
+
+def test_rows_follow_their_definitions(tiny_report):
+    lanes = tiny_report["pe_lanes"]
+    assert lanes == load_boards()["pynq-z2"].pe_lanes or lanes > 0
+    assert {(r["layer"], r["pass"]) for r in tiny_report["layers"]} == {
+        (0, "fwd"), (0, "bwd_weight"), (2, "fwd"), (2, "bwd_weight"), (2, "bwd_data"),
+        *((i, p) for i in (5, 6, 7) for p in ("fwd", "bwd_weight", "bwd_data"))}
+    for r in tiny_report["layers"]:
+        assert r["speedup"] == pytest.approx(r["cycles_dense"] / r["cycles_sparse"])
+        assert r["ideal_speedup"] == pytest.approx(r["macs_dense"] / r["macs_nonzero"])
+        assert r["utilization"] == pytest.approx(r["macs_nonzero"] / lanes / r["cycles_sparse"])
+        # the sparse kernels multiply exactly the operand pairs the reference counts as live
+        assert r["macs_executed"] == r["macs_nonzero"]
+        assert 0 < r["utilization"] <= 1
+
+
+def test_macs_dense_match_layer_shapes(tiny_report):
+    # independent count: every output tap of a valid convolution / every weight of a linear layer, per sample
+    per_sample = {0: 6 * 1 * 25 * 24 * 24, 2: 16 * 6 * 25 * 8 * 8, 5: 256 * 120, 6: 120 * 84, 7: 84 * 10}
+    samples = 8 * 2
+    for r in tiny_report["layers"]:
+        assert r["macs_dense"] == per_sample[r["layer"]] * samples
+
+
+def test_totals_are_ratios_of_sums(tiny_report):
+    rows, t = tiny_report["layers"], tiny_report["totals"]
+    lanes = tiny_report["pe_lanes"]
+
+    def ratio(passes, num, den):
+        sel = [r for r in rows if r["pass"] in passes]
+        return sum(r[num] for r in sel) / sum(r[den] for r in sel)
+    assert t["speedup_fwd"] == pytest.approx(ratio(["fwd"], "cycles_dense", "cycles_sparse"))
+    assert t["speedup_bwd"] == pytest.approx(ratio(["bwd_data", "bwd_weight"], "cycles_dense", "cycles_sparse"))
+    all_passes = ["fwd", "bwd_data", "bwd_weight"]
+    assert t["speedup_step"] == pytest.approx(ratio(all_passes, "cycles_dense", "cycles_sparse"))
+    assert t["ideal_speedup_step"] == pytest.approx(ratio(all_passes, "macs_dense", "macs_nonzero"))
+    assert t["utilization_step"] == pytest.approx(ratio(all_passes, "macs_nonzero", "cycles_sparse") / lanes)
+    # pooling, loss and SGD have cycles of their own on top of the conv/FC passes
+    assert t["cycles_sparse_all_kernels"] > t["cycles_sparse_step"]
+
+
+def test_goals_state_shortfalls(tiny_report):
+    g = tiny_report["goals"]
+    assert set(g) == set(B.GOALS)
+    s = g["speedup_step"]
+    assert s["measured"] == tiny_report["totals"]["speedup_step"]
+    assert s["met"] == (s["measured"] >= 5.4)
+    assert s["shortfall"] == pytest.approx(0.0 if s["met"] else 5.4 - s["measured"])
+    assert g["emu_float32_over_torch_cpu"]["measured"] is None  # speed=False: not measured, not invented
+
+
+def test_goals_logic_on_given_values():
+    g = B.goals({"speedup_step": 6.0, "utilization_step": 0.5},
+                {"ratios": {"emu_float32_over_torch_cpu": 1.5, "emu_fixed_over_torch_cpu": 3.0}})
+    assert g["speedup_step"] == {"target": 5.4, "sense": "min", "measured": 6.0, "met": True, "shortfall": 0.0}
+    assert g["utilization_step"]["shortfall"] == pytest.approx(0.35)
+    assert g["emu_float32_over_torch_cpu"]["met"] is False
+    assert g["emu_float32_over_torch_cpu"]["shortfall"] == pytest.approx(0.5)
+    assert g["emu_fixed_over_torch_cpu"]["met"] is True
+
+
+def test_board_estimate_is_whichever_bounds(tiny_report):
+    board = load_boards()["pynq-z2"]
+    (est,) = tiny_report["boards"]
+    assert est["board"] == "pynq-z2" and est["pe_lanes"] == board.pe_lanes
+    for mode in ("dense", "sparse"):
+        m = est[mode]
+        assert m["compute_s"] == pytest.approx(m["cycles"] / (board.clock_mhz * 1e6))
+        assert m["ddr_s"] == pytest.approx(m["bytes"] / (board.ddr_gbps * 1e9))
+        # per op the larger of the two: at least each total, at most their sum
+        assert max(m["compute_s"], m["ddr_s"]) <= m["seconds"] * (1 + 1e-12)
+        assert m["seconds"] <= (m["compute_s"] + m["ddr_s"]) * (1 + 1e-12)
+        assert m["images_per_s"] == pytest.approx(8 / m["seconds"])
+        assert m["images_per_joule"] is None
+    assert est["dense"]["bytes"] == est["sparse"]["bytes"]  # dense layout in DDR either way
+    assert est["speedup"] == pytest.approx(est["dense"]["seconds"] / est["sparse"]["seconds"])
+    # pynq-z2's own maxima (8 channels, 128 features) cannot hold LeNet-5's second conv and first linear layer
+    assert any(p.startswith("layer 2 conv") for p in est["exceeds_compiled_maxima"])
+
+
+def test_op_bytes_counts_operands_results_and_mask_bits():
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    b = np.zeros(4, np.float32)
+    y = np.zeros((2, 4, 6, 6), np.float32)
+    mask = np.zeros(y.shape, bool)
+    expected = 4 * (x.size + w.size + b.size + y.size) + 4 * math.ceil(mask.size / 32)
+    assert B.op_bytes((x, w, b), {"stride": 1}, (y, mask)) == expected
+    assert B.op_bytes((x,), {}, (1.5, y)) == 4 * x.size + 4 + 4 * y.size
+
+
+def test_dense_cycles_do_not_depend_on_data():
+    from zskip.host.accelerator import Accelerator
+    model = get_model("lenet5")
+    params, vel = model.init_params(0), model.zero_velocities()
+    rng = np.random.default_rng(3)
+    sparse_x = rng.random((4, 1, 28, 28)).astype(np.float32) * (rng.random((4, 1, 28, 28)) < 0.2)
+    dense_x = rng.random((4, 1, 28, 28)).astype(np.float32) + 0.1
+    y = np.arange(4) % 10
+    acc = Accelerator.emulated(skip_zeros=False)
+    runs = [B.measure_steps(acc, model, params, vel, [(x, y)]) for x in (sparse_x, dense_x)]
+    per_op = [[r["stats"]["cycles"] for r in run["records"][0]] for run in runs]
+    # the scoreboard's issue clock runs on across calls, so a call may wait up to ACC_LATENCY - 1
+    # cycles for the previous call's last accumulator write
+    from zskip.host.perf_model import kernel_constants
+    slack = kernel_constants()["ACC_LATENCY"]
+    assert len(per_op[0]) == len(per_op[1])
+    assert all(abs(a - b) < slack for a, b in zip(*per_op))
+
+
+def test_measure_steps_starts_every_batch_from_the_same_params():
+    from zskip.host.accelerator import Accelerator
+    model = get_model("lenet5")
+    params, vel = model.init_params(1), model.zero_velocities()
+    x = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
+    y = np.arange(4)
+    out = B.measure_steps(Accelerator.emulated(), model, params, vel, [(x, y), (x, y)])
+    first, second = ([r["stats"] for r in batch] for batch in out["records"])
+    assert [s["macs_executed"] for s in first] == [s["macs_executed"] for s in second]
+    # the recorded conv-forward MACs of layer 0 are the reference's nonzero count
+    macs = R.conv_macs(x, np.ones((4, 6, 24, 24)), (6, 1, 5, 5))["fwd"]["macs_nonzero"]
+    assert first[0]["macs_executed"] == macs
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="batches"):
+        B.run_bench(epochs=0, batches=0, speed=False)
+    with pytest.raises(ValueError, match="boards"):
+        B.run_bench(epochs=0, batch_size=4, batches=1, boards=["nonesuch"], speed=False)
+    with pytest.raises(ValueError, match="batches: 2 batches of 64"):
+        B.run_bench(epochs=0, batch_size=64, batches=2, limit_train=100, speed=False)
+
+
+def test_speed_reports_each_implementation_and_notes_missing_torch(monkeypatch):
+    from zskip.host.accelerator import Accelerator
+    monkeypatch.setattr(S, "_torch", lambda: None)
+    model = get_model("lenet5")
+    x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+    rep = S.step_speed(model, model.init_params(0), model.zero_velocities(), x, np.arange(2),
+                       {"emu_float32": Accelerator.emulated()}, repeat=1)
+    assert rep["seconds"]["emu_float32"] > 0 and rep["seconds"]["reference"] > 0
+    assert rep["seconds"]["torch_cpu"] is None and rep["ratios"]["emu_float32_over_torch_cpu"] is None
+    assert any("not installed" in n for n in rep["notes"])
+
+
+def test_torch_network_computes_the_reference_logits():
+    torch = pytest.importorskip("torch")
+    from zskip.models.ops import ReferenceOps
+    from zskip.models.step import predict
+    model = get_model("lenet5")
+    params = model.init_params(2)
+    x = np.random.default_rng(1).random((3, 1, 28, 28)).astype(np.float32)
+    net = S._torch_model(torch, model, params, "cpu")
+    with torch.no_grad():
+        logits = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(logits, predict(ReferenceOps(), model, params, x), rtol=1e-4, atol=1e-4)
+
+
+def test_vgg16_layer_data_has_the_stated_sparsity():
+    d = S.vgg16_layer_data(batch=1)
+    assert d["x"].shape == (1, 128, 32, 32)
+    assert abs(d["input_sparsity"] - S.VGG16_INPUT_SPARSITY) < 0.02
+    # dy is zero wherever the layer's ReLU output is zero
+    y = R.conv2d_forward(d["x"], d["w"], d["b"], 1, 1)
+    assert np.all(d["dy"][y <= 0] == 0)
+
+
+def test_cli_writes_report_and_plot(tmp_path):
+    from zskip.host.cli import main
+    report, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    # one training step (32 samples) exercises the training path
+    assert main(["bench", "--epochs", "1", "--limit-train", "32", "--batch-size", "16", "--batches", "1",
+                 "--boards", "pynq-z2", "--no-speed", "--quiet", "--report", str(report), "--plot", str(plot)]) == 0
+    data = json.loads(report.read_text())
+    for key in ("speedup_fwd", "speedup_bwd", "speedup_step", "ideal_speedup_step", "utilization_step"):
+        assert data["totals"][key] > 0
+    assert data["training"]["epochs"] == 1 and data["training"]["test_accuracy"] is not None
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
