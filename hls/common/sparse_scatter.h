@@ -128,13 +128,6 @@ struct item_list {
     uint32_t b[ITEMS];
 };
 
-// Working lists of the engine (part of each kernel's on-chip struct).
-template <class CFG, class V>
-struct scatter_lists {
-    nz_list<CFG, V> nz;
-    item_list<CFG> items;
-};
-
 // Number of 32-bit words of a channel bit set.
 template <class CFG>
 struct set_words {
@@ -213,10 +206,10 @@ struct acc_scoreboard {
 // Encoder + MAC stages for one emitted element of value v at (u, vcol).
 // Returns the element's cycles: the two stages run as a DATAFLOW pair, so
 // max(encoder, MAC iterations + stalls).
-template <class CFG, class A, class B, class V, unsigned SB>
+template <class CFG, class B, class V, unsigned SB>
 uint64_t scatter_element(V v, unsigned u, unsigned vcol, const tap_axis<CFG> &rows,
                          const tap_axis<CFG> &cols, const scatter_map &m, const uint32_t *sets,
-                         A *acc, const B *bsrc, item_list<CFG> &items, acc_scoreboard<SB> &sb,
+                         acc_t *acc, const acc_t *bsrc, item_list<CFG> &items, acc_scoreboard<SB> &sb,
                          kernel_counters &cnt) {
     static const unsigned P = CFG::pe_lanes;
     static const unsigned KS_MAX = CFG::max_ksize;
@@ -311,7 +304,8 @@ MAC:
     LANE:
         for (unsigned i = first; i < last; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=P
-            acc[items.a[i]] += bsrc[items.b[i]] * v;
+            // the operand is stored wide (engine_memory.h) and is exactly a B
+            acc[items.a[i]] += B(bsrc[items.b[i]]) * v;
         }
 #ifndef __SYNTHESIS__
         if (it + ACC_LATENCY >= iters) {
@@ -331,9 +325,9 @@ MAC:
 
 // Element stage: encoder + MAC for every nonzero of one plane; the sum of
 // the elements' cycles goes to elem_cycles.
-template <class CFG, class A, class B, class V, unsigned SB>
+template <class CFG, class B, class V, unsigned SB>
 void element_stage(const nz_list<CFG, V> &nz, unsigned n, const tap_axis<CFG> &rows, const tap_axis<CFG> &cols,
-                   const scatter_map &m, const uint32_t *sets, A *acc, const B *bsrc, item_list<CFG> &items,
+                   const scatter_map &m, const uint32_t *sets, acc_t *acc, const acc_t *bsrc, item_list<CFG> &items,
                    acc_scoreboard<SB> &sb, kernel_counters &cnt, uint64_t &elem_cycles) {
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     clear(cnt);
@@ -341,7 +335,7 @@ void element_stage(const nz_list<CFG, V> &nz, unsigned n, const tap_axis<CFG> &r
 ELEMENTS:
     for (unsigned e = 0; e < n; ++e) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-        cycles += scatter_element<CFG, A, B, V, SB>(nz.val[e], nz.row[e], nz.col[e], rows, cols, m, sets, acc,
+        cycles += scatter_element<CFG, B, V, SB>(nz.val[e], nz.row[e], nz.col[e], rows, cols, m, sets, acc,
                                                     bsrc, items, sb, cnt);
     }
     elem_cycles = cycles;
@@ -366,20 +360,20 @@ inline void merge_stages(const kernel_counters &scan, const kernel_counters &ele
 // max(scan, sum of element cycles) and the caller adds SCAN_DEPTH and
 // MAC_DEPTH (the fills) once per image. When `sum` is given the emitted
 // values are also added to it (the bias gradient).
-template <class CFG, class A, class B, class V, unsigned SB>
+// B: the operand's type (wgt_t or act_t), stored as acc_t in bsrc.
+template <class CFG, class B, class V, unsigned SB>
 void scatter_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip_zeros,
                    const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
-                   const scatter_map &m, const uint32_t *sets, A *acc, const B *bsrc,
-                   scatter_lists<CFG, V> &lists, acc_scoreboard<SB> &sb, kernel_counters &cnt,
+                   const scatter_map &m, const uint32_t *sets, acc_t *acc, const acc_t *bsrc,
+                   nz_list<CFG, V> &nz, item_list<CFG> &items, acc_scoreboard<SB> &sb, kernel_counters &cnt,
                    uint64_t &plane_cycles, acc_t *sum = 0) {
 // the two stages run concurrently, each with its own counters
 #pragma HLS DATAFLOW
     kernel_counters scan_cnt, elem_cnt;
     unsigned n;
     uint64_t elem_cycles;
-    compact_plane<CFG, V>(src, rows_n, cols_n, skip_zeros, rows, cols, channels, lists.nz, n, scan_cnt, sum);
-    element_stage<CFG, A, B, V, SB>(lists.nz, n, rows, cols, m, sets, acc, bsrc, lists.items, sb, elem_cnt,
-                                    elem_cycles);
+    compact_plane<CFG, V>(src, rows_n, cols_n, skip_zeros, rows, cols, channels, nz, n, scan_cnt, sum);
+    element_stage<CFG, B, V, SB>(nz, n, rows, cols, m, sets, acc, bsrc, items, sb, elem_cnt, elem_cycles);
     merge_stages(scan_cnt, elem_cnt, elem_cycles, cnt, plane_cycles);
 }
 

@@ -12,39 +12,27 @@
 #include "../common/bits.h"
 #include "../common/config.h"
 #include "../common/counters.h"
+#include "../common/engine_memory.h"
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
 #include "../common/types.h"
 
 namespace zskip {
 
-template <class CFG>
-struct conv_bwd_data_onchip {
-    static const unsigned WSIZE = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
-    static const unsigned XSIZE = CFG::max_dim * CFG::max_dim * CFG::max_ch;
-    static const unsigned WORDS = set_words<CFG>::value;
-    wgt_t w[WSIZE];                                     // [k][r][s][c]
-    acc_t acc[2][XSIZE];                                // [h][w][c], double-buffered
-    uint32_t mask[2][CFG::max_dim * CFG::max_dim][WORDS];  // per position: channel bits
-    uint32_t ones[WORDS];
-    tap_axis<CFG> rows, cols;
-    scatter_lists<CFG, grad_t> lists;
-};
-
 // dy [N][K][OH][OW], w [K][C][R][S], out_mask bits [N][C][H][W] (read when
-// has_mask) -> dx [N][C][H][W]. Returns ERR_NONE or the shape error.
-template <class CFG>
+// has_mask) -> dx [N][C][H][W], on the engine memory `buf` (engine_memory.h).
+// Returns ERR_NONE or the shape error.
+template <class CFG, class SB>
 unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, const float *dy,
-                       const float *w, const uint32_t *out_mask, float *dx, kernel_counters &cnt) {
-    static conv_bwd_data_onchip<CFG> buf;
-    static acc_scoreboard<conv_bwd_data_onchip<CFG>::XSIZE> sb;
-    static const unsigned X_MAX = conv_bwd_data_onchip<CFG>::XSIZE;
+                       const float *w, const uint32_t *out_mask, float *dx, scatter_engine_onchip<CFG> &buf,
+                       SB &sb, kernel_counters &cnt) {
+    static const unsigned X_MAX = scatter_engine_onchip<CFG>::XSIZE;
     static const unsigned CH_MAX = CFG::max_ch;
     static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
     static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned BATCH = TRIP_BATCH;
-    const unsigned WORDS = conv_bwd_data_onchip<CFG>::WORDS;
+    const unsigned WORDS = scatter_engine_onchip<CFG>::WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
     const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
@@ -61,7 +49,7 @@ LOAD_W_K:
 #pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
 // one weight per m_axi beat, stored [k][r][s][c] so a tap's channels are lanes
 #pragma HLS PIPELINE II=1
-                buf.w[(k * RS + t) * C + c] = from_f32<wgt_t>(w[wi]);
+                buf.w[(k * RS + t) * C + c] = acc_t(from_f32<wgt_t>(w[wi]));
             }
         }
     }
@@ -70,8 +58,8 @@ CLEAR_ACC:
 #pragma HLS LOOP_TRIPCOUNT max=X_MAX
 // one accumulator word per cycle, both banks in parallel
 #pragma HLS PIPELINE II=1
-        buf.acc[0][i] = 0;
-        buf.acc[1][i] = 0;
+        buf.plane[0][i] = 0;
+        buf.plane[1][i] = 0;
     }
     uint64_t load = (uint64_t)K * C * RS + (uint64_t)PLANE * C;
     cnt.load_iters += load;
@@ -91,7 +79,7 @@ IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
         const unsigned bank = n & 1;
-        acc_t *acc = buf.acc[bank];
+        acc_t *acc = buf.plane[bank];
         uint64_t mask_load = 0;
         if (has_mask) {
             // transpose the image's mask bits [c][h][w] into per-position channel sets
@@ -105,7 +93,7 @@ IMAGE:
             for (unsigned ww = 0; ww < WORDS; ++ww) {
 // a position's channel words are one wide register
 #pragma HLS UNROLL
-                buf.mask[bank][p][ww] = 0;
+                buf.sets[bank][p][ww] = 0;
             }
             }
         MASK_C:
@@ -116,22 +104,22 @@ IMAGE:
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 // 32 mask bits arrive per beat; the loop is unrolled by 32 against one word
 #pragma HLS UNROLL factor=32
-                    buf.mask[bank][p][c >> 5] |= (uint32_t)get_bit(out_mask, base + (uint64_t)c * PLANE + p) << (c & 31);
+                    buf.sets[bank][p][c >> 5] |= (uint32_t)get_bit(out_mask, base + (uint64_t)c * PLANE + p) << (c & 31);
                 }
             }
             mask_load = ((uint64_t)C * PLANE + 31) / 32 + PLANE;
             cnt.load_iters += mask_load;
         }
-        const uint32_t *sets = mask_items ? &buf.mask[bank][0][0] : buf.ones;
+        const uint32_t *sets = mask_items ? &buf.sets[bank][0][0] : buf.ones;
         uint64_t compute = SCAN_DEPTH + MAC_DEPTH;
     CHANNEL_K:
         for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
             m.b0 = k * RS * C;
             uint64_t plane;
-            scatter_plane<CFG, acc_t, wgt_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
+            scatter_plane<CFG, wgt_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
                                                                 skip_zeros, buf.rows, buf.cols, C, m, sets,
-                                                                acc, buf.w, buf.lists, sb, cnt, plane);
+                                                                acc, buf.w, buf.nz_grad, buf.items, sb, cnt, plane);
             compute += plane;
         }
         float *dxn = dx + (uint64_t)n * C * PLANE;
@@ -145,7 +133,7 @@ IMAGE:
 #pragma HLS PIPELINE II=1
                 grad_t v = grad_t(acc[p * C + c]);
                 acc[p * C + c] = 0;
-                if (has_mask && !((buf.mask[bank][p][c >> 5] >> (c & 31)) & 1u)) v = 0;
+                if (has_mask && !((buf.sets[bank][p][c >> 5] >> (c & 31)) & 1u)) v = 0;
                 dxn[c * PLANE + p] = to_f32(v);
             }
         }

@@ -10,40 +10,26 @@
 
 #include "../common/config.h"
 #include "../common/counters.h"
+#include "../common/engine_memory.h"
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
 #include "../common/types.h"
 
 namespace zskip {
 
-template <class CFG>
-struct conv_bwd_weight_onchip {
-    static const unsigned WSIZE = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
-    static const unsigned XSIZE = CFG::max_dim * CFG::max_dim * CFG::max_ch;
-    static const unsigned WORDS = set_words<CFG>::value;
-    acc_t dw[WSIZE];                                   // [k][r][s][c], whole batch
-    acc_t db[CFG::max_ch];
-    act_t x[2][XSIZE];                                 // [h][w][c], double-buffered
-    uint32_t nz[2][CFG::max_dim * CFG::max_dim][WORDS];  // per position: x != 0 bits
-    uint32_t ones[WORDS];
-    tap_axis<CFG> rows, cols;
-    scatter_lists<CFG, grad_t> lists;
-};
-
 // x [N][C][H][W], dy [N][K][OH][OW] -> dw [K][C][R][S], db [K].
-// Returns ERR_NONE or the shape error.
-template <class CFG>
+// On the engine memory `buf` (engine_memory.h). Returns ERR_NONE or the
+// shape error.
+template <class CFG, class SB>
 unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, const float *dy,
-                         float *dw, float *db, kernel_counters &cnt) {
-    static conv_bwd_weight_onchip<CFG> buf;
-    static acc_scoreboard<conv_bwd_weight_onchip<CFG>::WSIZE> sb;
+                         float *dw, float *db, scatter_engine_onchip<CFG> &buf, SB &sb, kernel_counters &cnt) {
     static const unsigned CH_MAX = CFG::max_ch;
     static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
     static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
-    static const unsigned W_MAX = conv_bwd_weight_onchip<CFG>::WSIZE;
+    static const unsigned W_MAX = scatter_engine_onchip<CFG>::WSIZE;
     static const unsigned BATCH = TRIP_BATCH;
-    const unsigned WORDS = conv_bwd_weight_onchip<CFG>::WORDS;
+    const unsigned WORDS = scatter_engine_onchip<CFG>::WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
     const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
@@ -53,14 +39,14 @@ CLEAR_DW:
 #pragma HLS LOOP_TRIPCOUNT max=W_MAX
 // one accumulator word cleared per cycle
 #pragma HLS PIPELINE II=1
-        buf.dw[i] = 0;
+        buf.w[i] = 0;
     }
 CLEAR_DB:
     for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
 // one bias accumulator cleared per cycle
 #pragma HLS PIPELINE II=1
-        buf.db[k] = 0;
+        buf.bias[k] = 0;
     }
     uint64_t init = (uint64_t)K * RS * C + K;
     cnt.load_iters += init;
@@ -79,7 +65,7 @@ IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
         const unsigned bank = n & 1;
-        act_t *xb = buf.x[bank];
+        acc_t *xb = buf.plane[bank];
     NZ_CLEAR:
         for (unsigned p = 0; p < PLANE; ++p) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
@@ -89,7 +75,7 @@ IMAGE:
             for (unsigned ww = 0; ww < WORDS; ++ww) {
 // a position's channel words are one wide register
 #pragma HLS UNROLL
-                buf.nz[bank][p][ww] = 0;
+                buf.sets[bank][p][ww] = 0;
             }
         }
         const float *xn = x + (uint64_t)n * C * PLANE;
@@ -102,22 +88,22 @@ IMAGE:
 // one x per m_axi beat: quantise, store, set its nonzero bit
 #pragma HLS PIPELINE II=1
                 act_t v = from_f32<act_t>(xn[c * PLANE + p]);
-                xb[p * C + c] = v;
-                buf.nz[bank][p][c >> 5] |= (uint32_t)(v != 0) << (c & 31);
+                xb[p * C + c] = acc_t(v);
+                buf.sets[bank][p][c >> 5] |= (uint32_t)(v != 0) << (c & 31);
             }
         }
         uint64_t load = (uint64_t)C * PLANE + PLANE;
         cnt.load_iters += load;
-        const uint32_t *sets = skip_zeros ? &buf.nz[bank][0][0] : buf.ones;
+        const uint32_t *sets = skip_zeros ? &buf.sets[bank][0][0] : buf.ones;
         uint64_t compute = SCAN_DEPTH + MAC_DEPTH;
     CHANNEL_K:
         for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
             m.a0 = k * RS * C;
             uint64_t plane;
-            scatter_plane<CFG, acc_t, act_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
+            scatter_plane<CFG, act_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
                                                                 skip_zeros, buf.rows, buf.cols, C, m, sets,
-                                                                buf.dw, xb, buf.lists, sb, cnt, plane, &buf.db[k]);
+                                                                buf.w, xb, buf.nz_grad, buf.items, sb, cnt, plane, &buf.bias[k]);
             compute += plane;
         }
         cycles += max2(load, compute);
@@ -134,7 +120,7 @@ WB_K:
 #pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
 // one dw per cycle in DDR order
 #pragma HLS PIPELINE II=1
-                dw[wi] = to_f32(grad_t(buf.dw[(k * RS + t) * C + c]));
+                dw[wi] = to_f32(grad_t(buf.w[(k * RS + t) * C + c]));
             }
         }
     }
@@ -143,7 +129,7 @@ WB_B:
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
 // one db per cycle
 #pragma HLS PIPELINE II=1
-        db[k] = to_f32(grad_t(buf.db[k]));
+        db[k] = to_f32(grad_t(buf.bias[k]));
     }
     uint64_t wb = (uint64_t)K * C * RS + K;
     cnt.wb_iters += wb;

@@ -9,35 +9,21 @@
 #include "../common/bits.h"
 #include "../common/config.h"
 #include "../common/counters.h"
+#include "../common/engine_memory.h"
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
 #include "../common/types.h"
 
 namespace zskip {
 
-// On-chip memory of conv_fwd; sizeof() at the compiled maxima is the
-// kernel's BRAM/URAM footprint.
-template <class CFG>
-struct conv_fwd_onchip {
-    static const unsigned WSIZE = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
-    static const unsigned OSIZE = CFG::max_dim * CFG::max_dim * CFG::max_ch;
-    wgt_t w[WSIZE];         // [c][r][s][k]: one tap's K weights are contiguous lanes
-    wgt_t bias[CFG::max_ch];
-    acc_t acc[2][OSIZE];    // [oh][ow][k], double-buffered across images
-    uint32_t ones[set_words<CFG>::value];
-    tap_axis<CFG> rows, cols;
-    scatter_lists<CFG, act_t> lists;
-};
-
 // x [N][C][H][W], w [K][C][R][S], b [K] -> y [N][K][OH][OW], mask bits of y > 0
-// (written when relu). Returns ERR_NONE or the shape error.
-template <class CFG>
+// (written when relu), on the engine memory `buf` (engine_memory.h). Returns
+// ERR_NONE or the shape error.
+template <class CFG, class SB>
 unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, const float *x, const float *w,
-                  const float *b, float *y, uint32_t *mask, kernel_counters &cnt) {
-    static conv_fwd_onchip<CFG> buf;
-    static acc_scoreboard<conv_fwd_onchip<CFG>::OSIZE> sb;
-    static const unsigned W_MAX = conv_fwd_onchip<CFG>::WSIZE;
-    static const unsigned O_MAX = conv_fwd_onchip<CFG>::OSIZE;
+                  const float *b, float *y, uint32_t *mask, scatter_engine_onchip<CFG> &buf, SB &sb,
+                  kernel_counters &cnt) {
+    static const unsigned O_MAX = scatter_engine_onchip<CFG>::XSIZE;
     static const unsigned CH_MAX = CFG::max_ch;
     static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
     static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
@@ -59,7 +45,7 @@ LOAD_W_K:
 #pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
 // one weight per m_axi beat
 #pragma HLS PIPELINE II=1
-                buf.w[(c * RS + t) * K + k] = from_f32<wgt_t>(w[wi]);
+                buf.w[(c * RS + t) * K + k] = acc_t(from_f32<wgt_t>(w[wi]));
             }
         }
     }
@@ -68,15 +54,15 @@ LOAD_B:
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
 // one bias per m_axi beat
 #pragma HLS PIPELINE II=1
-        buf.bias[k] = from_f32<wgt_t>(b[k]);
+        buf.bias[k] = acc_t(from_f32<wgt_t>(b[k]));
     }
 CLEAR_ACC:
     for (unsigned i = 0; i < OPLANE * K; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=O_MAX
 // both accumulator banks cleared in the same cycle
 #pragma HLS PIPELINE II=1
-        buf.acc[0][i] = 0;
-        buf.acc[1][i] = 0;
+        buf.plane[0][i] = 0;
+        buf.plane[1][i] = 0;
     }
     uint64_t load = (uint64_t)K * C * RS + K + (uint64_t)OPLANE * K;
     cnt.load_iters += load;
@@ -95,16 +81,16 @@ CLEAR_ACC:
 IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
-        acc_t *acc = buf.acc[n & 1];
+        acc_t *acc = buf.plane[n & 1];
         uint64_t compute = SCAN_DEPTH + MAC_DEPTH;
     CHANNEL:
         for (unsigned c = 0; c < C; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
             m.b0 = c * RS * K;
             uint64_t plane;
-            scatter_plane<CFG, acc_t, wgt_t, act_t>(x + ((uint64_t)n * C + c) * PLANE, sh.h, sh.w,
+            scatter_plane<CFG, wgt_t, act_t>(x + ((uint64_t)n * C + c) * PLANE, sh.h, sh.w,
                                                                skip_zeros, buf.rows, buf.cols, K, m,
-                                                               buf.ones, acc, buf.w, buf.lists, sb, cnt, plane);
+                                                               buf.ones, acc, buf.w, buf.nz_act, buf.items, sb, cnt, plane);
             compute += plane;
         }
         // write-back of this bank overlaps the next image's compute in the other bank

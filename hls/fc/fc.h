@@ -1,8 +1,7 @@
 // Fully-connected passes: the sparse-scatter engine as a 1x1 convolution on
 // a 1x1 image, with C = input features and K = output features, sized by
 // fc_config (ZSKIP_MAX_FEATURES). x (N, I) is NCHW (N, I, 1, 1), w (J, I) is
-// (K, C, 1, 1). Their on-chip structs are conv_fwd_onchip<fc_config>,
-// conv_bwd_data_onchip<fc_config> and conv_bwd_weight_onchip<fc_config>.
+// (K, C, 1, 1). They share one engine memory, scatter_engine_onchip<fc_config>.
 #ifndef ZSKIP_FC_H
 #define ZSKIP_FC_H
 
@@ -10,6 +9,7 @@
 
 #include "../common/config.h"
 #include "../common/counters.h"
+#include "../common/engine_memory.h"
 #include "../common/shapes.h"
 #include "../conv_bwd_data/conv_bwd_data.h"
 #include "../conv_bwd_weight/conv_bwd_weight.h"
@@ -27,25 +27,30 @@ inline conv_shape fc_shape(unsigned n, unsigned in_features, unsigned out_featur
     return sh;
 }
 
+typedef scatter_engine_onchip<fc_config> fc_memory;
+typedef engine_scoreboard<fc_config>::type fc_scoreboard;
+
 // y (N, J) = relu(x (N, I) w (J, I)^T + b); mask bits of y > 0 when relu.
 inline unsigned fc_fwd(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, bool relu,
                        const float *x, const float *w, const float *b, float *y, uint32_t *mask,
-                       kernel_counters &cnt) {
-    return conv_fwd<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, relu, x, w, b, y, mask, cnt);
+                       fc_memory &buf, fc_scoreboard &sb, kernel_counters &cnt) {
+    return conv_fwd<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, relu, x, w, b, y, mask, buf, sb, cnt);
 }
 
 // dx (N, I) = dy (N, J) w (J, I), zero where out_mask (N, I) is 0 (has_mask);
 // masked outputs are never computed in sparse mode.
 inline unsigned fc_bwd_data(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, bool has_mask,
                             const float *dy, const float *w, const uint32_t *out_mask, float *dx,
-                            kernel_counters &cnt) {
-    return conv_bwd_data<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, has_mask, dy, w, out_mask, dx, cnt);
+                            fc_memory &buf, fc_scoreboard &sb, kernel_counters &cnt) {
+    return conv_bwd_data<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, has_mask, dy, w, out_mask, dx, buf, sb,
+                                    cnt);
 }
 
 // dw (J, I) = dy^T x, db (J,) = sum over the batch of dy.
 inline unsigned fc_bwd_weight(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, const float *x,
-                              const float *dy, float *dw, float *db, kernel_counters &cnt) {
-    return conv_bwd_weight<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, x, dy, dw, db, cnt);
+                              const float *dy, float *dw, float *db, fc_memory &buf, fc_scoreboard &sb,
+                              kernel_counters &cnt) {
+    return conv_bwd_weight<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, x, dy, dw, db, buf, sb, cnt);
 }
 
 }  // namespace zskip

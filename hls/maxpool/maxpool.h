@@ -28,20 +28,26 @@ unsigned check_pool_shape(const pool_shape &sh) {
     return ERR_NONE;
 }
 
-// On-chip memory of the pooling kernels: one input plane (forward: the
-// window source; backward: the scatter accumulator).
+// On-chip memory of the pooling kernels, shared by forward and backward
+// (one runs at a time): one plane, the window source of the forward pass and
+// the scatter accumulator of the backward pass.
 template <class CFG>
 struct maxpool_onchip {
-    act_t plane[CFG::max_dim * CFG::max_dim];
-    acc_t grad[CFG::max_dim * CFG::max_dim];
+    acc_t plane[CFG::max_dim * CFG::max_dim];
 };
+
+// The pooling memory for config CFG (one instance in the IP).
+template <class CFG>
+void maxpool_memory(maxpool_onchip<CFG> *&mem) {
+    static maxpool_onchip<CFG> buf;
+    mem = &buf;
+}
 
 // x [N][C][H][W] -> y [N][C][OH][OW], argmax [N][C][OH][OW] (uint32), and
 // mask bits of y > 0 when write_mask.
 template <class CFG>
 unsigned maxpool_fwd(const pool_shape &sh, bool write_mask, const float *x, float *y, uint32_t *argmax,
-                     uint32_t *mask, kernel_counters &cnt) {
-    static maxpool_onchip<CFG> buf;
+                     uint32_t *mask, maxpool_onchip<CFG> &buf, kernel_counters &cnt) {
     static const unsigned DIM_MAX = CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned KS_MAX = CFG::max_ksize;
@@ -59,7 +65,7 @@ PLANE_LOOP:
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 // one input per m_axi beat
 #pragma HLS PIPELINE II=1
-            buf.plane[i] = from_f32<act_t>(x[(uint64_t)pl * PLANE + i]);
+            buf.plane[i] = acc_t(from_f32<act_t>(x[(uint64_t)pl * PLANE + i]));
         }
         load += PLANE;
     OUT_ROW:
@@ -69,7 +75,7 @@ PLANE_LOOP:
             for (unsigned ow = 0; ow < sh.ow; ++ow) {
 #pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
                 unsigned best = oh * sh.stride * sh.w + ow * sh.stride;
-                act_t best_v = buf.plane[best];
+                act_t best_v = act_t(buf.plane[best]);
             WIN_R:
                 for (unsigned r = 0; r < sh.size; ++r) {
 #pragma HLS LOOP_TRIPCOUNT max=KS_MAX
@@ -79,8 +85,9 @@ PLANE_LOOP:
 // one window element per cycle from the on-chip plane
 #pragma HLS PIPELINE II=1
                         unsigned i = (oh * sh.stride + r) * sh.w + ow * sh.stride + s;
-                        if (buf.plane[i] > best_v) {
-                            best_v = buf.plane[i];
+                        const act_t v = act_t(buf.plane[i]);
+                        if (v > best_v) {
+                            best_v = v;
                             best = i;
                         }
                         ++scan;
@@ -108,8 +115,7 @@ PLANE_LOOP:
 // An argmax outside the plane is reported as ERR_DIM.
 template <class CFG>
 unsigned maxpool_bwd(const pool_shape &sh, const float *dy, const uint32_t *argmax, float *dx,
-                     kernel_counters &cnt) {
-    static maxpool_onchip<CFG> buf;
+                     maxpool_onchip<CFG> &buf, kernel_counters &cnt) {
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANES = TRIP_BATCH * CFG::max_ch;
     unsigned err = check_pool_shape<CFG>(sh);
@@ -127,7 +133,7 @@ CLEAR:
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 // the plane accumulator cleared one word per cycle
 #pragma HLS PIPELINE II=1
-        buf.grad[i] = 0;
+        buf.plane[i] = 0;
     }
 PLANE_LOOP:
     for (unsigned pl = 0; pl < sh.n * sh.c; ++pl) {
@@ -139,15 +145,15 @@ PLANE_LOOP:
 // then needs the distance between equal argmax values, left to the scheduler
 #pragma HLS PIPELINE II=1
             uint64_t i = (uint64_t)pl * OPLANE + o;
-            buf.grad[argmax[i]] += from_f32<grad_t>(dy[i]);
+            buf.plane[argmax[i]] += from_f32<grad_t>(dy[i]);
         }
     WB:
         for (unsigned i = 0; i < PLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 // store and clear for the next plane
 #pragma HLS PIPELINE II=1
-            dx[(uint64_t)pl * PLANE + i] = to_f32(grad_t(buf.grad[i]));
-            buf.grad[i] = 0;
+            dx[(uint64_t)pl * PLANE + i] = to_f32(grad_t(buf.plane[i]));
+            buf.plane[i] = 0;
         }
     }
     // the argmax check and the scatter each read every (dy, argmax) pair once

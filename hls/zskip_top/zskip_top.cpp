@@ -8,6 +8,7 @@
 #include "../common/config.h"
 #include "../common/counters.h"
 #include "../common/descriptor.h"
+#include "../common/engine_memory.h"
 #include "../common/shapes.h"
 #include "../common/types.h"
 #include "../common/version.h"
@@ -44,9 +45,20 @@ static pool_shape read_pool_shape(const uint32_t *d) {
     return sh;
 }
 
+// The IP's on-chip memory: one engine memory per engine config and one for
+// pooling, each shared by the kernels that use it (one descriptor runs at a
+// time).
+struct ip_memory {
+    scatter_engine_onchip<conv_config> *conv;
+    engine_scoreboard<conv_config>::type *conv_sb;
+    scatter_engine_onchip<fc_config> *fc;
+    engine_scoreboard<fc_config>::type *fc_sb;
+    maxpool_onchip<pool_config> *pool;
+};
+
 // Runs one descriptor; returns its ERR_* code.
 static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float *grad, uint32_t *bits,
-                               kernel_counters &cnt) {
+                               const ip_memory &mem, kernel_counters &cnt) {
     const uint32_t flags = d[D_FLAGS];
     const bool skip = flags & FLAG_SKIP_ZEROS;
     const bool relu = flags & FLAG_RELU;
@@ -54,31 +66,31 @@ static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float 
     switch (d[D_OPCODE]) {
     case OP_CONV_FWD:
         return conv_fwd<conv_config>(read_conv_shape(d), skip, relu, act + d[D_X], wgt + d[D_WGT],
-                                     wgt + d[D_BIAS], act + d[D_Y], bits + d[D_MASK_OUT], cnt);
+                                     wgt + d[D_BIAS], act + d[D_Y], bits + d[D_MASK_OUT], *mem.conv, *mem.conv_sb, cnt);
     case OP_CONV_BWD_DATA:
         return conv_bwd_data<conv_config>(read_conv_shape(d), skip, has_mask, grad + d[D_DY], wgt + d[D_WGT],
-                                          bits + d[D_MASK_IN], grad + d[D_DX], cnt);
+                                          bits + d[D_MASK_IN], grad + d[D_DX], *mem.conv, *mem.conv_sb, cnt);
     case OP_CONV_BWD_WEIGHT:
         return conv_bwd_weight<conv_config>(read_conv_shape(d), skip, act + d[D_X], grad + d[D_DY],
-                                            grad + d[D_DW], grad + d[D_DB], cnt);
+                                            grad + d[D_DW], grad + d[D_DB], *mem.conv, *mem.conv_sb, cnt);
     case OP_FC_FWD:
         if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
         return fc_fwd(d[D_N], d[D_C], d[D_K], skip, relu, act + d[D_X], wgt + d[D_WGT], wgt + d[D_BIAS],
-                      act + d[D_Y], bits + d[D_MASK_OUT], cnt);
+                      act + d[D_Y], bits + d[D_MASK_OUT], *mem.fc, *mem.fc_sb, cnt);
     case OP_FC_BWD_DATA:
         if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
         return fc_bwd_data(d[D_N], d[D_C], d[D_K], skip, has_mask, grad + d[D_DY], wgt + d[D_WGT],
-                           bits + d[D_MASK_IN], grad + d[D_DX], cnt);
+                           bits + d[D_MASK_IN], grad + d[D_DX], *mem.fc, *mem.fc_sb, cnt);
     case OP_FC_BWD_WEIGHT:
         if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
         return fc_bwd_weight(d[D_N], d[D_C], d[D_K], skip, act + d[D_X], grad + d[D_DY], grad + d[D_DW],
-                             grad + d[D_DB], cnt);
+                             grad + d[D_DB], *mem.fc, *mem.fc_sb, cnt);
     case OP_MAXPOOL_FWD:
         return maxpool_fwd<pool_config>(read_pool_shape(d), relu, act + d[D_X], act + d[D_Y],
-                                        bits + d[D_ARGMAX], bits + d[D_MASK_OUT], cnt);
+                                        bits + d[D_ARGMAX], bits + d[D_MASK_OUT], *mem.pool, cnt);
     case OP_MAXPOOL_BWD:
         return maxpool_bwd<pool_config>(read_pool_shape(d), grad + d[D_DY], bits + d[D_ARGMAX],
-                                        grad + d[D_DX], cnt);
+                                        grad + d[D_DX], *mem.pool, cnt);
     case OP_SGD_UPDATE:
         return sgd_update(d[D_COUNT], f32_from_bits(d[D_LR_F32]), f32_from_bits(d[D_MOMENTUM_F32]),
                           f32_from_bits(d[D_WEIGHT_DECAY_F32]), wgt + d[D_WGT], wgt + d[D_VEL],
@@ -118,6 +130,10 @@ void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uin
 #pragma HLS INTERFACE s_axilite port=cycles bundle=control
 #pragma HLS INTERFACE s_axilite port=return bundle=control
     static const unsigned PROGRAM_MAX = 64;
+    ip_memory mem;
+    scatter_engine_memory<conv_config>(mem.conv, mem.conv_sb);
+    scatter_engine_memory<fc_config>(mem.fc, mem.fc_sb);
+    maxpool_memory<pool_config>(mem.pool);
     *version = ZSKIP_VERSION;
     uint64_t total = 0;
 DESC:
@@ -132,7 +148,7 @@ DESC:
         }
         kernel_counters cnt;
         clear(cnt);
-        const unsigned err = run_descriptor(d, act, wgt, grad, bits, cnt);
+        const unsigned err = run_descriptor(d, act, wgt, grad, bits, mem, cnt);
         cnt.cycles += DESC_OVERHEAD;
         total += cnt.cycles;
         uint32_t *rec = stats + (uint64_t)i * S_WORDS;
