@@ -5,7 +5,6 @@ import pytest
 from zskip.host.accelerator import Accelerator
 from zskip.host.program import OPCODES, decode
 from zskip.host.program_backend import ProgramBackend
-from zskip.models import reference as R
 from zskip.models import step
 from zskip.models.check import CapturingOps
 from zskip.models.networks import get_model

@@ -1,0 +1,307 @@
+"""The training step recorded as a device program, and replayed from the device's results.
+
+The program is derived from ``zskip.models.step`` itself, not written a
+second time: :class:`ProgramRecorder` is an :class:`~zskip.models.ops.Ops`
+whose tensors are placeholder numpy arrays, each registered to an arena slot
+by its data pointer (reshapes keep the pointer). Running
+``step.train_step(recorder, ...)`` emits one descriptor per op call, in
+step.py's order; ``sgd_update`` returns its own arguments, so the update is
+in place in the ``wgt`` arena.
+
+After a device run, ``step.train_step`` runs a second time on
+:class:`ReplayOps`, which hands step.py the tensors read back from the
+arenas (and each descriptor's stats record as ``last_stats``), so the loss,
+logits, sparsity figures, reference MAC accounting and per-layer kernel
+counters of the :class:`~zskip.models.step.StepResult` are computed by the
+same code as on every other backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..models import reference as R
+from .program import ArenaLayout, bit_words, encode
+
+__all__ = ["Out", "Call", "ProgramRecorder", "ReplayOps", "counters"]
+
+def _pointer(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+@dataclass(frozen=True)
+class Out:
+    """Where an op's output lives: tensor ``name``, ``shape`` and kind ("f32", "bits", "index", "loss")."""
+    name: str
+    shape: tuple
+    kind: str
+
+
+@dataclass
+class Call:
+    """One op call of step.py: the op's name, its descriptor and how to read its outputs back.
+
+    ``outputs``: the op's return value as a template: an :class:`Out`, a
+    tuple of them, ``None`` for a None return, or ``"arg:N"`` for "return
+    argument N unchanged" (the in-place SGD update).
+    """
+    op: str
+    descriptor: int
+    outputs: object
+
+
+class ProgramRecorder:
+    """An Ops that records descriptors instead of computing (see the module docstring).
+
+    ``layout``: the program's :class:`ArenaLayout` (act, grad, bits arenas);
+    ``weights``: the :class:`~zskip.host.device_weights.DeviceWeights` whose ``wgt`` slots hold params
+    and velocities; ``skip_zeros`` and ``limits`` as in the Accelerator.
+    """
+
+    def __init__(self, layout: ArenaLayout, weights, skip_zeros: bool, limits):
+        self.layout = layout
+        self.weights = weights
+        self.skip_zeros = skip_zeros
+        self.limits = limits
+        self.descriptors: List[np.ndarray] = []
+        self.calls: List[Call] = []
+        self.last_stats: dict = {}
+        self._by_pointer: Dict[int, str] = {}
+        self._keep: List[np.ndarray] = []       # placeholders stay alive so no pointer is reused
+        self._count = 0
+
+    # ------------------------------------------------------------------ tensors
+    def placeholder(self, arena: str, shape, kind: str = "f32", name: Optional[str] = None) -> np.ndarray:
+        """A new tensor of ``shape`` in ``arena``; kind "f32", "bits" (bool) or "index" (int32)."""
+        shape = tuple(int(v) for v in shape)
+        count = int(np.prod(shape))
+        name = name or f"t{len(self._keep)}"
+        words = bit_words(count) if kind == "bits" else count
+        self.layout.alloc(arena, name, max(1, words))
+        dtype = {"f32": np.float32, "bits": bool, "index": np.int32}[kind]
+        # one spare element so that even an empty tensor has its own pointer
+        a = np.zeros(count + 1, dtype=dtype)[:count].reshape(shape)
+        self._register(a, name)
+        return a
+
+    def _register(self, a: np.ndarray, name: str) -> None:
+        self._by_pointer[_pointer(a)] = name
+        self._keep.append(a)
+
+    def register_weights(self, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray]) -> None:
+        """Make the placeholder params/velocities known under their wgt slot names."""
+        for key in params:
+            self._register(params[key], self.weights.param_slot(key))
+            self._register(velocities[key], self.weights.velocity_slot(key))
+
+    def _slot(self, arg: str, a, arena: str) -> int:
+        name = self._by_pointer.get(_pointer(np.asarray(a)))
+        if name is None:
+            raise RuntimeError(f"{arg}: not a tensor of this program (was it computed outside the Ops?)")
+        if name in self.layout.entries:
+            where, offset, _ = self.layout.entries[name]
+        else:
+            where, offset = "wgt", self.weights.layout.offset(name)
+        if where != arena:
+            raise RuntimeError(f"{arg}: lives in the {where} arena, the kernel reads it from {arena}")
+        return offset
+
+    def _emit(self, op: str, outputs, opcode: str, flags=(), **fields) -> None:
+        self.descriptors.append(encode(opcode, flags=flags, limits=self.limits, **fields))
+        self.calls.append(Call(op, len(self.descriptors) - 1, outputs))
+        # step.py copies last_stats into the StepResult: the descriptor index
+        # tells ReplayOps which stats record belongs to which layer and pass
+        self.last_stats = {"descriptor": len(self.descriptors) - 1}
+
+    def _flags(self, relu=False, has_mask=False):
+        return (["SKIP_ZEROS"] if self.skip_zeros else []) + (["RELU"] if relu else []) + \
+            (["HAS_OUT_MASK"] if has_mask else [])
+
+    # ------------------------------------------------------------------ ops
+    def conv_forward(self, x, w, b, stride=1, pad=0, relu=True):
+        n, c, h, wd = x.shape
+        k, _, r, s = w.shape
+        y_shape = R.conv_output_shape(x.shape, w.shape, stride, pad)
+        y = self.placeholder("act", y_shape)
+        mask = self.placeholder("bits", y_shape, "bits") if relu else None
+        outputs = (self._spec(y), self._spec(mask))
+        self._emit("conv_forward", outputs, "CONV_FWD", self._flags(relu=relu), n=n, c=c, h=h, w=wd, k=k, r=r,
+                   s=s, stride=stride, pad=pad, x=self._slot("x", x, "act"), wgt=self._slot("w", w, "wgt"),
+                   bias=self._slot("b", b, "wgt"), y=self._slot("y", y, "act"),
+                   **({"mask_out": self._slot("mask", mask, "bits")} if relu else {}))
+        return y, mask
+
+    def conv_backward_data(self, dy, w, x_shape, stride=1, pad=0, out_mask=None):
+        n, c, h, wd = x_shape
+        k, _, r, s = w.shape
+        dx = self.placeholder("grad", x_shape)
+        extra = {} if out_mask is None else {"mask_in": self._slot("out_mask", out_mask, "bits")}
+        self._emit("conv_backward_data", self._spec(dx), "CONV_BWD_DATA", self._flags(has_mask=out_mask is not None),
+                   n=n, c=c, h=h, w=wd, k=k, r=r, s=s, stride=stride, pad=pad, dy=self._slot("dy", dy, "grad"),
+                   wgt=self._slot("w", w, "wgt"), dx=self._slot("dx", dx, "grad"), **extra)
+        return dx
+
+    def conv_backward_weight(self, x, dy, w_shape, stride=1, pad=0):
+        n, c, h, wd = x.shape
+        k, _, r, s = w_shape
+        dw, db = self.placeholder("grad", w_shape), self.placeholder("grad", (k,))
+        self._emit("conv_backward_weight", (self._spec(dw), self._spec(db)), "CONV_BWD_WEIGHT", self._flags(),
+                   n=n, c=c, h=h, w=wd, k=k, r=r, s=s, stride=stride, pad=pad, x=self._slot("x", x, "act"),
+                   dy=self._slot("dy", dy, "grad"), dw=self._slot("dw", dw, "grad"), db=self._slot("db", db, "grad"))
+        return dw, db
+
+    def maxpool_forward(self, x, size=2, stride=2):
+        n, c, h, wd = x.shape
+        y_shape = (n, c, (h - size) // stride + 1, (wd - size) // stride + 1)
+        y = self.placeholder("act", y_shape)
+        argmax = self.placeholder("bits", y_shape, "index")
+        mask = self.placeholder("bits", y_shape, "bits")
+        self._emit("maxpool_forward", (self._spec(y), self._spec(argmax), self._spec(mask)), "MAXPOOL_FWD", ["RELU"],
+                   n=n, c=c, h=h, w=wd, r=size, stride=stride, x=self._slot("x", x, "act"),
+                   y=self._slot("y", y, "act"), argmax=self._slot("argmax", argmax, "bits"),
+                   mask_out=self._slot("mask", mask, "bits"))
+        return y, argmax, mask
+
+    def maxpool_backward(self, dy, argmax, x_shape, size=2, stride=2):
+        n, c, h, wd = x_shape
+        dx = self.placeholder("grad", x_shape)
+        self._emit("maxpool_backward", self._spec(dx), "MAXPOOL_BWD", [], n=n, c=c, h=h, w=wd, r=size,
+                   stride=stride, dy=self._slot("dy", dy, "grad"), argmax=self._slot("argmax", argmax, "bits"),
+                   dx=self._slot("dx", dx, "grad"))
+        return dx
+
+    def _fc(self, n, i, j):
+        return dict(n=n, c=i, k=j, h=1, w=1, r=1, s=1, stride=1, pad=0)
+
+    def linear_forward(self, x, w, b, relu=True):
+        n, i = x.shape
+        j = w.shape[0]
+        y = self.placeholder("act", (n, j))
+        mask = self.placeholder("bits", (n, j), "bits") if relu else None
+        self._emit("linear_forward", (self._spec(y), self._spec(mask)), "FC_FWD", self._flags(relu=relu),
+                   **self._fc(n, i, j), x=self._slot("x", x, "act"), wgt=self._slot("w", w, "wgt"),
+                   bias=self._slot("b", b, "wgt"), y=self._slot("y", y, "act"),
+                   **({"mask_out": self._slot("mask", mask, "bits")} if relu else {}))
+        return y, mask
+
+    def linear_backward_data(self, dy, w, out_mask=None):
+        n, j = dy.shape
+        i = w.shape[1]
+        dx = self.placeholder("grad", (n, i))
+        extra = {} if out_mask is None else {"mask_in": self._slot("out_mask", out_mask, "bits")}
+        self._emit("linear_backward_data", self._spec(dx), "FC_BWD_DATA", self._flags(has_mask=out_mask is not None),
+                   **self._fc(n, i, j), dy=self._slot("dy", dy, "grad"), wgt=self._slot("w", w, "wgt"),
+                   dx=self._slot("dx", dx, "grad"), **extra)
+        return dx
+
+    def linear_backward_weight(self, x, dy):
+        n, i = x.shape
+        j = dy.shape[1]
+        dw, db = self.placeholder("grad", (j, i)), self.placeholder("grad", (j,))
+        self._emit("linear_backward_weight", (self._spec(dw), self._spec(db)), "FC_BWD_WEIGHT", self._flags(),
+                   **self._fc(n, i, j), x=self._slot("x", x, "act"), dy=self._slot("dy", dy, "grad"),
+                   dw=self._slot("dw", dw, "grad"), db=self._slot("db", db, "grad"))
+        return dw, db
+
+    def softmax_xent(self, logits, labels):
+        n, j = logits.shape
+        dlogits = self.placeholder("grad", (n, j))
+        loss = self.placeholder("grad", (1,))
+        self._emit("softmax_xent", (Out(self.name_of(loss), (1,), "loss"), self._spec(dlogits)), "SOFTMAX_XENT",
+                   n=n, c=j, x=self._slot("logits", logits, "act"), labels=self._slot("labels", labels, "bits"),
+                   dx=self._slot("dlogits", dlogits, "grad"), loss=self._slot("loss", loss, "grad"))
+        return 0.0, dlogits
+
+    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay):
+        self._emit("sgd_update", ("arg:0", "arg:2"), "SGD_UPDATE", count=int(np.size(param)), lr=float(lr),
+                   momentum=float(momentum), weight_decay=float(weight_decay),
+                   wgt=self._slot("param", param, "wgt"), vel=self._slot("velocity", velocity, "wgt"),
+                   dw=self._slot("grad", grad, "grad"))
+        return param, velocity
+
+    # ------------------------------------------------------------------ helpers
+    def name_of(self, a) -> str:
+        return self._by_pointer[_pointer(np.asarray(a))]
+
+    def _spec(self, a):
+        if a is None:
+            return None
+        kind = "bits" if a.dtype == bool else "index" if a.dtype == np.int32 else "f32"
+        return Out(self.name_of(a), tuple(a.shape), kind)
+
+
+class ReplayOps:
+    """An Ops that returns, call by call, what a recorded program computed on the device.
+
+    ``calls``: the recorder's :class:`Call` list; ``read``: (name, shape,
+    kind) -> array read back from the arenas; ``records``: the device stats
+    record of every descriptor. Each method checks it is the call step.py
+    made when the program was recorded. ``outputs`` collects every call's
+    return value (for the comparison with the reference).
+    """
+
+    def __init__(self, calls: List[Call], read, records: List[dict]):
+        self._calls = calls
+        self._read = read
+        self._records = records
+        self._next = 0
+        self.last_stats: dict = {}
+        self.outputs: List[Tuple[str, object]] = []
+
+    def _replay(self, op: str, args: tuple):
+        if self._next >= len(self._calls) or self._calls[self._next].op != op:
+            expected = self._calls[self._next].op if self._next < len(self._calls) else "no more calls"
+            raise RuntimeError(f"replay: step.py called {op} where the recorded program has {expected}")
+        call = self._calls[self._next]
+        self._next += 1
+        self.last_stats = counters(self._records[call.descriptor])
+
+        def value(spec):
+            if spec is None:
+                return None
+            if isinstance(spec, str):
+                return args[int(spec.split(":")[1])]
+            if spec.kind == "loss":
+                return float(self._read(spec.name, spec.shape, "f32")[0])
+            return self._read(spec.name, spec.shape, spec.kind)
+
+        out = tuple(value(s) for s in call.outputs) if isinstance(call.outputs, tuple) else value(call.outputs)
+        self.outputs.append((op, out))
+        return out
+
+    def conv_forward(self, *args, **kw):
+        return self._replay("conv_forward", args)
+
+    def conv_backward_data(self, *args, **kw):
+        return self._replay("conv_backward_data", args)
+
+    def conv_backward_weight(self, *args, **kw):
+        return self._replay("conv_backward_weight", args)
+
+    def maxpool_forward(self, *args, **kw):
+        return self._replay("maxpool_forward", args)
+
+    def maxpool_backward(self, *args, **kw):
+        return self._replay("maxpool_backward", args)
+
+    def linear_forward(self, *args, **kw):
+        return self._replay("linear_forward", args)
+
+    def linear_backward_data(self, *args, **kw):
+        return self._replay("linear_backward_data", args)
+
+    def linear_backward_weight(self, *args, **kw):
+        return self._replay("linear_backward_weight", args)
+
+    def softmax_xent(self, *args, **kw):
+        return self._replay("softmax_xent", args)
+
+    def sgd_update(self, *args, **kw):
+        return self._replay("sgd_update", args)
+
+
+def counters(record: dict) -> Dict[str, int]:
+    """The numeric counters of a stats record (``opcode`` and ``error`` are not counters)."""
+    return {k: int(v) for k, v in record.items() if k not in ("opcode", "error")}
