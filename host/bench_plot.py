@@ -44,7 +44,7 @@ def plot_report(report: dict, path: str) -> None:
 
     ax = axes[1]
     boards = report["boards"]
-    names = [f"{b['board']}\n{b['pe_lanes']} lanes, {b['clock_mhz']:.0f} MHz" for b in boards]
+    names = [f"{b['board']}\n{b['pe_lanes']} lanes\n{b['clock_mhz']:.0f} MHz" for b in boards]
     x = np.arange(len(boards))
     dense = [b["dense"]["images_per_s"] for b in boards]
     sparse = [b["sparse"]["images_per_s"] for b in boards]
