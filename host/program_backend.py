@@ -148,6 +148,10 @@ class ProgramBackend:
         """Pack x (and labels y) into buffer set ``slot`` and flush it; the IP may be running the other."""
         t0 = time.perf_counter()
         bufs = prog.slots[slot]
+        x = R.check_array("x", x, 4)
+        expected = (prog.batch, *self.weights.model.input_shape)
+        if x.shape != expected:
+            raise ValueError(f"x: expected a batch of shape {expected}, got {x.shape}")
         prog.layout.put(bufs, prog.x, np.ascontiguousarray(x, dtype=np.float32))
         if prog.labels is not None:
             y = np.asarray(y)

@@ -140,6 +140,8 @@ def test_bad_inputs_are_refused_naming_the_argument(lenet, backend, batch):
         backend.train_step(lenet, params, velocities, x, y, -1.0, MOMENTUM, WD)
     with pytest.raises(ValueError, match="^x: expected a batch"):
         backend.predict(lenet, params, np.zeros((2, 3, 28, 28), np.float32))
+    with pytest.raises(ValueError, match=r"^x: expected a batch of shape \(16, 1, 28, 28\), got \(16, 1, 28, 27\)"):
+        backend.train_step(lenet, params, velocities, x[..., :27], y, LR, MOMENTUM, WD)
     # a failed step leaves the backend usable
     result = backend.train_step(lenet, params, velocities, x, y, LR, MOMENTUM, WD)
     assert np.isfinite(result.loss)
@@ -156,3 +158,21 @@ def test_factory_builds_program_mode_by_default_and_ops_mode_on_request():
     assert isinstance(ops, OpsBackend)
     with pytest.raises(ValueError, match="^mode: must be one of program, ops"):
         make_backend("emu", mode="fast")
+
+
+def test_recorded_descriptors_carry_the_layer_shapes(lenet, backend):
+    prog = backend.program(lenet, "predict", 4)
+    conv0, pool1, conv2 = (decode(w) for w in prog.words[:3])
+    assert (conv0["opcode"], conv0["n"], conv0["c"], conv0["h"], conv0["k"], conv0["r"]) == ("CONV_FWD", 4, 1, 28, 6, 5)
+    assert "RELU" in conv0["flags"] and "SKIP_ZEROS" in conv0["flags"]
+    assert (pool1["opcode"], pool1["c"], pool1["h"], pool1["r"], pool1["stride"]) == ("MAXPOOL_FWD", 6, 24, 2, 2)
+    # each op reads the tensor the previous one wrote: conv2's input is the pool's output
+    assert conv2["x"] == pool1["y"] and pool1["x"] == conv0["y"]
+    last = decode(prog.words[-1])
+    assert (last["opcode"], last["c"], last["k"], last["flags"]) == ("FC_FWD", 84, 10, ("SKIP_ZEROS",))
+
+
+def test_a_model_beyond_the_compiled_maxima_is_refused_when_its_program_is_recorded(backend):
+    vgg = get_model("vgg_tiny")                 # 2048 inputs to its first fully connected layer
+    with pytest.raises(ValueError, match=r"^FC_FWD: field 'c' must be in \[1, 1024\], got 2048"):
+        backend.program(vgg, "train", 2, LR, MOMENTUM, WD)
