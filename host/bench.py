@@ -417,6 +417,9 @@ def summary_lines(report: dict) -> List[str]:
     for b in report["boards"]:
         lines.append(f"{b['board']:>11}: dense {b['dense']['images_per_s']:8.0f} img/s, sparse "
                      f"{b['sparse']['images_per_s']:8.0f} img/s ({b['speedup']:.2f}x)")
+    sizing = ", ".join(f"{s['board']} {s['precision']} {s['pe_lanes']} (saturates at {s['saturation_lanes']})"
+                       for s in report["pe_sizing"])
+    lines.append(f"PE lanes fitting 80 % of the DSPs, perf model: {sizing}")
     for name, sp in (report.get("speed") or {}).items():
         secs = ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in sp["seconds"].items() if v is not None)
         r = sp["ratios"]

@@ -39,6 +39,8 @@ COUNTERS_H = Path(__file__).resolve().parent.parent / "hls" / "common" / "counte
 ENCODER_BITS = 32
 #: the passes a convolution or fully-connected layer runs in training
 PASSES = ("fwd", "bwd_data", "bwd_weight")
+#: a PE-array size is "saturated" when it predicts at most 5 % more cycles than the largest that fits
+SATURATION = 1.05
 
 
 @lru_cache(maxsize=1)
@@ -162,8 +164,10 @@ def choose_pe_lanes(board, precision: str = "float32", margin: float = 0.8,
     board: an :class:`zskip.overlay.boards.Board`. workload: optional list of
     ``{"pass", "shape" (ConvPass), "scanned_nonzero", "macs_nonzero", "macs_dense"}``
     whose predicted cycles and seconds at the board clock are reported for the
-    chosen size. Returns ``{"pe_lanes", "dsp_used", "dsp_budget", "predicted_cycles", "predicted_s"}``
-    (the last two None without a workload).
+    chosen size, with ``saturation_lanes``: the smallest fitting size within
+    SATURATION of those cycles (more lanes than that buy almost nothing).
+    Returns ``{"pe_lanes", "dsp_used", "dsp_budget", "predicted_cycles",
+    "predicted_s", "saturation_lanes"}`` (the last three None without a workload).
     """
     if not 0 < margin <= 1:
         raise ValueError(f"margin: must be in (0, 1], got {margin}")
@@ -174,10 +178,17 @@ def choose_pe_lanes(board, precision: str = "float32", margin: float = 0.8,
         raise ValueError(f"board {board.name}: not even {min(candidates)} lanes x {per_lane} DSP fit "
                          f"{margin:.0%} of {board.dsp} DSPs")
     lanes = max(fitting)
-    cycles = None
+    cycles = saturation = None
     if workload is not None:
-        cycles = sum(predict_cycles(w["pass"], w["shape"], w["scanned_nonzero"], w["macs_nonzero"],
-                                    w["macs_dense"], lanes) for w in workload)
+        workload = list(workload)
+
+        def total(p):
+            return sum(predict_cycles(w["pass"], w["shape"], w["scanned_nonzero"], w["macs_nonzero"],
+                                      w["macs_dense"], p) for w in workload)
+        cycles = total(lanes)
+        # past this size the scan and encoder stages bound the passes and lanes sit idle
+        saturation = min(p for p in fitting if total(p) <= SATURATION * cycles)
     return {"board": board.name, "precision": precision, "pe_lanes": lanes, "dsp_used": lanes * per_lane,
             "dsp_budget": budget, "predicted_cycles": cycles,
-            "predicted_s": None if cycles is None else cycles / (board.clock_mhz * 1e6)}
+            "predicted_s": None if cycles is None else cycles / (board.clock_mhz * 1e6),
+            "saturation_lanes": saturation}

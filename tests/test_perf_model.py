@@ -123,5 +123,10 @@ def test_choose_pe_lanes_reports_predicted_speed_and_rejects_bad_margin():
     expected = PM.predict_cycles("fwd", work[0]["shape"], 1000, 200000, 500000, choice["pe_lanes"])
     assert choice["predicted_cycles"] == pytest.approx(expected)
     assert choice["predicted_s"] == pytest.approx(expected / (board.clock_mhz * 1e6))
+    sat = choice["saturation_lanes"]
+    assert sat <= choice["pe_lanes"]
+    assert PM.predict_cycles("fwd", work[0]["shape"], 1000, 200000, 500000, sat) <= PM.SATURATION * expected
+    if sat > 8:  # the next smaller size is more than 5 % slower
+        assert PM.predict_cycles("fwd", work[0]["shape"], 1000, 200000, 500000, sat // 2) > PM.SATURATION * expected
     with pytest.raises(ValueError, match="margin"):
         PM.choose_pe_lanes(board, "float32", margin=1.5)
