@@ -144,3 +144,15 @@ def test_board_build_rejects_what_its_buffers_cannot_hold():
     acc.conv_forward(x, np.ones((c, c, 3, 3), np.float32), np.zeros(c, np.float32), 1, 1)
     with pytest.raises(ValueError, match=rf"w output channels: must be in \[1, {c}\]"):
         acc.conv_forward(x, np.ones((c + 1, c, 3, 3), np.float32), np.zeros(c + 1, np.float32), 1, 1)
+
+
+def test_counts_do_not_depend_on_what_ran_before(sparse):
+    """The engine memory is shared by all passes; a pass's counters must not carry history."""
+    x, wt, dy, stride, pad = _data(0.5)
+    b = np.zeros(wt.shape[0], np.float32)
+    sparse.conv_forward(x, wt, b, stride, pad)
+    first = dict(sparse.last_stats)
+    sparse.conv_backward_weight(x, dy, wt.shape, stride, pad)
+    sparse.conv_backward_data(dy, wt, x.shape, stride, pad, out_mask=x > 0)
+    sparse.conv_forward(x, wt, b, stride, pad)
+    assert sparse.last_stats == first

@@ -198,9 +198,12 @@ struct acc_scoreboard {
 #ifndef __SYNTHESIS__
     uint64_t stamp[SIZE];
 #endif
-    // stamps start at 0 (static storage) and `now` never goes back, so
-    // stamps of earlier descriptors are always old enough
+    // stamps start at 0 (static storage) and `now` never goes back
     acc_scoreboard() : now(ACC_LATENCY) {}
+    // A descriptor's loads and clears run before its first MAC, so writes of
+    // an earlier descriptor have landed: its stamps must never stall this one
+    // (and the counts of a descriptor never depend on what ran before it).
+    void start_descriptor() { now += ACC_LATENCY; }
 };
 
 // Encoder + MAC stages for one emitted element of value v at (u, vcol).
@@ -304,8 +307,9 @@ MAC:
     LANE:
         for (unsigned i = first; i < last; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=P
-            // the operand is stored wide (engine_memory.h) and is exactly a B
-            acc[items.a[i]] += B(bsrc[items.b[i]]) * v;
+            // the operand is stored wide (engine_memory.h) and holds exactly a
+            // B value: narrowing it by truncation is exact and costs no rounding
+            acc[items.a[i]] += typename exact_narrow<B>::type(bsrc[items.b[i]]) * v;
         }
 #ifndef __SYNTHESIS__
         if (it + ACC_LATENCY >= iters) {

@@ -40,6 +40,18 @@ inline float to_f32(const T &v) { return (float)v; }
 template <class T>
 inline T from_f32(float v) { return T(v); }
 
+// The type to narrow a wide value to when the value is known to be exactly
+// representable in T: T itself, without rounding or saturation logic (for
+// ap_fixed, the same width with AP_TRN / AP_WRAP, a plain bit selection).
+template <class T>
+struct exact_narrow {
+    typedef T type;
+};
+template <int W, int I, ap_q_mode Q, ap_o_mode O, int N>
+struct exact_narrow<ap_fixed<W, I, Q, O, N> > {
+    typedef ap_fixed<W, I> type;
+};
+
 }  // namespace zskip
 
 #endif

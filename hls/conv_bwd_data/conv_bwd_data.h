@@ -35,6 +35,7 @@ unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, con
     const unsigned WORDS = scatter_engine_onchip<CFG>::WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
+    sb.start_descriptor();
     const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
 
     unsigned wi = 0;

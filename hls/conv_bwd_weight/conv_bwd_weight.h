@@ -32,6 +32,7 @@ unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, 
     const unsigned WORDS = scatter_engine_onchip<CFG>::WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
+    sb.start_descriptor();
     const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
 
 CLEAR_DW:

@@ -30,6 +30,7 @@ unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, const float 
     static const unsigned BATCH = TRIP_BATCH;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
+    sb.start_descriptor();
     const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
 
     // weights stay on chip for the whole batch: one pass over w in DDR order

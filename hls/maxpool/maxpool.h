@@ -75,7 +75,7 @@ PLANE_LOOP:
             for (unsigned ow = 0; ow < sh.ow; ++ow) {
 #pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
                 unsigned best = oh * sh.stride * sh.w + ow * sh.stride;
-                act_t best_v = act_t(buf.plane[best]);
+                act_t best_v = typename exact_narrow<act_t>::type(buf.plane[best]);
             WIN_R:
                 for (unsigned r = 0; r < sh.size; ++r) {
 #pragma HLS LOOP_TRIPCOUNT max=KS_MAX
@@ -85,7 +85,7 @@ PLANE_LOOP:
 // one window element per cycle from the on-chip plane
 #pragma HLS PIPELINE II=1
                         unsigned i = (oh * sh.stride + r) * sh.w + ow * sh.stride + s;
-                        const act_t v = act_t(buf.plane[i]);
+                        const act_t v = typename exact_narrow<act_t>::type(buf.plane[i]);
                         if (v > best_v) {
                             best_v = v;
                             best = i;
