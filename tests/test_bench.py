@@ -20,7 +20,8 @@ def tiny_report():
 
 def test_rows_follow_their_definitions(tiny_report):
     lanes = tiny_report["pe_lanes"]
-    assert lanes == load_boards()["pynq-z2"].pe_lanes or lanes > 0
+    from zskip.host.program import Limits
+    assert lanes == Limits.defaults().pe_lanes  # the comparison runs at config.h's PE lanes
     assert {(r["layer"], r["pass"]) for r in tiny_report["layers"]} == {
         (0, "fwd"), (0, "bwd_weight"), (2, "fwd"), (2, "bwd_weight"), (2, "bwd_data"),
         *((i, p) for i in (5, 6, 7) for p in ("fwd", "bwd_weight", "bwd_data"))}
