@@ -7,15 +7,18 @@ shape, how many operand elements are nonzero, how many MACs are live
 It follows the kernels' combination rule with per-element averages in place
 of the per-element counts:
 
-- a scanned plane costs ``max(plane elements, emitted elements x element cost)``;
+- a scanned plane costs ``max(plane beats, emitted elements x element cost)``,
+  the plane arriving BEAT_WORDS elements per beat;
 - an element costs ``max(ceil(candidates / 32), MAC iterations)``, the
   encoder and MAC stages being a DATAFLOW pair; MAC iterations are
   ``items / lanes`` plus the expected waste of the last, partial iteration;
 - loads, write-backs and double-buffered overlap exactly as in the kernels.
 
 Accumulator-hazard stalls are modelled as a floor of ACC_LATENCY cycles
-per element (consecutive elements share accumulators); partial overlaps and
-the spread of items per element are not modelled. tests/test_perf_model.py states how close the model
+per element (consecutive elements share accumulators) except where the
+kernels use partial accumulator banks, which cost one bank sum per plane
+(backward-weight) or per image (fully-connected forward) instead; partial
+overlaps and the spread of items per element are not modelled. tests/test_perf_model.py states how close the model
 comes to the counters.
 
 Pipeline depths are read from hls/common/counters.h, the one place they are
@@ -48,7 +51,7 @@ def kernel_constants() -> Dict[str, int]:
     """``{name: value}`` of the ``static const unsigned`` depths in counters.h."""
     text = COUNTERS_H.read_text()
     found = dict(re.findall(r"static\s+const\s+unsigned\s+(\w+)\s*=\s*(\d+)\s*;", text))
-    need = ("LOAD_DEPTH", "SCAN_DEPTH", "MAC_DEPTH", "WB_DEPTH", "ACC_LATENCY")
+    need = ("LOAD_DEPTH", "SCAN_DEPTH", "MAC_DEPTH", "WB_DEPTH", "ACC_LATENCY", "BEAT_WORDS")
     missing = [n for n in need if n not in found]
     if missing:
         raise ValueError(f"{COUNTERS_H}: constants {missing} not found")
@@ -93,18 +96,36 @@ def _mac_iterations(items: float, lanes: int) -> float:
     return max(1.0, items / lanes + (lanes - 1) / (2.0 * lanes))
 
 
+def _beats(words: float) -> int:
+    """Cycles of a port loop moving ``words`` float32 words, BEAT_WORDS per beat."""
+    beat = kernel_constants()["BEAT_WORDS"]
+    return math.ceil(words / beat)
+
+
+def _banked(words: int, lanes: int) -> bool:
+    """The kernels' rule for partial accumulator banks: the accumulators one
+    element can reach fit in fewer MAC iterations than the adder latency."""
+    return math.ceil(words / lanes) < kernel_constants()["ACC_LATENCY"]
+
+
+def _bank_sum(words: int, lanes: int) -> int:
+    """Cycles of summing the partial banks into ``words`` accumulators (sum_banks)."""
+    return kernel_constants()["ACC_LATENCY"] + math.ceil(words / lanes)
+
+
 def _scatter(planes: int, plane_elems: int, scanned_nonzero: float, candidates_dense: float, items: float,
              lanes: int, shared_targets: bool) -> float:
     """Cycles of ``planes`` operand planes through compaction, encoder and MAC stages.
 
     shared_targets: consecutive elements update overlapping accumulators
-    (backward-weight: every dy element of plane k adds into dw[k];
-    fully-connected: every element into the same outputs; convolution:
-    neighbours share most outputs), so an element's MAC stage takes at
-    least ACC_LATENCY cycles.
+    without partial banks (backward-data and convolution forward: neighbours
+    share most targets; backward-weight and fully-connected forward when
+    their elements are too wide for banks), so an element's MAC stage takes
+    at least ACC_LATENCY cycles.
     """
+    scan = _beats(plane_elems)
     if scanned_nonzero <= 0:
-        return float(planes * plane_elems)
+        return float(planes * scan)
     total_elems = planes * plane_elems
     per_plane = scanned_nonzero / planes
     enc = math.ceil(candidates_dense / total_elems / ENCODER_BITS)
@@ -112,7 +133,7 @@ def _scatter(planes: int, plane_elems: int, scanned_nonzero: float, candidates_d
     if shared_targets and mac > 0:
         mac = max(mac, kernel_constants()["ACC_LATENCY"])
     element = max(enc, mac)
-    return planes * max(plane_elems, per_plane * element)
+    return planes * max(scan, per_plane * element)
 
 
 def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonzero: int, macs_dense: int,
@@ -135,19 +156,27 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
     fill = d["SCAN_DEPTH"] + d["MAC_DEPTH"]
     # per-image averages: the kernels sum per-image maxima, the batch is homogeneous enough
     if pass_name == "fwd":
+        banked = oplane == 1 and _banked(k, lanes)
         load = k * c * rs + k + oplane * k
-        compute = fill + _scatter(c, plane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes, True)
-        per_image = max(compute, k * oplane)
+        compute = fill + _scatter(c, plane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes,
+                                  not banked)
+        if banked:
+            compute += _bank_sum(k, lanes)
+        per_image = max(compute, _beats(k * oplane))
         return load + d["LOAD_DEPTH"] + n * per_image + d["WB_DEPTH"]
-    compute = fill + _scatter(k, oplane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes, True)
     if pass_name == "bwd_data":
+        compute = fill + _scatter(k, oplane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes, True)
         load = k * c * rs + plane * c
-        mask_load = (math.ceil(c * plane / 32) + plane) if p.has_mask else 0
-        per_image = max(mask_load, compute, c * plane)
+        mask_load = math.ceil(c * plane / 32) if p.has_mask else 0
+        per_image = max(mask_load, compute, _beats(c * plane))
         return load + d["LOAD_DEPTH"] + n * per_image + d["WB_DEPTH"]
+    banked = oplane > 1 and _banked(rs * c, lanes)
+    compute = fill + _scatter(k, oplane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes, not banked)
+    if banked:
+        compute += k * _bank_sum(rs * c, lanes)
     init = k * rs * c + k
-    per_image = max(c * plane + plane, compute)
-    return init + d["LOAD_DEPTH"] + n * per_image + (k * c * rs + k) + d["WB_DEPTH"]
+    per_image = max(_beats(c * plane), compute)
+    return init + d["LOAD_DEPTH"] + n * per_image + (_beats(k * c * rs) + k) + d["WB_DEPTH"]
 
 
 def ideal_cycles(macs_nonzero: int, lanes: int) -> float:

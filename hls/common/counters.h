@@ -32,6 +32,9 @@ static const unsigned MAC_DEPTH = 8;
 static const unsigned ACC_LATENCY = 5;
 // accumulator read, bias add, ReLU, conversion, DDR write.
 static const unsigned WB_DEPTH = 6;
+// float32 words per data-port beat: the m_axi data ports are 128 bits wide,
+// so operand planes, loads and write-backs move 4 floats per cycle.
+static const unsigned BEAT_WORDS = 4;
 // descriptor fetch (a D_WORDS-word burst), validation and dispatch.
 static const unsigned DESC_OVERHEAD = 40;
 
@@ -44,13 +47,16 @@ struct kernel_counters {
     uint64_t enc_iters;      // priority-encoder / item-list stage
     uint64_t mac_iters;      // MAC stage (pe_lanes lanes per iteration)
     uint64_t mac_stalls;     // cycles the MAC stage waited on an accumulator hazard
-    uint64_t wb_iters;       // write-back
+    uint64_t wb_iters;       // write-back (and the sum of partial accumulator banks)
 };
 
 inline void clear(kernel_counters &k) {
     k.cycles = k.macs_executed = k.macs_dense = 0;
     k.load_iters = k.scan_iters = k.enc_iters = k.mac_iters = k.mac_stalls = k.wb_iters = 0;
 }
+
+// Beats (cycles of a pipelined port loop) that move `words` float32 words.
+inline uint64_t beats(uint64_t words) { return (words + BEAT_WORDS - 1) / BEAT_WORDS; }
 
 inline uint64_t max2(uint64_t a, uint64_t b) { return a > b ? a : b; }
 inline uint64_t max3(uint64_t a, uint64_t b, uint64_t c) { return max2(a, max2(b, c)); }

@@ -26,6 +26,10 @@ struct scatter_engine_onchip {
     static const unsigned XSIZE = CFG::max_dim * CFG::max_dim * CFG::max_ch;
     static const unsigned PLANE = CFG::max_dim * CFG::max_dim;
     static const unsigned WORDS = set_words<CFG>::value;
+    // words of one partial accumulator bank: the accumulators one plane's
+    // elements can reach when banked (a dw plane, taps x channels; the
+    // outputs of a 1x1 forward pass, channels)
+    static const unsigned BANK = CFG::max_ksize * CFG::max_ksize * CFG::max_ch;
     // conv_fwd: weights [c][r][s][k]; conv_bwd_data: weights [k][r][s][c];
     // conv_bwd_weight: dw accumulators [k][r][s][c]
     acc_t w[WSIZE];
@@ -42,15 +46,20 @@ struct scatter_engine_onchip {
     nz_list<CFG, act_t> nz_act;    // conv_fwd streams x
     nz_list<CFG, grad_t> nz_grad;  // the backward passes stream dy
     item_list<CFG> items;
+    // conv_bwd_weight, conv_fwd of a 1x1 output: ACC_LATENCY partial
+    // accumulator banks (acc_banks, sparse_scatter.h)
+    acc_t wbank[ACC_LATENCY * BANK];
 };
 
 // The C-simulation model of the MAC stage's accumulator scoreboard (see
 // sparse_scatter.h), one per engine like the accumulators it guards.
 template <class CFG>
 struct engine_scoreboard {
-    static const unsigned SIZE = scatter_engine_onchip<CFG>::WSIZE > scatter_engine_onchip<CFG>::XSIZE
-                                     ? scatter_engine_onchip<CFG>::WSIZE
-                                     : scatter_engine_onchip<CFG>::XSIZE;
+    // the accumulators, then the partial banks from BANK_BASE
+    static const unsigned BANK_BASE = scatter_engine_onchip<CFG>::WSIZE > scatter_engine_onchip<CFG>::XSIZE
+                                          ? scatter_engine_onchip<CFG>::WSIZE
+                                          : scatter_engine_onchip<CFG>::XSIZE;
+    static const unsigned SIZE = BANK_BASE + ACC_LATENCY * scatter_engine_onchip<CFG>::BANK;
     typedef acc_scoreboard<SIZE> type;
 };
 

@@ -152,32 +152,40 @@ ONES:
 // dense mode) and counts macs_dense for the plane: an element at (u, v) feeds
 // rows.n[u] * cols.n[v] taps of `channels` channels each. When `sum` is given
 // the emitted values are also added to it (the bias gradient).
+// The plane arrives BEAT_WORDS elements per beat; a BEAT_WORDS-input
+// compaction network (prefix sum of the nonzero flags) appends up to
+// BEAT_WORDS elements per cycle, so the scan costs beats(plane) cycles.
 template <class CFG, class V>
 void compact_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip_zeros,
                    const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
                    nz_list<CFG, V> &nz, unsigned &n_out, kernel_counters &cnt, acc_t *sum) {
-    static const unsigned DIM_MAX = CFG::max_dim;
+    static const unsigned BEAT_MAX = (CFG::max_dim * CFG::max_dim + BEAT_WORDS - 1) / BEAT_WORDS;
     clear(cnt);
-    unsigned n = 0, i = 0;
+    const unsigned plane = rows_n * cols_n;
+    unsigned n = 0, u = 0, v = 0;
     uint64_t dense = 0;
-SCAN_ROW:
-    for (unsigned u = 0; u < rows_n; ++u) {
-#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
-        unsigned taps_row = rows.n[u] * channels;
-    SCAN_COL:
-        for (unsigned v = 0; v < cols_n; ++v, ++i) {
-#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
-// one element per cycle: the plane arrives as one float per m_axi beat
+SCAN_BEAT:
+    for (unsigned i0 = 0; i0 < plane; i0 += BEAT_WORDS) {
+#pragma HLS LOOP_TRIPCOUNT max=BEAT_MAX
 #pragma HLS PIPELINE II=1
-            ++cnt.scan_iters;
-            dense += (uint64_t)taps_row * cols.n[v];
-            V x = from_f32<V>(src[i]);
-            if (!skip_zeros || x != 0) {
-                nz.val[n] = x;
-                nz.row[n] = (uint8_t)u;
-                nz.col[n] = (uint8_t)v;
-                ++n;
-                if (sum) *sum += x;
+        ++cnt.scan_iters;
+    SCAN_WORD:
+        for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+            if (i0 + j < plane) {
+                dense += (uint64_t)rows.n[u] * channels * cols.n[v];
+                V x = from_f32<V>(src[i0 + j]);
+                if (!skip_zeros || x != 0) {
+                    nz.val[n] = x;
+                    nz.row[n] = (uint8_t)u;
+                    nz.col[n] = (uint8_t)v;
+                    ++n;
+                    if (sum) *sum += x;
+                }
+                if (++v == cols_n) {
+                    v = 0;
+                    ++u;
+                }
             }
         }
     }
@@ -206,6 +214,28 @@ struct acc_scoreboard {
     void start_descriptor() { now += ACC_LATENCY; }
 };
 
+// Where an element's MAC stage accumulates. Unbanked (base == 0): the
+// accumulators themselves. Banked: ACC_LATENCY partial banks of `stride`
+// words; each element with live items adds into the next bank in turn, so
+// two updates of one bank word are at least ACC_LATENCY - 1 elements (each
+// one MAC iteration or more) apart and the float adder's latency is hidden
+// without stalls. sum_banks adds the banks into the accumulators. Used where
+// consecutive elements hit the same few accumulators (backward-weight with
+// few input channels: every dy element of plane k updates the same dw[k]).
+struct acc_banks {
+    acc_t *base;       // bank 0, banks follow at `stride`; 0 when unbanked
+    unsigned stride;   // words per bank
+    unsigned sb_base;  // scoreboard index of bank 0's first word
+    unsigned next;     // bank of the next element with live items
+};
+
+inline acc_banks no_banks() {
+    acc_banks b;
+    b.base = 0;
+    b.stride = b.sb_base = b.next = 0;
+    return b;
+}
+
 // Encoder + MAC stages for one emitted element of value v at (u, vcol).
 // Returns the element's cycles: the two stages run as a DATAFLOW pair, so
 // max(encoder, MAC iterations + stalls).
@@ -213,7 +243,7 @@ template <class CFG, class B, class V, unsigned SB>
 uint64_t scatter_element(V v, unsigned u, unsigned vcol, const tap_axis<CFG> &rows,
                          const tap_axis<CFG> &cols, const scatter_map &m, const uint32_t *sets,
                          acc_t *acc, const acc_t *bsrc, item_list<CFG> &items, acc_scoreboard<SB> &sb,
-                         kernel_counters &cnt) {
+                         acc_banks &banks, kernel_counters &cnt) {
     static const unsigned P = CFG::pe_lanes;
     static const unsigned KS_MAX = CFG::max_ksize;
     static const unsigned WORDS_MAX = set_words<CFG>::value;
@@ -281,6 +311,13 @@ ENC_ROW:
     // the encoder's 32-bit window advances once per 32 candidate bits
     const uint64_t enc = (candidates + 31) / 32;
     unsigned iters = (n_items + P - 1) / P;
+    acc_t *target = acc;
+    unsigned sb_off = 0;
+    if (banks.base && n_items) {
+        target = banks.base + banks.next * banks.stride;
+        sb_off = banks.sb_base + banks.next * banks.stride;
+        banks.next = banks.next + 1 == ACC_LATENCY ? 0 : banks.next + 1;
+    }
     const uint64_t start = sb.now;
 MAC:
     for (unsigned it = 0; it < iters; ++it) {
@@ -299,7 +336,7 @@ MAC:
         if (it < ACC_LATENCY) {
         HAZARD:
             for (unsigned i = first; i < last; ++i) {
-                uint64_t ready = sb.stamp[items.a[i]] + ACC_LATENCY;
+                uint64_t ready = sb.stamp[sb_off + items.a[i]] + ACC_LATENCY;
                 issue = ready > issue ? ready : issue;
             }
         }
@@ -309,12 +346,12 @@ MAC:
 #pragma HLS LOOP_TRIPCOUNT max=P
             // the operand is stored wide (engine_memory.h) and holds exactly a
             // B value: narrowing it by truncation is exact and costs no rounding
-            acc[items.a[i]] += typename exact_narrow<B>::type(bsrc[items.b[i]]) * v;
+            target[items.a[i]] += typename exact_narrow<B>::type(bsrc[items.b[i]]) * v;
         }
 #ifndef __SYNTHESIS__
         if (it + ACC_LATENCY >= iters) {
         STAMP:
-            for (unsigned i = first; i < last; ++i) sb.stamp[items.a[i]] = issue;
+            for (unsigned i = first; i < last; ++i) sb.stamp[sb_off + items.a[i]] = issue;
         }
 #endif
         sb.now = issue + 1;
@@ -332,7 +369,7 @@ MAC:
 template <class CFG, class B, class V, unsigned SB>
 void element_stage(const nz_list<CFG, V> &nz, unsigned n, const tap_axis<CFG> &rows, const tap_axis<CFG> &cols,
                    const scatter_map &m, const uint32_t *sets, acc_t *acc, const acc_t *bsrc, item_list<CFG> &items,
-                   acc_scoreboard<SB> &sb, kernel_counters &cnt, uint64_t &elem_cycles) {
+                   acc_scoreboard<SB> &sb, acc_banks &banks, kernel_counters &cnt, uint64_t &elem_cycles) {
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     clear(cnt);
     uint64_t cycles = 0;
@@ -340,7 +377,7 @@ ELEMENTS:
     for (unsigned e = 0; e < n; ++e) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
         cycles += scatter_element<CFG, B, V, SB>(nz.val[e], nz.row[e], nz.col[e], rows, cols, m, sets, acc,
-                                                    bsrc, items, sb, cnt);
+                                                    bsrc, items, sb, banks, cnt);
     }
     elem_cycles = cycles;
 }
@@ -370,15 +407,50 @@ void scatter_plane(const float *src, unsigned rows_n, unsigned cols_n, bool skip
                    const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels,
                    const scatter_map &m, const uint32_t *sets, acc_t *acc, const acc_t *bsrc,
                    nz_list<CFG, V> &nz, item_list<CFG> &items, acc_scoreboard<SB> &sb, kernel_counters &cnt,
-                   uint64_t &plane_cycles, acc_t *sum = 0) {
+                   uint64_t &plane_cycles, acc_t *sum = 0, acc_banks *banks = 0) {
 // the two stages run concurrently, each with its own counters
 #pragma HLS DATAFLOW
     kernel_counters scan_cnt, elem_cnt;
     unsigned n;
     uint64_t elem_cycles;
     compact_plane<CFG, V>(src, rows_n, cols_n, skip_zeros, rows, cols, channels, nz, n, scan_cnt, sum);
-    element_stage<CFG, B, V, SB>(nz, n, rows, cols, m, sets, acc, bsrc, items, sb, elem_cnt, elem_cycles);
+    acc_banks unbanked = no_banks();
+    element_stage<CFG, B, V, SB>(nz, n, rows, cols, m, sets, acc, bsrc, items, sb, banks ? *banks : unbanked,
+                                 elem_cnt, elem_cycles);
     merge_stages(scan_cnt, elem_cnt, elem_cycles, cnt, plane_cycles);
+}
+
+// Adds the partial banks' words [0, words) into acc[0, words) and clears
+// them: pe_lanes words per cycle, each an adder tree over the ACC_LATENCY
+// banks, after the banks' last writes have landed (ACC_LATENCY cycles,
+// counted as stalls). The sum iterations count as write-back. Returns the
+// cycles.
+template <class CFG, unsigned SB>
+uint64_t sum_banks(acc_banks &banks, unsigned words, acc_t *acc, acc_scoreboard<SB> &sb, kernel_counters &cnt) {
+    static const unsigned P = CFG::pe_lanes;
+    static const unsigned ITER_MAX = item_list<CFG>::ITEMS / CFG::pe_lanes;
+    const unsigned iters = (words + P - 1) / P;
+SUM_BANKS:
+    for (unsigned it = 0; it < iters; ++it) {
+#pragma HLS LOOP_TRIPCOUNT max=ITER_MAX
+#pragma HLS PIPELINE II=1
+    SUM_LANE:
+        for (unsigned i = it * P; i < words && i < (it + 1) * P; ++i) {
+            acc_t s = 0;
+        SUM_BANK:
+            for (unsigned k = 0; k < ACC_LATENCY; ++k) {
+#pragma HLS UNROLL
+                s += banks.base[k * banks.stride + i];
+                banks.base[k * banks.stride + i] = 0;
+            }
+            acc[i] += s;
+        }
+    }
+    banks.next = 0;
+    sb.now += ACC_LATENCY + iters;
+    cnt.mac_stalls += ACC_LATENCY;
+    cnt.wb_iters += iters;
+    return ACC_LATENCY + iters;
 }
 
 }  // namespace zskip

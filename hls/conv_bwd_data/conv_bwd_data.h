@@ -32,6 +32,7 @@ unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, con
     static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned BATCH = TRIP_BATCH;
+    static const unsigned X_BEATS_MAX = (X_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     const unsigned WORDS = scatter_engine_onchip<CFG>::WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
@@ -85,30 +86,21 @@ IMAGE:
         if (has_mask) {
             // transpose the image's mask bits [c][h][w] into per-position channel sets
             const uint64_t base = (uint64_t)n * C * PLANE;
-        MASK_CLEAR:
-            for (unsigned p = 0; p < PLANE; ++p) {
-#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// one position's channel sets cleared per cycle
-#pragma HLS PIPELINE II=1
-            CLEAR_WORDS:
-            for (unsigned ww = 0; ww < WORDS; ++ww) {
-// a position's channel words are one wide register
-#pragma HLS UNROLL
-                buf.sets[bank][p][ww] = 0;
-            }
-            }
         MASK_C:
             for (unsigned c = 0; c < C; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
             MASK_POS:
                 for (unsigned p = 0; p < PLANE; ++p) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// 32 mask bits arrive per beat; the loop is unrolled by 32 against one word
+// 32 mask bits arrive per beat; the loop is unrolled by 32 against one word.
+// The first channel of a set word overwrites it: no clearing pass.
 #pragma HLS UNROLL factor=32
-                    buf.sets[bank][p][c >> 5] |= (uint32_t)get_bit(out_mask, base + (uint64_t)c * PLANE + p) << (c & 31);
+                    uint32_t &word = buf.sets[bank][p][c >> 5];
+                    word = ((c & 31) ? word : 0u) |
+                           ((uint32_t)get_bit(out_mask, base + (uint64_t)c * PLANE + p) << (c & 31));
                 }
             }
-            mask_load = ((uint64_t)C * PLANE + 31) / 32 + PLANE;
+            mask_load = ((uint64_t)C * PLANE + 31) / 32;
             cnt.load_iters += mask_load;
         }
         const uint32_t *sets = mask_items ? &buf.sets[bank][0][0] : buf.ones;
@@ -124,21 +116,28 @@ IMAGE:
             compute += plane;
         }
         float *dxn = dx + (uint64_t)n * C * PLANE;
-    WB_C:
-        for (unsigned c = 0; c < C; ++c) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-        WB_POS:
-            for (unsigned p = 0; p < PLANE; ++p) {
-#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// one dx per cycle: mask, quantise, store, clear
+        unsigned wc = 0, wp = 0;
+    WB_BEAT:
+        for (unsigned i0 = 0; i0 < C * PLANE; i0 += BEAT_WORDS) {
+#pragma HLS LOOP_TRIPCOUNT max=X_BEATS_MAX
 #pragma HLS PIPELINE II=1
-                grad_t v = grad_t(acc[p * C + c]);
-                acc[p * C + c] = 0;
-                if (has_mask && !((buf.sets[bank][p][c >> 5] >> (c & 31)) & 1u)) v = 0;
-                dxn[c * PLANE + p] = to_f32(v);
+        WB_WORD:
+            for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+// one beat of dx [c][h][w]: mask, quantise, store, clear
+#pragma HLS UNROLL
+                if (i0 + j < C * PLANE) {
+                    grad_t v = grad_t(acc[wp * C + wc]);
+                    acc[wp * C + wc] = 0;
+                    if (has_mask && !((buf.sets[bank][wp][wc >> 5] >> (wc & 31)) & 1u)) v = 0;
+                    dxn[i0 + j] = to_f32(v);
+                    if (++wp == PLANE) {
+                        wp = 0;
+                        ++wc;
+                    }
+                }
             }
         }
-        uint64_t wb = (uint64_t)C * PLANE;
+        uint64_t wb = beats((uint64_t)C * PLANE);
         cnt.wb_iters += wb;
         cycles += max3(mask_load, compute, wb);
     }

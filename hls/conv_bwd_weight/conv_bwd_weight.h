@@ -25,10 +25,10 @@ unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, 
                          float *dw, float *db, scatter_engine_onchip<CFG> &buf, SB &sb, kernel_counters &cnt) {
     static const unsigned CH_MAX = CFG::max_ch;
     static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
-    static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
-    static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned W_MAX = scatter_engine_onchip<CFG>::WSIZE;
     static const unsigned BATCH = TRIP_BATCH;
+    static const unsigned X_BEATS_MAX = (scatter_engine_onchip<CFG>::XSIZE + BEAT_WORDS - 1) / BEAT_WORDS;
+    static const unsigned W_BEATS_MAX = (W_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     const unsigned WORDS = scatter_engine_onchip<CFG>::WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
@@ -61,67 +61,82 @@ CLEAR_DB:
     m.b0 = 0; m.b_pos = C; m.b_tap = 0;
     m.set_pos = skip_zeros ? WORDS : 0; m.words = (C + 31) / 32; m.channels = C;
     m.target_w = sh.w; m.ksize_s = sh.s;
+    // Partial dw banks where an element's items fit in fewer MAC iterations
+    // than the adder latency, so consecutive dy elements (which all update
+    // dw[k]) would stall on each other; a 1x1 output has one element per plane.
+    const unsigned plane_words = RS * C;
+    const bool banked = OPLANE > 1 && (plane_words + CFG::pe_lanes - 1) / CFG::pe_lanes < ACC_LATENCY;
+    acc_banks banks = no_banks();
+    if (banked) {
+        banks.base = buf.wbank;
+        banks.stride = scatter_engine_onchip<CFG>::BANK;
+        banks.sb_base = engine_scoreboard<CFG>::BANK_BASE;
+    }
 
 IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
         const unsigned bank = n & 1;
         acc_t *xb = buf.plane[bank];
-    NZ_CLEAR:
-        for (unsigned p = 0; p < PLANE; ++p) {
-#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// one position's nonzero sets cleared per cycle
-#pragma HLS PIPELINE II=1
-        CLEAR_WORDS:
-            for (unsigned ww = 0; ww < WORDS; ++ww) {
-// a position's channel words are one wide register
-#pragma HLS UNROLL
-                buf.sets[bank][p][ww] = 0;
-            }
-        }
         const float *xn = x + (uint64_t)n * C * PLANE;
-    LOAD_X_C:
-        for (unsigned c = 0; c < C; ++c) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-        LOAD_X_POS:
-            for (unsigned p = 0; p < PLANE; ++p) {
-#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// one x per m_axi beat: quantise, store, set its nonzero bit
+        unsigned lc = 0, lp = 0;
+    LOAD_X_BEAT:
+        for (unsigned i0 = 0; i0 < C * PLANE; i0 += BEAT_WORDS) {
+#pragma HLS LOOP_TRIPCOUNT max=X_BEATS_MAX
 #pragma HLS PIPELINE II=1
-                act_t v = from_f32<act_t>(xn[c * PLANE + p]);
-                xb[p * C + c] = acc_t(v);
-                buf.sets[bank][p][c >> 5] |= (uint32_t)(v != 0) << (c & 31);
+        LOAD_X_WORD:
+            for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+// one beat of x [c][h][w]: quantise, store, set the nonzero bits (the
+// first channel of a set word overwrites it, so no clearing pass is needed)
+#pragma HLS UNROLL
+                if (i0 + j < C * PLANE) {
+                    act_t v = from_f32<act_t>(xn[i0 + j]);
+                    xb[lp * C + lc] = acc_t(v);
+                    uint32_t &word = buf.sets[bank][lp][lc >> 5];
+                    word = ((lc & 31) ? word : 0u) | ((uint32_t)(v != 0) << (lc & 31));
+                    if (++lp == PLANE) {
+                        lp = 0;
+                        ++lc;
+                    }
+                }
             }
         }
-        uint64_t load = (uint64_t)C * PLANE + PLANE;
+        uint64_t load = beats((uint64_t)C * PLANE);
         cnt.load_iters += load;
         const uint32_t *sets = skip_zeros ? &buf.sets[bank][0][0] : buf.ones;
         uint64_t compute = SCAN_DEPTH + MAC_DEPTH;
     CHANNEL_K:
         for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-            m.a0 = k * RS * C;
+            m.a0 = banked ? 0 : k * plane_words;
             uint64_t plane;
             scatter_plane<CFG, act_t, grad_t>(dy + ((uint64_t)n * K + k) * OPLANE, sh.oh, sh.ow,
                                                                 skip_zeros, buf.rows, buf.cols, C, m, sets,
-                                                                buf.w, xb, buf.nz_grad, buf.items, sb, cnt, plane, &buf.bias[k]);
+                                                                buf.w, xb, buf.nz_grad, buf.items, sb, cnt, plane, &buf.bias[k],
+                                                                banked ? &banks : 0);
             compute += plane;
+            if (banked) compute += sum_banks<CFG>(banks, plane_words, buf.w + k * plane_words, sb, cnt);
         }
         cycles += max2(load, compute);
     }
-    unsigned wi = 0;
-WB_K:
-    for (unsigned k = 0; k < K; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-    WB_C:
-        for (unsigned c = 0; c < C; ++c) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-        WB_TAP:
-            for (unsigned t = 0; t < RS; ++t, ++wi) {
-#pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
-// one dw per cycle in DDR order
+    unsigned wk = 0, wc = 0, wt = 0;
+WB_BEAT:
+    for (unsigned i0 = 0; i0 < K * C * RS; i0 += BEAT_WORDS) {
+#pragma HLS LOOP_TRIPCOUNT max=W_BEATS_MAX
 #pragma HLS PIPELINE II=1
-                dw[wi] = to_f32(grad_t(buf.w[(k * RS + t) * C + c]));
+    WB_WORD:
+        for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+// one beat of dw in DDR order [k][c][r][s]
+#pragma HLS UNROLL
+            if (i0 + j < K * C * RS) {
+                dw[i0 + j] = to_f32(grad_t(buf.w[(wk * RS + wt) * C + wc]));
+                if (++wt == RS) {
+                    wt = 0;
+                    if (++wc == C) {
+                        wc = 0;
+                        ++wk;
+                    }
+                }
             }
         }
     }
@@ -132,7 +147,7 @@ WB_B:
 #pragma HLS PIPELINE II=1
         db[k] = to_f32(grad_t(buf.bias[k]));
     }
-    uint64_t wb = (uint64_t)K * C * RS + K;
+    uint64_t wb = beats((uint64_t)K * C * RS) + K;
     cnt.wb_iters += wb;
     cnt.cycles += cycles + wb + WB_DEPTH;
     return ERR_NONE;

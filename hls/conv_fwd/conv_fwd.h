@@ -28,6 +28,7 @@ unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, const float 
     static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
     static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned BATCH = TRIP_BATCH;
+    static const unsigned Y_BEATS_MAX = (O_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
     sb.start_descriptor();
@@ -77,6 +78,16 @@ CLEAR_ACC:
     m.b_pos = 0; m.b_tap = K;
     m.set_pos = 0; m.words = (K + 31) / 32; m.channels = K;
     m.target_w = sh.ow; m.ksize_s = sh.s;
+    // A 1x1 output (the fully-connected layer): every element of every plane
+    // updates the same K accumulators; where they fit in fewer MAC iterations
+    // than the adder latency, partial banks keep consecutive elements apart.
+    const bool banked = OPLANE == 1 && (K + CFG::pe_lanes - 1) / CFG::pe_lanes < ACC_LATENCY;
+    acc_banks banks = no_banks();
+    if (banked) {
+        banks.base = buf.wbank;
+        banks.stride = scatter_engine_onchip<CFG>::BANK;
+        banks.sb_base = engine_scoreboard<CFG>::BANK_BASE;
+    }
 
     bit_writer mask_out(mask);
 IMAGE:
@@ -91,28 +102,37 @@ IMAGE:
             uint64_t plane;
             scatter_plane<CFG, wgt_t, act_t>(x + ((uint64_t)n * C + c) * PLANE, sh.h, sh.w,
                                                                skip_zeros, buf.rows, buf.cols, K, m,
-                                                               buf.ones, acc, buf.w, buf.nz_act, buf.items, sb, cnt, plane);
+                                                               buf.ones, acc, buf.w, buf.nz_act, buf.items, sb, cnt, plane,
+                                                               0, banked ? &banks : 0);
             compute += plane;
         }
+        if (banked) compute += sum_banks<CFG>(banks, K, acc, sb, cnt);
         // write-back of this bank overlaps the next image's compute in the other bank
         float *yn = y + (uint64_t)n * K * OPLANE;
-    WB_K:
-        for (unsigned k = 0; k < K; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-        WB_POS:
-            for (unsigned p = 0; p < OPLANE; ++p) {
-#pragma HLS LOOP_TRIPCOUNT max=OPLANE_MAX
-// one output per cycle: bias, ReLU, quantise, mask bit, store, clear
+        unsigned wk = 0, wp = 0;
+    WB_BEAT:
+        for (unsigned i0 = 0; i0 < K * OPLANE; i0 += BEAT_WORDS) {
+#pragma HLS LOOP_TRIPCOUNT max=Y_BEATS_MAX
 #pragma HLS PIPELINE II=1
-                act_t v = act_t(acc[p * K + k] + buf.bias[k]);
-                acc[p * K + k] = 0;
-                bool live = v > 0;
-                if (relu && !live) v = 0;
-                yn[k * OPLANE + p] = to_f32(v);
-                if (relu) mask_out.put(live);
+        WB_WORD:
+            for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+// one beat of y [k][oh][ow]: bias, ReLU, quantise, mask bit, store, clear
+#pragma HLS UNROLL
+                if (i0 + j < K * OPLANE) {
+                    act_t v = act_t(acc[wp * K + wk] + buf.bias[wk]);
+                    acc[wp * K + wk] = 0;
+                    bool live = v > 0;
+                    if (relu && !live) v = 0;
+                    yn[i0 + j] = to_f32(v);
+                    if (relu) mask_out.put(live);
+                    if (++wp == OPLANE) {
+                        wp = 0;
+                        ++wk;
+                    }
+                }
             }
         }
-        uint64_t wb = (uint64_t)K * OPLANE;
+        uint64_t wb = beats((uint64_t)K * OPLANE);
         cnt.wb_iters += wb;
         cycles += max2(compute, wb);
     }
