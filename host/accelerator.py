@@ -27,11 +27,11 @@ import numpy as np
 
 from ..models import reference as R
 from .device import DeviceError
-from .program import (ARENA_DTYPES, ARENAS, D_WORDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
+from .program import (ARENA_DTYPES, ARENAS, D_WORDS, OPCODES, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
                       bit_words, decode_stats, encode)
 
 _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters", "enc_iters",
-             "mac_iters", "mac_stalls", "wb_iters")
+             "mac_iters", "mac_stalls", "wb_iters", "saturations")
 
 
 class Accelerator:
@@ -136,6 +136,8 @@ class Accelerator:
         self.last_program_stats = records
         self.last_stats = {k: sum(r[k] for r in records) for k in _COUNTERS}
         self.last_stats["cycles_register"] = int(cycles)
+        if records and records[-1]["opcode"] == OPCODES["PRUNE_GRAD"]:
+            self.last_stats["tau"] = records[-1]["tau"]
         self.last_timings = {"pack": t1 - t0, "flush": t2 - t1, "run": t3 - t2, "invalidate": t4 - t3}
         return records
 
@@ -412,3 +414,48 @@ class Accelerator:
         out = self._run_one(lay, {"param": param, "velocity": velocity, "grad": grad}, desc,
                             {"param": (shape, "f32"), "velocity": (shape, "f32")})
         return out["param"], out["velocity"]
+
+    # ------------------------------------------------------------------ gradient pruning
+    def _prune(self, g, tau: float, tau_scale: float, seed):
+        shape = np.shape(g)
+        g = self._tensor("g", g, None)
+        seed = _seed_word(seed)
+        lay = ArenaLayout()
+        count = max(1, g.size)
+        off = dict(dy=lay.alloc("grad", "g", count), seed=lay.alloc("bits", "seed", 1))
+        off["dx"] = off["dy"]  # in place
+        if g.size == 0:
+            return g.reshape(shape)
+        desc = encode("PRUNE_GRAD", limits=self.limits, count=g.size, tau=float(tau), tau_scale=float(tau_scale),
+                      **off)
+        return self._run_one(lay, {"g": g, "seed": np.array([seed], np.uint32)}, desc, {"g": (shape, "f32")})["g"]
+
+    def prune_gradients(self, g, tau: float, seed):
+        """g' (shape of g): stochastic pruning with threshold ``tau`` >= 0 (reference.prune_gradients)."""
+        if not np.isfinite(tau) or tau < 0:
+            raise ValueError(f"tau: must be a finite number >= 0, got {tau!r}")
+        return self._prune(g, tau, 0.0, seed)
+
+    def prune_grad(self, g, rate: float, seed):
+        """g' (shape of g) pruned at a target ``rate`` in [0, 1): tau derived on chip from g.
+
+        Equals ``reference.prune_gradients(g, reference.prune_threshold(g, rate), seed)``;
+        ``last_stats["tau"]`` is the threshold the kernel applied. ``seed``: an
+        integer or a one-word uint32 array.
+        """
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate: must be in [0, 1), got {rate!r}")
+        if rate == 0.0:
+            return np.array(g, dtype=np.float32)
+        return self._prune(g, 0.0, float(R.prune_tau_scale(rate)), seed)
+
+
+def _seed_word(seed) -> int:
+    """The uint32 seed from an int or a one-element integer array."""
+    value = np.asarray(seed)
+    if value.size != 1 or value.dtype.kind not in "iu":
+        raise ValueError(f"seed: expected an integer or a one-element integer array, got {seed!r}")
+    value = int(value.reshape(-1)[0])
+    if not 0 <= value < 2 ** 32:
+        raise ValueError(f"seed: must be in [0, {2 ** 32 - 1}], got {value}")
+    return value

@@ -59,22 +59,24 @@ class OpsBackend:
     step time of the numpy reference; off leaves ``macs`` empty).
     """
 
-    def __init__(self, ops, name: str | None = None, account: bool = True, precision: str = "float32"):
+    def __init__(self, ops, name: str | None = None, account: bool = True, precision: str = "float32",
+                 prune_rate: float = 0.0):
         self.ops = ops
         self.name = name or getattr(ops, "name", type(ops).__name__)
         self.account = bool(account)
         self.precision = precision
+        self.prune_rate = check_prune_rate(prune_rate)
 
     def stream(self, model, params, velocities, batches, lr, momentum, weight_decay):
         """One step after the other (``zskip.host.streaming.sequential_stream``)."""
         from .streaming import sequential_stream
         return sequential_stream(self.ops, model, params, velocities, batches, lr, momentum, weight_decay,
-                                 account=self.account, precision=self.precision)
+                                 account=self.account, precision=self.precision, prune_rate=self.prune_rate)
 
-    def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay):
-        """See :meth:`Backend.train_step`."""
+    def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None):
+        """See :meth:`Backend.train_step`; ``prune_seeds`` as in ``zskip.host.streaming.Batch``."""
         return _step.train_step(self.ops, model, params, velocities, x, y, lr, momentum, weight_decay,
-                                account=self.account)
+                                account=self.account, prune_rate=self.prune_rate, prune_seeds=prune_seeds)
 
     def predict(self, model, params, x):
         """See :meth:`Backend.predict`."""
@@ -87,6 +89,14 @@ class OpsBackend:
             close()
 
 
+def check_prune_rate(prune_rate) -> float:
+    """``prune_rate`` as a float in [0, 1); ValueError naming it otherwise."""
+    if isinstance(prune_rate, bool) or not isinstance(prune_rate, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(prune_rate) < 1.0:
+        raise ValueError(f"prune_rate: must be a number in [0, 1) (0: no pruning), got {prune_rate!r}")
+    return float(prune_rate)
+
+
 def _accelerator():
     try:
         from .accelerator import Accelerator
@@ -96,25 +106,26 @@ def _accelerator():
     return Accelerator
 
 
-def _reference(account: bool = True):
-    return OpsBackend(ReferenceOps(), "reference", account=account)
+def _reference(account: bool = True, prune_rate: float = 0.0):
+    return OpsBackend(ReferenceOps(), "reference", account=account, prune_rate=prune_rate)
 
 
 #: how an accelerator backend runs a step: one program per mini-batch, or one device call per op
 MODES = ("program", "ops")
 
 
-def _on_accelerator(accelerator, name: str, account: bool, mode: str, precision: str = "float32"):
+def _on_accelerator(accelerator, name: str, account: bool, mode: str, precision: str = "float32",
+                    prune_rate: float = 0.0):
     if mode == "program":
         from .program_backend import ProgramBackend
-        return ProgramBackend(accelerator, name, account=account, precision=precision)
+        return ProgramBackend(accelerator, name, account=account, precision=precision, prune_rate=prune_rate)
     if mode == "ops":
-        return OpsBackend(accelerator, name, account=account, precision=precision)
+        return OpsBackend(accelerator, name, account=account, precision=precision, prune_rate=prune_rate)
     accelerator.device.close()
     raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
 
 
-def _emu(account: bool = True, mode: str = "program", **opts):
+def _emu(account: bool = True, mode: str = "program", prune_rate: float = 0.0, **opts):
     import dataclasses
     from .program import Limits
     overrides = {f.name: opts.pop(f.name) for f in dataclasses.fields(Limits) if f.name in opts}
@@ -122,11 +133,15 @@ def _emu(account: bool = True, mode: str = "program", **opts):
         # compiled maxima given one by one (e.g. max_features=2048 for vgg_tiny) replace the board's or config.h's
         from .pynq_device import board_limits
         opts["limits"] = dataclasses.replace(opts.get("limits") or board_limits(opts.pop("board", None)), **overrides)
-    return _on_accelerator(_accelerator().emulated(**opts), "emu", account, mode, opts.get("precision", "float32"))
+    prune_rate = check_prune_rate(prune_rate)
+    return _on_accelerator(_accelerator().emulated(**opts), "emu", account, mode, opts.get("precision", "float32"),
+                           prune_rate)
 
 
-def _pynq(bitfile: str = "zskip.bit", account: bool = True, mode: str = "program", **opts):
-    return _on_accelerator(_accelerator().pynq(bitfile, **opts), "pynq", account, mode)
+def _pynq(bitfile: str = "zskip.bit", account: bool = True, mode: str = "program", prune_rate: float = 0.0,
+          **opts):
+    prune_rate = check_prune_rate(prune_rate)
+    return _on_accelerator(_accelerator().pynq(bitfile, **opts), "pynq", account, mode, prune_rate=prune_rate)
 
 
 #: Backend names (``remote:HOST`` takes the board's host name or address).
@@ -136,7 +151,8 @@ BACKENDS = ("reference", "emu", "pynq", "remote:HOST")
 def make_backend(name: str, **opts) -> Backend:
     """The backend called ``name`` ("reference", "emu", "pynq" or "remote:HOST").
 
-    opts go to the backend's constructor: ``account`` for every one,
+    opts go to the backend's constructor: ``account`` and ``prune_rate`` (target
+    gradient pruning rate in [0, 1), 0 = off) for every one,
     ``mode`` ("program" or "ops") for the accelerator backends, e.g.
     ``precision`` / ``skip_zeros`` / ``board`` for emu (``Accelerator.emulated``)
     and any compiled maximum of ``program.Limits`` (``max_features=2048``),
@@ -146,7 +162,9 @@ def make_backend(name: str, **opts) -> Backend:
         raise ValueError(f"backend: expected a name, got {name!r}; known: {', '.join(BACKENDS)}")
     if name.startswith("remote:") and len(name) > len("remote:"):
         account, mode = opts.pop("account", True), opts.pop("mode", "program")
-        return _on_accelerator(_accelerator().remote(name[len("remote:"):], **opts), name, account, mode)
+        prune_rate = check_prune_rate(opts.pop("prune_rate", 0.0))
+        return _on_accelerator(_accelerator().remote(name[len("remote:"):], **opts), name, account, mode,
+                               prune_rate=prune_rate)
     builders = {"reference": _reference, "emu": _emu, "pynq": _pynq}
     if name not in builders:
         raise ValueError(f"backend: unknown backend {name!r}; known: {', '.join(BACKENDS)}")

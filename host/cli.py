@@ -60,6 +60,15 @@ def _add_train(sub) -> None:
     p.add_argument("--check-every", type=int, default=0, metavar="N",
                    help="compare every N-th step with the numpy reference, op by op; stop on an error beyond "
                         "the precision's tolerance (0: never)")
+    p.add_argument("--precision", default=None, metavar="SPEC",
+                   help="accelerator arithmetic per tensor class: float32, fixed16, fixed12, fixed8, ap_fixed<W,I> "
+                        "or e.g. act=ap_fixed<16,6>,wgt=ap_fixed<16,4>,grad=ap_fixed<16,2>,acc=ap_fixed<32,12>,"
+                        "opt=float32 (emu backend; default float32)")
+    p.add_argument("--prune-rate", type=float, default=0.0, metavar="P",
+                   help="stochastic pruning of each layer's activation gradient at target rate P in [0, 1) "
+                        "(SparseTrain; default 0: off)")
+    p.add_argument("--max-saturations", type=int, default=1000, metavar="N",
+                   help="warn, naming the layer, when its fixed-point saturations in an epoch exceed N")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=_run_train)
 
@@ -73,13 +82,27 @@ def _run_train(args) -> int:
     dataset = load_dataset(args.data, seed=args.seed)
     if args.limit_train is not None or args.limit_test is not None:
         dataset = dataset.subset(args.limit_train, args.limit_test)
-    backend = make_backend(args.backend, **dict(args.backend_opt))
+    from .precision import is_float32
+    opts = dict(args.backend_opt)
+    if args.precision is not None:
+        if "precision" in opts and opts["precision"] != args.precision:
+            raise ValueError(f"--precision: given as {args.precision!r} and as --backend-opt precision="
+                             f"{opts['precision']!r}; give it once")
+        if not is_float32(args.precision):
+            if args.backend == "reference":
+                raise ValueError(f"--precision: the reference backend computes in numpy float32/float64 only; "
+                                 f"{args.precision!r} needs an accelerator backend (--backend emu)")
+            opts["precision"] = args.precision
+    if args.prune_rate:
+        opts["prune_rate"] = args.prune_rate
+    backend = make_backend(args.backend, **opts)
     try:
         result = train(backend, model, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                       quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt)},
-                       check_every=args.check_every)
+                       quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt),
+                                                       "precision": args.precision or "float32"},
+                       check_every=args.check_every, max_saturations=args.max_saturations)
     finally:
         backend.close()
     if args.report:

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.ctypeslib import ndpointer
 
 from .device import DeviceError
+from .precision import precision_types
 from .program import ARENAS, D_WORDS, HLS_DIR, S_WORDS, Limits, operand_extents
 
 SOURCES = (HLS_DIR / "zskip_top" / "zskip_top.cpp", HLS_DIR / "emu" / "bridge.cpp")
@@ -53,29 +54,6 @@ def ap_types_dir() -> Path:
     if not (path / "ap_fixed.h").is_file():
         raise DeviceError(f"ap_fixed.h not found in {path} (hls4ml install incomplete?)")
     return path
-
-
-_FIXED = re.compile(r"^ap_fixed<\s*(\d+)\s*,\s*(-?\d+)\s*>$")
-
-
-def precision_types(precision: str) -> Dict[str, str]:
-    """Type macros for ``precision``: "float32" or "ap_fixed<W,I>".
-
-    Fixed point: activations, weights and gradients ap_fixed<W,I,AP_RND,AP_SAT>,
-    accumulators ap_fixed<2W,2I,AP_RND,AP_SAT> (wide enough for an exact product).
-    """
-    if precision == "float32":
-        return {}
-    m = _FIXED.match(precision.replace(" ", ""))
-    if not m:
-        raise ValueError(f"precision must be 'float32' or 'ap_fixed<W,I>' (2 <= W <= 32, 1 <= I <= W), "
-                         f"got {precision!r}")
-    w, i = int(m.group(1)), int(m.group(2))
-    if not (2 <= w <= 32 and 1 <= i <= w):
-        raise ValueError(f"precision: ap_fixed<W,I> needs 2 <= W <= 32 and 1 <= I <= W, got {precision!r}")
-    narrow = f"ap_fixed<{w},{i},AP_RND,AP_SAT>"
-    return {"ZSKIP_ACT_T": narrow, "ZSKIP_WGT_T": narrow, "ZSKIP_GRAD_T": narrow,
-            "ZSKIP_ACC_T": f"ap_fixed<{2 * w},{2 * i},AP_RND,AP_SAT>"}
 
 
 def cache_dir() -> Path:
@@ -166,7 +144,8 @@ class EmuBuffer(np.ndarray):
 class EmuDevice:
     """The IP emulated by the compiled HLS sources (see module docstring).
 
-    ``precision``: "float32" or "ap_fixed<W,I>"; ``limits``: compiled maxima
+    ``precision``: a spec of :mod:`zskip.host.precision` ("float32", "fixed16",
+    "ap_fixed<W,I>" or class=type pairs); ``limits``: compiled maxima
     and PE lanes (default: config.h defaults).
     """
 

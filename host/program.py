@@ -17,7 +17,8 @@ A program is an array of ``D_WORDS`` uint32 words per descriptor::
 
 Field names are the enum names without ``D_`` and ``_F32``, lower case
 (``n, c, h, w, k, r, s, stride, pad, count, x, y, wgt, bias, vel, dy, dx, dw,
-db, loss, mask_out, mask_in, argmax, labels, lr, momentum, weight_decay``);
+db, loss, mask_out, mask_in, argmax, labels, lr, momentum, weight_decay, tau,
+tau_scale, seed``);
 the header comment says which arena each offset points into. ``encode``
 rejects a descriptor the compiled kernel cannot run (:class:`Limits`), with
 an error naming the field and its allowed range.
@@ -80,7 +81,9 @@ STAT_FIELDS: Dict[str, int] = {}
 for _k, _v in _STAT_ENUM.items():
     if _k.endswith("_HI"):
         continue
-    STAT_FIELDS[re.sub(r"_LO$", "", _k[2:]).lower()] = _v
+    STAT_FIELDS[re.sub(r"(_LO|_F32)$", "", _k[2:]).lower()] = _v
+#: stats fields holding float32 bit patterns
+_FLOAT_STATS = frozenset(re.sub(r"_F32$", "", k[2:]).lower() for k in _STAT_ENUM if k.endswith("_F32"))
 _WIDE_STATS = frozenset(re.sub(r"_LO$", "", k[2:]).lower() for k in _STAT_ENUM if k.endswith("_LO"))
 #: error code -> name (without ERR_)
 ERRORS: Dict[int, str] = {v: k[4:] for k, v in _parse_enum(_TEXT, "zskip_error").items()}
@@ -165,6 +168,8 @@ def _validate(opcode: str, f: Mapping[str, int], limits: Limits):
     elif opcode == "SOFTMAX_XENT":
         _check_range(opcode, "n", f["n"], 1, u32)
         _check_range(opcode, "c", f["c"], 1, limits.max_features)
+    elif opcode == "PRUNE_GRAD":
+        _check_range(opcode, "count", f["count"], 1, u32)
 
 
 def encode(opcode: str, flags: Iterable[str] = (), limits: Optional[Limits] = None,
@@ -233,7 +238,7 @@ def decode_stats(record: Sequence[int]) -> dict:
         value = int(rec[index])
         if name in _WIDE_STATS:
             value |= int(rec[index + 1]) << 32
-        out[name] = value
+        out[name] = bits_f32(value) if name in _FLOAT_STATS else value
     out["error"] = ERRORS.get(out["error"], f"UNKNOWN_{out['error']}")
     return out
 
@@ -370,6 +375,8 @@ def operand_extents(words: Sequence[int]) -> Dict[str, int]:
         operands = [("wgt", "wgt", f["count"]), ("wgt", "vel", f["count"]), ("grad", "dw", f["count"])]
     elif op == "SOFTMAX_XENT":
         operands = [("act", "x", n * c), ("bits", "labels", n), ("grad", "dx", n * c), ("grad", "loss", 1)]
+    elif op == "PRUNE_GRAD":
+        operands = [("grad", "dy", f["count"]), ("grad", "dx", f["count"]), ("bits", "seed", 1)]
     ends: Dict[str, int] = {}
     for arena, field, size in operands:
         if size:

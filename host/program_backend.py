@@ -32,7 +32,10 @@ class StepProgram:
 
     ``kind``: "train" or "predict"; ``slots``: one buffer set per ping-pong
     slot (program, act, grad, bits, stats; ``wgt`` is the shared
-    DeviceWeights arena); ``x``/``labels``: names of the input tensors.
+    DeviceWeights arena); ``x``/``labels``: names of the input tensors;
+    ``prune_seeds``: name of the per-layer pruning seed words in the bits
+    arena (written with every batch, so one program prunes differently at
+    every step), None when the program does not prune.
     """
     kind: str
     batch: int
@@ -42,6 +45,7 @@ class StepProgram:
     x: str
     labels: Optional[str]
     logits: Optional[str] = None
+    prune_seeds: Optional[str] = None
     slots: List[Dict[str, object]] = field(default_factory=list)
 
     @property
@@ -50,7 +54,7 @@ class StepProgram:
 
 
 def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, lr: float = 0.0,
-                   momentum: float = 0.0, weight_decay: float = 0.0) -> StepProgram:
+                   momentum: float = 0.0, weight_decay: float = 0.0, prune_rate: float = 0.0) -> StepProgram:
     """Record ``step.train_step`` (kind "train") or ``step.predict`` ("predict") for ``batch`` samples."""
     model = weights.model
     layout = ArenaLayout()
@@ -58,18 +62,22 @@ def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, l
     params, velocities = weights.placeholders()
     rec.register_weights(params, velocities)
     x = rec.placeholder("act", (batch, *model.input_shape), name="x")
-    labels, logits = None, None
+    labels, logits, seeds = None, None, None
     if kind == "train":
         labels = rec.placeholder("bits", (batch,), "index", name="labels")
+        if prune_rate:
+            seeds = rec.placeholder("bits", (len(model.layers),), "index", name="prune_seeds")
         # account=False: the MAC accounting would read the placeholders; it is
         # computed on the read-back tensors when the step is replayed
-        _step.train_step(rec, model, params, velocities, x, labels, lr, momentum, weight_decay, account=False)
+        _step.train_step(rec, model, params, velocities, x, labels, lr, momentum, weight_decay, account=False,
+                         prune_rate=prune_rate, prune_seeds=seeds)
     elif kind == "predict":
         logits = rec.name_of(_step.predict(rec, model, params, x))
     else:
         raise ValueError(f"kind must be 'train' or 'predict', got {kind!r}")
     return StepProgram(kind, batch, layout, np.stack(rec.descriptors), rec.calls, "x",
-                       "labels" if labels is not None else None, logits)
+                       "labels" if labels is not None else None, logits,
+                       "prune_seeds" if seeds is not None else None)
 
 
 class ProgramBackend:
@@ -82,8 +90,12 @@ class ProgramBackend:
     size, optimiser settings) and written to device memory once.
     """
 
-    def __init__(self, accelerator, name: Optional[str] = None, account: bool = True, precision: str = "float32"):
+    def __init__(self, accelerator, name: Optional[str] = None, account: bool = True, precision: str = "float32",
+                 prune_rate: float = 0.0):
+        from .backends import check_prune_rate
         from .streaming import DeviceRunner
+        #: target gradient pruning rate of every training step (0: off)
+        self.prune_rate = check_prune_rate(prune_rate)
         self.accelerator = accelerator
         self.name = name or accelerator.name
         self.account = bool(account)
@@ -121,10 +133,11 @@ class ProgramBackend:
                 weight_decay: float = 0.0) -> StepProgram:
         """The recorded program for ``kind`` and ``batch``, with its device buffers (cached)."""
         weights = self._weights_for(model)
-        key = (kind, batch, lr, momentum, weight_decay) if kind == "train" else (kind, batch)
+        key = (kind, batch, lr, momentum, weight_decay, self.prune_rate) if kind == "train" else (kind, batch)
         prog = self._programs.get(key)
         if prog is None:
-            prog = record_program(self.accelerator, weights, kind, batch, lr, momentum, weight_decay)
+            prog = record_program(self.accelerator, weights, kind, batch, lr, momentum, weight_decay,
+                                  self.prune_rate if kind == "train" else 0.0)
             for _ in range(2 if kind == "train" else 1):
                 bufs = self.accelerator.allocate_arenas(prog.layout, prog.n_desc)
                 bufs["wgt"].freebuffer()
@@ -144,7 +157,7 @@ class ProgramBackend:
         self._programs.clear()
 
     # ------------------------------------------------------------------ one run, in stages
-    def _stage(self, prog: StepProgram, slot: int, x, y=None) -> Dict[str, float]:
+    def _stage(self, prog: StepProgram, slot: int, x, y=None, prune_seeds=None) -> Dict[str, float]:
         """Pack x (and labels y) into buffer set ``slot`` and flush it; the IP may be running the other."""
         t0 = time.perf_counter()
         bufs = prog.slots[slot]
@@ -161,6 +174,12 @@ class ProgramBackend:
             if y.size and (y.min() < 0 or y.max() >= classes):
                 raise ValueError(f"y: labels must lie in [0, {classes - 1}]")
             prog.layout.put(bufs, prog.labels, y.astype(np.uint32))
+        if prog.prune_seeds is not None:
+            n_layers = len(self.weights.model.layers)
+            if prune_seeds is None or np.shape(prune_seeds) != (n_layers,):
+                raise ValueError(f"prune_seeds: pruning needs one uint32 seed per layer, shape ({n_layers},), got "
+                                 f"{None if prune_seeds is None else np.shape(prune_seeds)}")
+            prog.layout.put(bufs, prog.prune_seeds, np.asarray(prune_seeds, dtype=np.uint32))
         t1 = time.perf_counter()
         bufs["act"].sync_to_device()
         bufs["bits"].sync_to_device()
@@ -194,7 +213,7 @@ class ProgramBackend:
             if n < 1:
                 raise ValueError(f"x: a batch needs at least one sample, got shape {np.shape(batch.x)}")
             prog = self.program(model, "train", n, float(lr), float(momentum), float(weight_decay))
-            return prog, slot, batch, self._stage(prog, slot, batch.x, batch.y)
+            return prog, slot, batch, self._stage(prog, slot, batch.x, batch.y, batch.prune_seeds)
 
         batch = next(items, None)
         staged = stage(batch, 0) if batch is not None else None
@@ -220,21 +239,23 @@ class ProgramBackend:
             replay = ReplayOps(prog.calls, read, records)
             shapes = weights.placeholders()
             result = _step.train_step(replay, model, shapes[0], shapes[1], batch.x, batch.y, lr, momentum,
-                                      weight_decay, account=self.account)
+                                      weight_decay, account=self.account, prune_rate=self.prune_rate,
+                                      prune_seeds=batch.prune_seeds)
             result.params, result.velocities = new_params, new_velocities
             timings["unpack"] = time.perf_counter() - t1
             report = None
             if before is not None:
                 outputs = _with_updated_weights(replay.outputs, new_params, new_velocities)
                 report = check_step(model, before[0], before[1], batch.x, batch.y, lr, momentum, weight_decay,
-                                    outputs, tolerance)
+                                    outputs, tolerance, prune_rate=self.prune_rate, prune_seeds=batch.prune_seeds)
             self.last_timings = dict(timings)
             yield StreamedStep(result, report, timings)
 
-    def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay):
+    def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None):
         """One step as one program run (see :meth:`stream`); returns a StepResult whose params are mirrors."""
         from .streaming import Batch
-        (out,) = list(self.stream(model, params, velocities, [Batch(x, y)], lr, momentum, weight_decay))
+        (out,) = list(self.stream(model, params, velocities, [Batch(x, y, prune_seeds=prune_seeds)], lr, momentum,
+                                  weight_decay))
         return out.result
 
     def predict(self, model, params, x):

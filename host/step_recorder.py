@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..models import reference as R
-from .program import ArenaLayout, bit_words, encode
+from .program import OPCODES, ArenaLayout, bit_words, encode
 
 __all__ = ["Out", "Call", "ProgramRecorder", "ReplayOps", "counters"]
 
@@ -96,12 +96,25 @@ class ProgramRecorder:
             self._register(params[key], self.weights.param_slot(key))
             self._register(velocities[key], self.weights.velocity_slot(key))
 
+    def _within(self, a: np.ndarray):
+        """(name, word offset) of the registered tensor that view ``a`` starts inside, or (None, 0)."""
+        ptr = _pointer(a)
+        for t in self._keep:
+            start = _pointer(t)
+            if start <= ptr < start + t.nbytes and t.itemsize == a.itemsize == 4:
+                return self._by_pointer[start], (ptr - start) // 4
+        return None, 0
+
     def _slot(self, arg: str, a, arena: str) -> int:
-        name = self._by_pointer.get(_pointer(np.asarray(a)))
+        a = np.asarray(a)
+        name, within = self._by_pointer.get(_pointer(a)), 0
+        if name is None:
+            name, within = self._within(a)
         if name is None:
             raise RuntimeError(f"{arg}: not a tensor of this program (was it computed outside the Ops?)")
         if name in self.layout.entries:
             where, offset, _ = self.layout.entries[name]
+            offset += within
         else:
             where, offset = "wgt", self.weights.layout.offset(name)
         if where != arena:
@@ -221,6 +234,14 @@ class ProgramRecorder:
                    dw=self._slot("grad", grad, "grad"))
         return param, velocity
 
+    def prune_grad(self, g, rate, seed):
+        out = self.placeholder("grad", g.shape)
+        tau_scale = float(R.prune_tau_scale(rate))
+        self._emit("prune_grad", self._spec(out), "PRUNE_GRAD", count=int(np.size(g)), tau=0.0,
+                   tau_scale=tau_scale, dy=self._slot("g", g, "grad"), dx=self._slot("g'", out, "grad"),
+                   seed=self._slot("seed", seed, "bits"))
+        return out
+
     # ------------------------------------------------------------------ helpers
     def name_of(self, a) -> str:
         return self._by_pointer[_pointer(np.asarray(a))]
@@ -301,7 +322,16 @@ class ReplayOps:
     def sgd_update(self, *args, **kw):
         return self._replay("sgd_update", args)
 
+    def prune_grad(self, *args, **kw):
+        return self._replay("prune_grad", args)
+
 
 def counters(record: dict) -> Dict[str, int]:
-    """The numeric counters of a stats record (``opcode`` and ``error`` are not counters)."""
-    return {k: int(v) for k, v in record.items() if k not in ("opcode", "error")}
+    """The numeric counters of a stats record (``opcode`` and ``error`` are not counters).
+
+    ``tau`` (a float) is kept only for a PRUNE_GRAD record, the one op that sets it.
+    """
+    out = {k: int(v) for k, v in record.items() if k not in ("opcode", "error", "tau")}
+    if record.get("opcode") == OPCODES["PRUNE_GRAD"]:
+        out["tau"] = float(record["tau"])
+    return out

@@ -39,10 +39,15 @@ TIMING_STAGES = ("pack", "flush", "run", "invalidate", "unpack")
 
 @dataclass
 class Batch:
-    """One mini-batch: x (N, C, H, W) float32, y (N,) labels; ``check``: compare this step with the reference."""
+    """One mini-batch: x (N, C, H, W) float32, y (N,) labels; ``check``: compare this step with the reference.
+
+    ``prune_seeds``: uint32 (len(model.layers),), the step's gradient-pruning
+    seeds (``zskip.models.step.prune_seeds``); needed when the backend prunes.
+    """
     x: np.ndarray
     y: np.ndarray
     check: bool = False
+    prune_seeds: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -112,7 +117,8 @@ class DeviceRunner:
 
 
 def sequential_stream(ops, model, params, velocities, batches: Iterable[Batch], lr: float, momentum: float,
-                      weight_decay: float, account: bool = True, precision: str = "float32") -> Iterator[StreamedStep]:
+                      weight_decay: float, account: bool = True, precision: str = "float32",
+                      prune_rate: float = 0.0) -> Iterator[StreamedStep]:
     """One ``step.train_step`` on ``ops`` per batch, in order; compares with the reference when asked."""
     for batch in batches:
         t0 = time.perf_counter()
@@ -120,11 +126,14 @@ def sequential_stream(ops, model, params, velocities, batches: Iterable[Batch], 
         if batch.check:
             capture = CapturingOps(ops)
             result = _step.train_step(capture, model, params, velocities, batch.x, batch.y, lr, momentum,
-                                      weight_decay, account=account)
+                                      weight_decay, account=account, prune_rate=prune_rate,
+                                      prune_seeds=batch.prune_seeds)
             report = check_step(model, params, velocities, batch.x, batch.y, lr, momentum, weight_decay,
-                                capture.outputs, tolerance_for(precision))
+                                capture.outputs, tolerance_for(precision), prune_rate=prune_rate,
+                                prune_seeds=batch.prune_seeds)
         else:
             result = _step.train_step(ops, model, params, velocities, batch.x, batch.y, lr, momentum,
-                                      weight_decay, account=account)
+                                      weight_decay, account=account, prune_rate=prune_rate,
+                                      prune_seeds=batch.prune_seeds)
         params, velocities = result.params, result.velocities
         yield StreamedStep(result, report, {"run": time.perf_counter() - t0})

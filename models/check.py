@@ -124,6 +124,7 @@ def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
         "linear_backward_data": [label(i, "bwd_data") for i in fc_bwd if i != first],
         "softmax_xent": ["loss"],
         "sgd_update": [f"sgd {k}" for k in param_keys],
+        "prune_grad": [label(i, "prune") for i in reversed(params) if i != first],
     }
 
 
@@ -132,7 +133,7 @@ _OUTPUT_NAMES = {
     "conv_forward": ("y", "mask"), "linear_forward": ("y", "mask"), "maxpool_forward": ("y", "argmax", "mask"),
     "conv_backward_data": ("dx",), "linear_backward_data": ("dx",), "maxpool_backward": ("dx",),
     "conv_backward_weight": ("dw", "db"), "linear_backward_weight": ("dw", "db"),
-    "softmax_xent": ("loss", "dlogits"), "sgd_update": ("param", "velocity"),
+    "softmax_xent": ("loss", "dlogits"), "sgd_update": ("param", "velocity"), "prune_grad": ("dy pruned",),
 }
 
 
@@ -251,19 +252,21 @@ class _CheckingOps:
 def check_step(model: Model, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray], x: np.ndarray,
                y: np.ndarray, lr: float, momentum: float, weight_decay: float,
                device_outputs: Sequence[Tuple[str, object]], tolerance: Tolerance = TOLERANCES["float32"],
-               raise_on_failure: bool = True) -> CheckReport:
+               raise_on_failure: bool = True, prune_rate: float = 0.0,
+               prune_seeds: Optional[np.ndarray] = None) -> CheckReport:
     """Compare a backend's step on batch x (N, C, H, W), y (N,) with the reference, op by op.
 
     ``params`` / ``velocities``: the weights before the step (host arrays);
     ``device_outputs``: the backend's ``(op name, return value)`` of every op
     call of that step, in order (:class:`CapturingOps` collects them on any
-    Ops). Raises :class:`CheckFailed` when a tensor's relative error exceeds
+    Ops); ``prune_rate`` / ``prune_seeds`` as given to that step. Raises :class:`CheckFailed` when a tensor's relative error exceeds
     ``tolerance.rtol`` (unless ``raise_on_failure`` is False).
     """
     checking = _CheckingOps(op_labels(model, list(params)), device_outputs, tolerance)
     params = {k: np.array(v, dtype=np.float32) for k, v in params.items()}
     velocities = {k: np.array(v, dtype=np.float32) for k, v in velocities.items()}
-    _step.train_step(checking, model, params, velocities, x, y, lr, momentum, weight_decay, account=False)
+    _step.train_step(checking, model, params, velocities, x, y, lr, momentum, weight_decay, account=False,
+                     prune_rate=prune_rate, prune_seeds=prune_seeds)
     if checking._next != len(checking._device):
         raise RuntimeError(f"check: the backend made {len(checking._device)} op calls, the reference step "
                            f"{checking._next}")

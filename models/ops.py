@@ -59,6 +59,14 @@ class Ops(Protocol):
     def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float) -> Tuple[np.ndarray, np.ndarray]:
         """(param', velocity'), PyTorch's rule (see reference.sgd_update)."""
 
+    def prune_grad(self, g, rate: float, seed) -> np.ndarray:
+        """g' (shape of g): stochastic pruning at target ``rate`` in [0, 1), tau derived from g.
+
+        ``reference.prune_gradients(g, reference.prune_threshold(g, rate), seed)``;
+        ``seed`` is an integer or a one-word uint32 array (the word a device
+        program reads, so the host can change it per mini-batch).
+        """
+
 
 _NO_STATS = {"cycles": 0, "macs_executed": 0, "macs_dense": 0}
 
@@ -106,3 +114,14 @@ class ReferenceOps:
 
     def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay):
         return R.sgd_update(param, grad, velocity, lr, momentum, weight_decay)
+
+    def prune_grad(self, g, rate, seed):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate: must be in [0, 1), got {rate!r}")
+        seed = int(np.asarray(seed).reshape(-1)[0])
+        self.last_stats = dict(_NO_STATS)
+        if rate == 0.0:
+            return np.array(g, dtype=np.float32)
+        tau = R.prune_threshold(g, rate)
+        self.last_stats["tau"] = float(tau)
+        return R.prune_gradients(g, tau, seed)

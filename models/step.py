@@ -13,6 +13,17 @@ reference and the accelerators); between ops only reshapes happen
 - no backward-data is run for a layer with no parameters before it (the
   gradient with respect to the image is never needed).
 
+With ``prune_rate`` > 0, each layer's dy (the gradient of its pre-activation
+output, before its backward-weight and backward-data) is stochastically
+pruned (``ops.prune_grad``, SparseTrain) with that layer's word of
+``prune_seeds`` (:func:`prune_seeds`: a function of the run's seed, the step
+and the layer index), and the backward kernels skip the zeros it creates. The first layer with
+parameters is not pruned: its dy feeds only its weight gradient, whose
+kernel is bound by the scan of the input image rather than by dy's nonzeros
+(LeNet-5, batch 64: 59.0k cycles at 88 % and at 94 % zeros of dy), while
+pruning costs two passes over that gradient, the network's largest (110k
+cycles).
+
 Statistics (fractions of zeros, the reference MAC accounting, the ops'
 ``last_stats``) are read from the tensors after the fact and never feed back
 into the arithmetic.
@@ -27,7 +38,7 @@ import numpy as np
 from . import reference as R
 from .networks import Conv, Flatten, Linear, MaxPool, Model, param_key
 
-__all__ = ["StepResult", "train_step", "predict", "forward"]
+__all__ = ["StepResult", "train_step", "predict", "forward", "prune_seeds"]
 
 
 @dataclass
@@ -40,7 +51,9 @@ class StepResult:
     ``layers``: per layer with parameters, a dict with ``index``, ``kind``,
     ``input_sparsity`` (fraction of zeros of its input activation),
     ``grad_sparsity`` (fraction of zeros of dy, the gradient of its
-    pre-activation output), ``macs`` (reference accounting per pass:
+    pre-activation output, before pruning), ``pruned_grad_sparsity`` and
+    ``prune`` (the prune op's ``last_stats``, with ``tau`` on backends that
+    report it) when pruning is on, ``macs`` (reference accounting per pass:
     ``{"fwd"|"bwd_data"|"bwd_weight": {"macs_dense", "macs_nonzero"}}``;
     ``bwd_data`` absent when the pass is not run) and ``kernel`` (the ops'
     ``last_stats`` per pass).
@@ -59,6 +72,28 @@ class _Record:
     in_mask: Optional[np.ndarray]       # ReLU mask of the input, None if no ReLU before
     argmax: Optional[np.ndarray] = None
     fwd_stats: Optional[dict] = None
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint32(16))
+        h = h * np.uint32(0x85EBCA6B)
+        h = h ^ (h >> np.uint32(13))
+        h = h * np.uint32(0xC2B2AE35)
+        return h ^ (h >> np.uint32(16))
+
+
+def prune_seeds(seed: int, step: int, n_layers: int) -> np.ndarray:
+    """(n_layers,) uint32: the pruning seed of each layer index at training ``step`` of a run seeded ``seed``.
+
+    murmur3's finaliser mixes (seed, step, layer), so every layer and every
+    step draws different random numbers and a resumed run draws the same ones.
+    """
+    for name, value in (("seed", seed), ("step", step), ("n_layers", n_layers)):
+        if not isinstance(value, (int, np.integer)) or not 0 <= int(value) < 2 ** 32:
+            raise ValueError(f"{name}: must be an integer in [0, {2 ** 32 - 1}], got {value!r}")
+    per_step = _fmix32(np.uint32(seed) ^ _fmix32(np.uint32(step)))
+    return _fmix32(per_step ^ _fmix32(np.arange(1, int(n_layers) + 1, dtype=np.uint32))).astype(np.uint32)
 
 
 def _zero_fraction(a: np.ndarray) -> float:
@@ -102,16 +137,24 @@ def predict(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray) -> 
 
 def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray],
                x: np.ndarray, y: np.ndarray, lr: float, momentum: float, weight_decay: float,
-               account: bool = True) -> StepResult:
+               account: bool = True, prune_rate: float = 0.0,
+               prune_seeds: Optional[np.ndarray] = None) -> StepResult:
     """Forward, softmax cross-entropy, backward and SGD on one batch.
 
     x (N, C, H, W) float32, y (N,) integer labels. ``account=False`` skips the
     reference MAC accounting (the costliest statistic) and leaves ``macs``
-    empty; the arithmetic is the same either way.
+    empty; the arithmetic is the same either way. ``prune_rate`` in [0, 1):
+    target pruning rate of each layer's dy (0: off); ``prune_seeds``: uint32
+    (len(model.layers),), one seed word per layer index (:func:`prune_seeds`).
     """
     for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+    if not 0.0 <= prune_rate < 1.0:
+        raise ValueError(f"prune_rate: must be in [0, 1), got {prune_rate!r}")
+    if prune_rate and (prune_seeds is None or np.shape(prune_seeds) != (len(model.layers),)):
+        raise ValueError(f"prune_seeds: pruning needs one uint32 seed per layer, shape ({len(model.layers)},), "
+                         f"got {None if prune_seeds is None else np.shape(prune_seeds)}")
     logits, records = forward(ops, model, params, x)
     loss, grad = ops.softmax_xent(logits, y)
     first_param = min(i for i, l in enumerate(model.layers) if isinstance(l, (Conv, Linear)))
@@ -130,6 +173,11 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
         kernel = {"fwd": rec.fwd_stats}
         info = {"index": i, "kind": layer.kind,
                 "input_sparsity": _zero_fraction(rec.x), "grad_sparsity": _zero_fraction(grad)}
+        if prune_rate and i > first_param:
+            # a one-word view: on a device program the seed is a word of memory the host rewrites per batch
+            grad = ops.prune_grad(grad, prune_rate, prune_seeds[i:i + 1])
+            info["prune"] = dict(ops.last_stats)
+            info["pruned_grad_sparsity"] = _zero_fraction(grad)
         if account:
             if isinstance(layer, Conv):
                 macs = R.conv_macs(rec.x, grad, w.shape, layer.stride, layer.pad, out_mask=rec.in_mask)

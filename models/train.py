@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -31,12 +32,13 @@ from tqdm import tqdm
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .datasets import Dataset
 from .networks import Model
+from .step import prune_seeds
 from ..host.streaming import Batch
 
 __all__ = ["train", "evaluate", "epoch_permutation", "TrainResult"]
 
 # Settings that decide the trajectory: a resumed run must use the same ones.
-_TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train")
+_TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train", "prune_rate")
 
 
 @dataclass
@@ -77,6 +79,13 @@ def _accumulate(totals: dict, result, y: np.ndarray) -> None:
             "macs": {}, "kernel": {}})
         acc["input_zero_sum"] += info["input_sparsity"]
         acc["grad_zero_sum"] += info["grad_sparsity"]
+        if "pruned_grad_sparsity" in info:
+            acc["pruned_grad_zero_sum"] = acc.get("pruned_grad_zero_sum", 0.0) + info["pruned_grad_sparsity"]
+            acc["tau_sum"] = acc.get("tau_sum", 0.0) + float(info["prune"].get("tau", 0.0))
+            into = acc["kernel"].setdefault("prune", {})
+            for name, value in info["prune"].items():
+                if name != "tau":
+                    into[name] = into.get(name, 0) + int(value)
         acc["steps"] += 1
         for group in ("macs", "kernel"):
             for pass_name, counters in (info.get(group) or {}).items():
@@ -100,10 +109,24 @@ def _layer_report(index: str, acc: dict) -> dict:
     for pass_name, c in acc["macs"].items():
         nonzero = c["macs_nonzero"]
         macs[pass_name] = dict(c, ideal_speedup=(c["macs_dense"] / nonzero) if nonzero else None)
-    return {"index": int(index), "kind": acc["kind"],
-            "input_sparsity": acc["input_zero_sum"] / acc["steps"],
-            "grad_sparsity": acc["grad_zero_sum"] / acc["steps"],
-            "macs": macs, "kernel": acc["kernel"]}
+    out = {"index": int(index), "kind": acc["kind"],
+           "input_sparsity": acc["input_zero_sum"] / acc["steps"],
+           "grad_sparsity": acc["grad_zero_sum"] / acc["steps"],
+           "macs": macs, "kernel": acc["kernel"],
+           "saturations": sum(int(c.get("saturations", 0)) for c in acc["kernel"].values())}
+    if "pruned_grad_zero_sum" in acc:
+        out["pruned_grad_sparsity"] = acc["pruned_grad_zero_sum"] / acc["steps"]
+        out["prune_tau"] = acc["tau_sum"] / acc["steps"]
+    return out
+
+
+def _warn_saturations(epoch_report: dict, max_saturations: int) -> None:
+    """Warn, naming the layer, where an epoch's fixed-point saturations exceed ``max_saturations``."""
+    for layer in epoch_report["layers"]:
+        if layer["saturations"] > max_saturations:
+            warnings.warn(f"layer {layer['index']} ({layer['kind']}): {layer['saturations']} saturated fixed-point "
+                          f"conversions in epoch {epoch_report['epoch']} (more than {max_saturations}); widen its "
+                          f"integer bits (--precision)", RuntimeWarning, stacklevel=3)
 
 
 def _check_compatible(model: Model, dataset: Dataset) -> None:
@@ -125,7 +148,8 @@ def _check_resume(path, saved: dict, config: dict) -> None:
 def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 0.02,
           momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False, max_steps: Optional[int] = None,
-          quiet: bool = False, extra_config: Optional[dict] = None, check_every: int = 0) -> TrainResult:
+          quiet: bool = False, extra_config: Optional[dict] = None, check_every: int = 0,
+          max_saturations: int = 1000) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``backend`` for ``epochs`` epochs.
 
     checkpoint: path of the .npz checkpoint, written at the end of every epoch
@@ -142,11 +166,17 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     with ``ideal_speedup`` = dense / nonzero) and the kernels' counters;
     ``check`` (``batches_checked``, ``max_rel_error``, ``max_abs_error``,
     ``worst``: the tensor with the largest relative error) and ``timings``
-    (mean seconds per step of each stage, this call's steps).
+    (mean seconds per step of each stage, this call's steps). Per layer also
+    ``saturations`` (fixed-point conversions of its descriptors that met their
+    type's range limit, summed over its passes; a RuntimeWarning names every
+    layer above ``max_saturations`` in an epoch) and, when the backend prunes
+    gradients (its ``prune_rate``), ``pruned_grad_sparsity`` and the mean
+    ``prune_tau``. Each batch carries its pruning seeds, a function of
+    (seed, global step, layer), so a resumed run prunes identically.
     """
     for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                                  ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0),
-                                 ("check_every", check_every, 0)):
+                                 ("check_every", check_every, 0), ("max_saturations", max_saturations, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
     if max_steps is not None and max_steps < 1:
@@ -158,7 +188,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     config = {"model": model.name, "data": dataset.name, "backend": getattr(backend, "name", type(backend).__name__),
               "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "momentum": float(momentum),
               "weight_decay": float(weight_decay), "seed": int(seed), "n_train": n_train,
-              "n_test": len(dataset.x_test)}
+              "n_test": len(dataset.x_test), "prune_rate": float(getattr(backend, "prune_rate", 0.0))}
     config.update(extra_config or {})
 
     params, velocities = model.init_params(seed), model.zero_velocities()
@@ -199,8 +229,10 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
         def batches(first_step: int, epoch: int = epoch, perm: np.ndarray = perm):
             for s in range(first_step, steps_per_epoch):
                 idx = perm[s * batch_size:(s + 1) * batch_size]
-                checked = bool(check_every) and (epoch * steps_per_epoch + s) % check_every == 0
-                yield Batch(dataset.x_train[idx], dataset.y_train[idx], check=checked)
+                global_step = epoch * steps_per_epoch + s
+                checked = bool(check_every) and global_step % check_every == 0
+                yield Batch(dataset.x_train[idx], dataset.y_train[idx], check=checked,
+                            prune_seeds=prune_seeds(seed, global_step, len(model.layers)))
 
         stream = backend.stream(model, params, velocities, batches(step), lr=lr, momentum=momentum,
                                 weight_decay=weight_decay)
@@ -242,6 +274,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
             "seconds": totals["seconds"],
             "layers": [_layer_report(k, v) for k, v in sorted(totals["layers"].items(), key=lambda kv: int(kv[0]))],
         })
+        _warn_saturations(history[-1], max_saturations)
         if not quiet:
             h = history[-1]
             print(f"epoch {h['epoch']}/{epochs}: train_loss {h['train_loss']:.4f} train_acc {h['train_acc']:.4f} "

@@ -22,6 +22,7 @@ enum zskip_opcode {
     OP_FC_BWD_WEIGHT = 8,
     OP_SGD_UPDATE = 9,
     OP_SOFTMAX_XENT = 10,
+    OP_PRUNE_GRAD = 11,
 };
 
 enum zskip_flag {
@@ -60,6 +61,9 @@ enum zskip_field {
     D_LR_F32 = 26,
     D_MOMENTUM_F32 = 27,
     D_WEIGHT_DECAY_F32 = 28,
+    D_TAU_F32 = 29,
+    D_TAU_SCALE_F32 = 30,
+    D_SEED = 31,
     D_WORDS = 32,
 };
 // Meaning of the fields per opcode (arena in brackets):
@@ -77,12 +81,21 @@ enum zskip_field {
 //   MASK_IN [bits] ReLU mask of the op's input, read with HAS_OUT_MASK
 //   ARGMAX [bits] one uint32 flat index h * W + w per pooled output
 //   LABELS [bits] one uint32 class index per sample
+//   prune: DX [grad] = DY [grad] pruned, COUNT elements (DX = DY prunes in
+//   place); TAU_F32 the threshold,
+//   used when TAU_SCALE_F32 is 0; TAU_SCALE_F32 > 0 derives tau on chip as
+//   mean |g| of the nonzeros * TAU_SCALE_F32 (hls/prune_grad/prune_grad.h);
+//   SEED [bits] offset of the one-word random seed, a word of the bits arena
+//   (not of the descriptor) so that the host changes it per mini-batch
+//   without rewriting the program.
 // Bit tensors: bit i of word j is element 32 * j + i in row-major order; a
 // bit tensor starts at a word boundary and owns its last word.
 
 // Per-descriptor record written to the stats arena (S_WORDS words at
 // d * S_WORDS). Fields ending in _LO are the low word of a uint64 whose high
-// word follows (_HI).
+// word follows (_HI). S_SATURATIONS counts the fixed-point conversions of the
+// descriptor that met the range limit of their type (hls/common/types.h);
+// S_TAU_F32 is the threshold a PRUNE_GRAD applied.
 enum zskip_stat {
     S_ERROR = 0,
     S_OPCODE = 1,
@@ -104,6 +117,9 @@ enum zskip_stat {
     S_WB_ITERS_HI = 17,
     S_MAC_STALLS_LO = 18,
     S_MAC_STALLS_HI = 19,
+    S_SATURATIONS_LO = 20,
+    S_SATURATIONS_HI = 21,
+    S_TAU_F32 = 22,
     S_WORDS = 32,
 };
 

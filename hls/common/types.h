@@ -1,6 +1,9 @@
 // Numeric types of the accelerator, chosen in this one place by macros:
 //   ZSKIP_ACT_T  activations, ZSKIP_WGT_T weights and optimiser state,
-//   ZSKIP_GRAD_T gradients,   ZSKIP_ACC_T MAC accumulators (wider).
+//   ZSKIP_GRAD_T gradients,   ZSKIP_ACC_T MAC accumulators (wider),
+//   ZSKIP_OPT_T  optimiser state: momentum and the master copy of the
+//                weights that sgd_update keeps in the wgt arena (the MAC
+//                kernels narrow it to wgt_t when they load it).
 // Default float; e.g. -DZSKIP_ACT_T="ap_fixed<16,6,AP_RND,AP_SAT>".
 //
 // Device memory holds float32 for every tensor class: kernels quantise to
@@ -12,6 +15,7 @@
 #define ZSKIP_TYPES_H
 
 #include <ap_fixed.h>
+#include <stdint.h>
 
 #ifndef ZSKIP_ACT_T
 #define ZSKIP_ACT_T float
@@ -25,6 +29,9 @@
 #ifndef ZSKIP_ACC_T
 #define ZSKIP_ACC_T float
 #endif
+#ifndef ZSKIP_OPT_T
+#define ZSKIP_OPT_T float
+#endif
 
 namespace zskip {
 
@@ -32,13 +39,43 @@ typedef ZSKIP_ACT_T act_t;
 typedef ZSKIP_WGT_T wgt_t;
 typedef ZSKIP_GRAD_T grad_t;
 typedef ZSKIP_ACC_T acc_t;
+typedef ZSKIP_OPT_T opt_t;
 
 // float32 interchange: works for float and for ap_fixed (operator float).
 template <class T>
 inline float to_f32(const T &v) { return (float)v; }
 
+// Saturation counter of the running descriptor (zskip_top clears it before
+// and stores it after each one, S_SATURATIONS). Counting never changes a
+// value; on the board it is one comparator and a counter per load port.
+inline uint64_t &saturation_count() {
+    static uint64_t count = 0;
+    return count;
+}
+
+constexpr double pow2(int e) { return e >= 0 ? (e == 0 ? 1.0 : 2.0 * pow2(e - 1)) : 0.5 * pow2(e + 1); }
+
+// Whether v meets the range limit of T. A value *at* the limit counts too: the
+// kernels store results already narrowed (a saturated result is exactly the
+// limit), so it is seen when the next descriptor loads it.
 template <class T>
-inline T from_f32(float v) { return T(v); }
+struct range_limit {
+    static bool reached(float) { return false; }
+};
+template <int W, int I, ap_q_mode Q, ap_o_mode O, int N>
+struct range_limit<ap_fixed<W, I, Q, O, N> > {
+    static bool reached(float v) {
+        const double hi = pow2(I - 1) - pow2(I - W);
+        const double lo = -pow2(I - 1);
+        return v >= hi || v <= lo;
+    }
+};
+
+template <class T>
+inline T from_f32(float v) {
+    if (range_limit<T>::reached(v)) saturation_count()++;
+    return T(v);
+}
 
 // The type to narrow a wide value to when the value is known to be exactly
 // representable in T: T itself, without rounding or saturation logic (for

@@ -94,8 +94,9 @@ PRUNE_STATS:
     return mean * tau_scale;
 }
 
-// Pass 2: prune g in place with threshold tau.
-inline void prune_apply(float *g, uint32_t count, float tau, uint32_t seed, kernel_counters &cnt) {
+// Pass 2: dst = src pruned with threshold tau (dst may equal src: in place).
+inline void prune_apply(const float *src, float *dst, uint32_t count, float tau, uint32_t seed,
+                        kernel_counters &cnt) {
     const uint32_t blocks = (count + PRUNE_BLOCK - 1) / PRUNE_BLOCK;
     const float unit = 1.0f / 16777216.0f;  // 2^-24: 24 random bits -> [0, 1)
     uint64_t iters = 0;
@@ -120,12 +121,14 @@ PRUNE_GROUPS:
                 state[l] = xorshift32(state[l]);
                 const uint32_t i = (b0 + l) * PRUNE_BLOCK + t;
                 if (b0 + l < blocks && i < count) {
-                    const float v = g[i];
+                    const float v = src[i];
                     const float a = prune_abs(v);
+                    float out = v;
                     if (a < tau) {
                         const float u = (float)(state[l] >> 8) * unit;
-                        g[i] = (u * tau < a) ? (v < 0 ? -tau : tau) : 0.0f;
+                        out = (u * tau < a) ? (v < 0 ? -tau : tau) : 0.0f;
                     }
+                    dst[i] = out;
                 }
             }
             iters++;
@@ -135,13 +138,20 @@ PRUNE_GROUPS:
     cnt.cycles += iters + PRUNE_DEPTH;
 }
 
-// tau_scale > 0: derive tau from the gradient (tau argument ignored);
-// otherwise use tau as given. Returns the tau that was applied.
+// tau_scale > 0: derive tau from src (tau argument ignored); otherwise use
+// tau as given. dst = pruned src (a copy when tau is 0). Returns the tau that
+// was applied.
+inline float prune_grad(const float *src, float *dst, uint32_t count, float tau, float tau_scale, uint32_t seed,
+                        kernel_counters &cnt) {
+    if (tau_scale > 0.0f) tau = prune_threshold(src, count, tau_scale, cnt);
+    if (tau > 0.0f || src != dst) prune_apply(src, dst, count, tau, seed, cnt);
+    return tau;
+}
+
+// In place on g.
 inline float prune_grad(float *g, uint32_t count, float tau, float tau_scale, uint32_t seed,
                         kernel_counters &cnt) {
-    if (tau_scale > 0.0f) tau = prune_threshold(g, count, tau_scale, cnt);
-    if (tau > 0.0f) prune_apply(g, count, tau, seed, cnt);
-    return tau;
+    return prune_grad(g, g, count, tau, tau_scale, seed, cnt);
 }
 
 }  // namespace zskip

@@ -16,8 +16,12 @@ namespace zskip {
 // param [count], velocity [count] (wgt arena, updated in place), grad [count].
 // No on-chip arrays (so no sgd_update_onchip struct): the update streams
 // element by element.
-// The update arithmetic runs in float32 (the optimiser unit) and the results
-// are quantised to wgt_t when stored.
+// The update arithmetic runs in float32 (the optimiser unit); the velocity and
+// the parameter are stored as opt_t, the optimiser-state class: with a wider
+// opt_t than wgt_t, the parameter here is the master copy of mixed-precision
+// training (Micikevicius et al., ICLR 2018), so updates smaller than one
+// wgt_t step accumulate instead of rounding away; the MAC kernels narrow it to
+// wgt_t on every load.
 inline unsigned sgd_update(unsigned count, float lr, float momentum, float weight_decay, float *param,
                            float *velocity, const float *grad, kernel_counters &cnt) {
     static const unsigned ELEMENTS = TRIP_ELEMENTS;
@@ -27,13 +31,13 @@ UPDATE:
 #pragma HLS LOOP_TRIPCOUNT max=ELEMENTS
 // one parameter per cycle: three reads and two writes on separate bundles
 #pragma HLS PIPELINE II=1
-        float p = to_f32(from_f32<wgt_t>(param[i]));
+        float p = to_f32(from_f32<opt_t>(param[i]));
         float g = to_f32(from_f32<grad_t>(grad[i]));
-        float v = to_f32(from_f32<wgt_t>(velocity[i]));
+        float v = to_f32(from_f32<opt_t>(velocity[i]));
         float nv = momentum * v + (g + weight_decay * p);
-        wgt_t v_q = from_f32<wgt_t>(nv);
+        opt_t v_q = from_f32<opt_t>(nv);
         velocity[i] = to_f32(v_q);
-        param[i] = to_f32(from_f32<wgt_t>(p - lr * nv));
+        param[i] = to_f32(from_f32<opt_t>(p - lr * nv));
     }
     cnt.load_iters += count;
     cnt.wb_iters += count;

@@ -17,6 +17,7 @@
 #include "../conv_fwd/conv_fwd.h"
 #include "../fc/fc.h"
 #include "../maxpool/maxpool.h"
+#include "../prune_grad/prune_grad.h"
 #include "../sgd_update/sgd_update.h"
 #include "../softmax_xent/softmax_xent.h"
 
@@ -29,6 +30,15 @@ static float f32_from_bits(uint32_t word) {
     } cvt;
     cvt.u = word;
     return cvt.f;
+}
+
+static uint32_t bits_from_f32(float value) {
+    union {
+        uint32_t u;
+        float f;
+    } cvt;
+    cvt.f = value;
+    return cvt.u;
 }
 
 static pool_shape read_pool_shape(const uint32_t *d) {
@@ -56,9 +66,10 @@ struct ip_memory {
     maxpool_onchip<pool_config> *pool;
 };
 
-// Runs one descriptor; returns its ERR_* code.
+// Runs one descriptor; returns its ERR_* code. tau: the threshold a
+// PRUNE_GRAD applied (0 for every other opcode).
 static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float *grad, uint32_t *bits,
-                               const ip_memory &mem, kernel_counters &cnt) {
+                               const ip_memory &mem, kernel_counters &cnt, float &tau) {
     const uint32_t flags = d[D_FLAGS];
     const bool skip = flags & FLAG_SKIP_ZEROS;
     const bool relu = flags & FLAG_RELU;
@@ -98,6 +109,11 @@ static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float 
     case OP_SOFTMAX_XENT:
         return softmax_xent<softmax_config>(d[D_N], d[D_C], act + d[D_X], bits + d[D_LABELS], grad + d[D_DX],
                                             grad + d[D_LOSS], cnt);
+    case OP_PRUNE_GRAD:
+        if (d[D_COUNT] < 1) return ERR_COUNT;
+        tau = prune_grad(grad + d[D_DY], grad + d[D_DX], d[D_COUNT], f32_from_bits(d[D_TAU_F32]),
+                         f32_from_bits(d[D_TAU_SCALE_F32]), bits[d[D_SEED]], cnt);
+        return ERR_NONE;
     default:
         return ERR_OPCODE;
     }
@@ -148,7 +164,9 @@ DESC:
         }
         kernel_counters cnt;
         clear(cnt);
-        const unsigned err = run_descriptor(d, act, wgt, grad, bits, mem, cnt);
+        saturation_count() = 0;
+        float tau = 0.0f;
+        const unsigned err = run_descriptor(d, act, wgt, grad, bits, mem, cnt, tau);
         cnt.cycles += DESC_OVERHEAD;
         total += cnt.cycles;
         uint32_t *rec = stats + (uint64_t)i * S_WORDS;
@@ -163,6 +181,8 @@ DESC:
         put64(rec, S_MAC_ITERS_LO, cnt.mac_iters);
         put64(rec, S_WB_ITERS_LO, cnt.wb_iters);
         put64(rec, S_MAC_STALLS_LO, cnt.mac_stalls);
+        put64(rec, S_SATURATIONS_LO, saturation_count());
+        rec[S_TAU_F32] = bits_from_f32(tau);
         if (err) break;
     }
     *cycles = total;

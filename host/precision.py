@@ -1,0 +1,107 @@
+"""Precision specs: the numeric type of each tensor class of the accelerator.
+
+A spec names a type per class (the macros of ``hls/common/types.h``):
+
+- ``act`` activations, ``wgt`` weights as the MAC kernels read them,
+  ``grad`` gradients, ``acc`` MAC accumulators, ``opt`` optimiser state
+  (momentum and the master copy of the weights that ``sgd_update`` keeps);
+- each is ``float32`` or ``ap_fixed<W,I>`` / ``ap_fixed<W,I,Q,O>`` with a
+  quantisation mode Q (default ``AP_RND``) and an overflow mode O (default
+  ``AP_SAT``) of the ap_types library.
+
+Accepted forms: ``float32``; a shorthand ``fixed16`` / ``fixed12`` /
+``fixed8`` (:data:`SHORTHANDS`); a single ``ap_fixed<W,I>`` for act, wgt and
+grad with acc ``ap_fixed<2W,2I>`` and opt float32; or ``class=type`` pairs
+separated by commas (unnamed classes are float32), e.g.
+``act=ap_fixed<16,6>,wgt=ap_fixed<16,4>,grad=ap_fixed<16,2>,acc=ap_fixed<32,12>,opt=float32``.
+
+Why the classes differ (the gradient scaling rule): each class has its own
+binary point, chosen from the range of its values in LeNet-5 / MNIST training.
+Activations reach tens (inputs are normalised images, ReLU outputs grow layer
+by layer); weights stay within a few units; gradients of the mean loss are
+below 1/batch at the logits and smaller further down, so ``grad`` spends its
+bits on fraction (I = 1 or 2). That is a static per-class power-of-two scale;
+the kernels' arithmetic is unchanged. The optimiser state stays float32 by
+default: with a 16-bit ``wgt`` an SGD step below one wgt ulp (2^-12 for
+``ap_fixed<16,4>``) would round to zero, so ``sgd_update`` keeps a float32
+master copy and the MAC kernels narrow it on load (mixed-precision training,
+Micikevicius et al., ICLR 2018).
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict
+
+__all__ = ["CLASSES", "SHORTHANDS", "parse_precision", "precision_types", "is_float32"]
+
+#: tensor class -> the type macro of hls/common/types.h
+CLASSES = {"act": "ZSKIP_ACT_T", "wgt": "ZSKIP_WGT_T", "grad": "ZSKIP_GRAD_T", "acc": "ZSKIP_ACC_T",
+           "opt": "ZSKIP_OPT_T"}
+QUANT_MODES = ("AP_RND", "AP_RND_ZERO", "AP_RND_MIN_INF", "AP_RND_INF", "AP_RND_CONV", "AP_TRN", "AP_TRN_ZERO")
+OVERFLOW_MODES = ("AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM", "AP_WRAP", "AP_WRAP_SM")
+
+#: shorthand -> full spec
+SHORTHANDS = {
+    "fixed16": "act=ap_fixed<16,6>,wgt=ap_fixed<16,4>,grad=ap_fixed<16,2>,acc=ap_fixed<32,12>,opt=float32",
+    "fixed12": "act=ap_fixed<12,5>,wgt=ap_fixed<12,3>,grad=ap_fixed<12,1>,acc=ap_fixed<32,12>,opt=float32",
+    "fixed8": "act=ap_fixed<8,4>,wgt=ap_fixed<8,2>,grad=ap_fixed<8,1>,acc=ap_fixed<24,10>,opt=float32",
+}
+
+_FIXED = re.compile(r"^ap_fixed<(\d+),(-?\d+)(?:,(\w+),(\w+))?>$")
+
+
+def _parse_type(cls: str, text: str) -> str:
+    """The C++ type for class ``cls`` ("" for the single-type form); ValueError naming it and the allowed values."""
+    who = f"precision: {cls}" if cls else "precision"
+    max_w = 64 if cls == "acc" else 32
+    t = text.replace(" ", "")
+    if t == "float32":
+        return "float"
+    m = _FIXED.match(t)
+    if not m:
+        extra = "" if cls else f", a shorthand ({', '.join(SHORTHANDS)}) or class=type pairs ({', '.join(CLASSES)})"
+        raise ValueError(f"{who} must be 'float32' or 'ap_fixed<W,I>' / 'ap_fixed<W,I,Q,O>'{extra}, got {text!r}")
+    w, i = int(m.group(1)), int(m.group(2))
+    if not (2 <= w <= max_w and 1 <= i <= w):
+        raise ValueError(f"{who}: ap_fixed<W,I> needs 2 <= W <= {max_w} and 1 <= I <= W, got {text!r}")
+    q, o = m.group(3) or "AP_RND", m.group(4) or "AP_SAT"
+    if q not in QUANT_MODES:
+        raise ValueError(f"{who}: quantisation mode must be one of {', '.join(QUANT_MODES)}, got {q!r}")
+    if o not in OVERFLOW_MODES:
+        raise ValueError(f"{who}: overflow mode must be one of {', '.join(OVERFLOW_MODES)}, got {o!r}")
+    return f"ap_fixed<{w},{i},{q},{o}>"
+
+
+def parse_precision(spec: str) -> Dict[str, str]:
+    """``{class: C++ type}`` for every class of :data:`CLASSES` (see the module docstring)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"precision: expected a spec string such as 'float32', 'fixed16' or "
+                         f"'act=ap_fixed<16,6>,...', got {spec!r}")
+    text = SHORTHANDS.get(spec.strip(), spec.strip())
+    out = {c: "float" for c in CLASSES}
+    if "=" not in text:
+        t = _parse_type("", text)
+        if t == "float":
+            return out
+        w, i, q, o = _FIXED.match(t).groups()
+        wide = f"ap_fixed<{min(64, 2 * int(w))},{min(64, 2 * int(i))},{q},{o}>"
+        return {"act": t, "wgt": t, "grad": t, "acc": wide, "opt": "float"}
+    # split on the commas between pairs, not those inside ap_fixed<...>
+    for pair in re.split(r",(?=\s*\w+\s*=)", text):
+        if "=" not in pair:
+            raise ValueError(f"precision: expected class=type pairs separated by commas, got {pair!r} in {spec!r}")
+        cls, value = (p.strip() for p in pair.split("=", 1))
+        if cls not in CLASSES:
+            raise ValueError(f"precision: unknown tensor class {cls!r}; allowed: {', '.join(CLASSES)}")
+        out[cls] = _parse_type(cls, value)
+    return out
+
+
+def precision_types(spec: str) -> Dict[str, str]:
+    """The type macros (``ZSKIP_*_T`` -> type) to compile the kernels for ``spec``; float32 classes omitted."""
+    return {CLASSES[c]: t for c, t in parse_precision(spec).items() if t != "float"}
+
+
+def is_float32(spec: str) -> bool:
+    """Whether every class of ``spec`` is float32."""
+    return not precision_types(spec)
