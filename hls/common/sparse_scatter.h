@@ -236,6 +236,111 @@ inline acc_banks no_banks() {
     return b;
 }
 
+#if !defined(__SYNTHESIS__) && !defined(ZSKIP_CSIM_ITEM_LISTS)
+// C simulation of scatter_element without materialising the item list: the
+// same items in the same order (tap by tap, channels ascending), the same
+// adds into the same accumulators, the same counters. Why it may differ in
+// form: within an element the item addresses are pairwise distinct, so
+//   * each tap's run of consecutive channels is one contiguous loop that g++
+//     vectorises (one add per accumulator word, order irrelevant);
+//   * the scoreboard only needs the addresses of the first and last
+//     ACC_LATENCY iterations (see scatter_element), recorded as they pass,
+//     and all stamp reads may precede all stamp writes.
+// Building with -DZSKIP_CSIM_ITEM_LISTS simulates the item-list form
+// instead (tests/test_kernels_counters.py checks both agree bit for bit).
+template <class CFG, class B, class V, unsigned SB>
+__attribute__((optimize("tree-vectorize")))
+uint64_t scatter_element_direct(V v, unsigned u, unsigned vcol, const tap_axis<CFG> &rows,
+                                const tap_axis<CFG> &cols, const scatter_map &m, const uint32_t *sets,
+                                acc_t *acc, const acc_t *bsrc, item_list<CFG> &items, acc_scoreboard<SB> &sb,
+                                acc_banks &banks, kernel_counters &cnt) {
+    typedef typename exact_narrow<B>::type narrow_t;
+    static const unsigned P = CFG::pe_lanes;
+    static const unsigned L = ACC_LATENCY;
+    static const unsigned ITEMS = item_list<CFG>::ITEMS;
+    // channel words at most this wide take the branch-free path
+    static const unsigned SMALL_WORD = 8;
+    const unsigned nr = rows.n[u], nc = cols.n[vcol];
+    // the bank is chosen before the items are known: an element without items
+    // adds nothing, and only an element with items moves to the next bank
+    acc_t *target = banks.base ? banks.base + banks.next * banks.stride : acc;
+    const unsigned sb_off = banks.base ? banks.sb_base + banks.next * banks.stride : 0;
+    unsigned idx = 0;
+    for (unsigned i = 0; i < nr; ++i) {
+        for (unsigned j = 0; j < nc; ++j) {
+            const unsigned p = rows.t[u][i] * m.target_w + cols.t[vcol][j];
+            const unsigned tap = rows.r[u][i] * m.ksize_s + cols.r[vcol][j];
+            const unsigned a = m.a0 + m.a_pos * p + m.a_tap * tap;
+            const unsigned b = m.b0 + m.b_pos * p + m.b_tap * tap;
+            const uint32_t *set = sets + m.set_pos * p;
+            for (unsigned w = 0; w < m.words; ++w) {
+                uint32_t bits = set[w];
+                const unsigned ab = a + w * 32, bb = b + w * 32;
+                if (m.channels - w * 32 <= SMALL_WORD) {
+                    // a word of few channels, branch-free (random bits mispredict):
+                    // a cleared bit adds an exact zero, which leaves the sum unchanged
+                    const unsigned width = m.channels - w * 32;
+                    for (unsigned k = 0; k < width; ++k) {
+                        const bool live = (bits >> k) & 1u;
+                        const acc_t prod = narrow_t(bsrc[bb + k]) * v;
+                        target[ab + k] += live ? prod : acc_t(0);
+                        if (idx < ITEMS) items.a[idx] = ab + k;
+                        idx += live;
+                    }
+                } else if ((bits & (bits + 1u)) == 0) {
+                    const unsigned run = bits == 0xFFFFFFFFu ? 32u : (unsigned)__builtin_ctz(~bits);
+                    acc_t *__restrict ta = target + ab;
+                    const acc_t *__restrict tb = bsrc + bb;
+                    for (unsigned k = 0; k < run; ++k) ta[k] += narrow_t(tb[k]) * v;
+                    uint32_t *__restrict ia = items.a + idx;
+                    for (unsigned k = 0; k < run; ++k) ia[k] = ab + k;
+                    idx += run;
+                } else {
+                    while (bits) {
+                        const unsigned bit = (unsigned)__builtin_ctz(bits);
+                        bits &= bits - 1u;
+                        target[ab + bit] += narrow_t(bsrc[bb + bit]) * v;
+                        items.a[idx++] = ab + bit;
+                    }
+                }
+            }
+        }
+    }
+    const unsigned n_items = idx;
+    const uint64_t enc = ((uint64_t)nr * nc * m.channels + 31) / 32;
+    const unsigned iters = (n_items + P - 1) / P;
+    if (banks.base && n_items) banks.next = banks.next + 1 == L ? 0 : banks.next + 1;
+    const unsigned tail_begin = iters > L ? (iters - L) * P : 0;
+    // issue times: only the first L iterations can wait on an earlier element
+    const uint64_t start = sb.now;
+    uint64_t issue_head[L];
+    uint64_t now = sb.now;
+    const unsigned head_iters = iters < L ? iters : L;
+    for (unsigned it = 0; it < head_iters; ++it) {
+        uint64_t issue = now;
+        const unsigned last = (it + 1) * P < n_items ? (it + 1) * P : n_items;
+        for (unsigned k = it * P; k < last; ++k) {
+            const uint64_t ready = sb.stamp[sb_off + items.a[k]] + L;
+            issue = ready > issue ? ready : issue;
+        }
+        issue_head[it] = issue;
+        now = issue + 1;
+    }
+    now += iters - head_iters;
+    for (unsigned k = tail_begin; k < n_items; ++k) {
+        const unsigned it = k / P;
+        sb.stamp[sb_off + items.a[k]] = it < L ? issue_head[it] : issue_head[L - 1] + (it - (L - 1));
+    }
+    sb.now = now;
+    const uint64_t mac_cycles = now - start;
+    cnt.enc_iters += enc;
+    cnt.mac_iters += iters;
+    cnt.mac_stalls += mac_cycles - iters;
+    cnt.macs_executed += n_items;
+    return max2(enc, mac_cycles);
+}
+#endif
+
 // Encoder + MAC stages for one emitted element of value v at (u, vcol).
 // Returns the element's cycles: the two stages run as a DATAFLOW pair, so
 // max(encoder, MAC iterations + stalls).
@@ -248,6 +353,10 @@ uint64_t scatter_element(V v, unsigned u, unsigned vcol, const tap_axis<CFG> &ro
     static const unsigned KS_MAX = CFG::max_ksize;
     static const unsigned WORDS_MAX = set_words<CFG>::value;
     static const unsigned ITER_MAX = item_list<CFG>::ITEMS / CFG::pe_lanes;
+#if !defined(__SYNTHESIS__) && !defined(ZSKIP_CSIM_ITEM_LISTS)
+    return scatter_element_direct<CFG, B, V, SB>(v, u, vcol, rows, cols, m, sets, acc, bsrc, items, sb, banks,
+                                                 cnt);
+#endif
     unsigned n_items = 0;
     uint64_t candidates = 0;
 ENC_ROW:
