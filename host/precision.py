@@ -94,6 +94,11 @@ def parse_precision(spec: str) -> Dict[str, str]:
         if cls not in CLASSES:
             raise ValueError(f"precision: unknown tensor class {cls!r}; allowed: {', '.join(CLASSES)}")
         out[cls] = _parse_type(cls, value)
+    mac = ("act", "wgt", "grad", "acc")
+    if len({out[c] == "float" for c in mac}) > 1:
+        raise ValueError(f"precision: act, wgt, grad and acc must be all float32 or all ap_fixed (the MAC engines "
+                         f"add products of act/wgt/grad into acc_t; only opt may differ), got "
+                         f"{', '.join(f'{c}={out[c]}' for c in mac)}")
     return out
 
 
