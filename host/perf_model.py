@@ -12,7 +12,8 @@ of the per-element counts:
 - an element costs ``max(ceil(candidates / 32), MAC iterations)``, the
   encoder and MAC stages being a DATAFLOW pair; MAC iterations are
   ``items / lanes`` plus the expected waste of the last, partial iteration;
-- loads, write-backs and double-buffered overlap exactly as in the kernels.
+- loads and write-backs move BEAT_WORDS words per cycle, accumulator clears
+  one word per lane; double-buffered overlap exactly as in the kernels.
 
 Accumulator-hazard stalls are modelled as a floor of ACC_LATENCY cycles
 per element (consecutive elements share accumulators) except where the
@@ -157,7 +158,7 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
     # per-image averages: the kernels sum per-image maxima, the batch is homogeneous enough
     if pass_name == "fwd":
         banked = oplane == 1 and _banked(k, lanes)
-        load = k * c * rs + k + oplane * k
+        load = _beats(k * c * rs) + _beats(k) + math.ceil(oplane * k / lanes)
         compute = fill + _scatter(c, plane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes,
                                   not banked)
         if banked:
@@ -166,7 +167,7 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
         return load + d["LOAD_DEPTH"] + n * per_image + d["WB_DEPTH"]
     if pass_name == "bwd_data":
         compute = fill + _scatter(k, oplane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes, True)
-        load = k * c * rs + plane * c
+        load = _beats(k * c * rs) + math.ceil(plane * c / lanes)
         mask_load = math.ceil(c * plane / 32) if p.has_mask else 0
         per_image = max(mask_load, compute, _beats(c * plane))
         return load + d["LOAD_DEPTH"] + n * per_image + d["WB_DEPTH"]
@@ -174,9 +175,9 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
     compute = fill + _scatter(k, oplane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes, not banked)
     if banked:
         compute += k * _bank_sum(rs * c, lanes)
-    init = k * rs * c + k
+    init = math.ceil(k * rs * c / lanes) + math.ceil(k / lanes)
     per_image = max(_beats(c * plane), compute)
-    return init + d["LOAD_DEPTH"] + n * per_image + (_beats(k * c * rs) + k) + d["WB_DEPTH"]
+    return init + d["LOAD_DEPTH"] + n * per_image + (_beats(k * c * rs) + _beats(k)) + d["WB_DEPTH"]
 
 
 def ideal_cycles(macs_nonzero: int, lanes: int) -> float:

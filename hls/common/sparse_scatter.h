@@ -128,6 +128,14 @@ struct item_list {
     uint32_t b[ITEMS];
 };
 
+// Words of the largest accumulator memory (weights/dw or a feature plane).
+template <class CFG>
+struct scatter_engine_words {
+    static const unsigned W = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
+    static const unsigned X = CFG::max_dim * CFG::max_dim * CFG::max_ch;
+    static const unsigned value = W > X ? W : X;
+};
+
 // Number of 32-bit words of a channel bit set.
 template <class CFG>
 struct set_words {
@@ -560,6 +568,64 @@ SUM_BANKS:
     cnt.mac_stalls += ACC_LATENCY;
     cnt.wb_iters += iters;
     return ACC_LATENCY + iters;
+}
+
+// Weight load: w [K][C][RS] float32 in DDR, BEAT_WORDS per beat, quantised
+// to wgt_t and stored in the engine as [c][t][k] (forward: a tap's output
+// channels are the lanes) or, channels_last, [k][t][c] (backward-data: a
+// tap's input channels are the lanes). Returns the cycles (beats).
+template <class CFG>
+uint64_t load_weights(const float *w, unsigned K, unsigned C, unsigned RS, bool channels_last, acc_t *dst) {
+    static const unsigned BEAT_MAX =
+        (CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize + BEAT_WORDS - 1) / BEAT_WORDS;
+    const unsigned n = K * C * RS;
+    unsigned k = 0, c = 0, t = 0;
+LOAD_W_BEAT:
+    for (unsigned i0 = 0; i0 < n; i0 += BEAT_WORDS) {
+#pragma HLS LOOP_TRIPCOUNT max=BEAT_MAX
+#pragma HLS PIPELINE II=1
+    LOAD_W_WORD:
+        for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+            if (i0 + j < n) {
+                const unsigned at = channels_last ? (k * RS + t) * C + c : (c * RS + t) * K + k;
+                dst[at] = acc_t(from_f32<wgt_t>(w[i0 + j]));
+                if (++t == RS) {
+                    t = 0;
+                    if (++c == C) {
+                        c = 0;
+                        ++k;
+                    }
+                }
+            }
+        }
+    }
+    return beats(n);
+}
+
+// Clears acc[0, n) (and acc2[0, n) when given, a second memory in the same
+// cycles): pe_lanes words per cycle, the accumulator memories having one
+// port per MAC lane. Returns the cycles.
+template <class CFG>
+uint64_t clear_accumulators(acc_t *acc, acc_t *acc2, unsigned n) {
+    static const unsigned P = CFG::pe_lanes;
+    static const unsigned ITER_MAX = (scatter_engine_words<CFG>::value + CFG::pe_lanes - 1) / CFG::pe_lanes;
+    const unsigned iters = (n + P - 1) / P;
+CLEAR_ITER:
+    for (unsigned it = 0; it < iters; ++it) {
+#pragma HLS LOOP_TRIPCOUNT max=ITER_MAX
+#pragma HLS PIPELINE II=1
+    CLEAR_LANE:
+        for (unsigned j = 0; j < P; ++j) {
+#pragma HLS UNROLL
+            const unsigned i = it * P + j;
+            if (i < n) {
+                acc[i] = 0;
+                if (acc2) acc2[i] = 0;
+            }
+        }
+    }
+    return iters;
 }
 
 }  // namespace zskip

@@ -28,8 +28,6 @@ unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, con
                        SB &sb, kernel_counters &cnt) {
     static const unsigned X_MAX = scatter_engine_onchip<CFG>::XSIZE;
     static const unsigned CH_MAX = CFG::max_ch;
-    static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
-    static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned BATCH = TRIP_BATCH;
     static const unsigned X_BEATS_MAX = (X_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
@@ -39,31 +37,9 @@ unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, con
     sb.start_descriptor();
     const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
 
-    unsigned wi = 0;
-LOAD_W_K:
-    for (unsigned k = 0; k < K; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-    LOAD_W_C:
-        for (unsigned c = 0; c < C; ++c) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-        LOAD_W_TAP:
-            for (unsigned t = 0; t < RS; ++t, ++wi) {
-#pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
-// one weight per m_axi beat, stored [k][r][s][c] so a tap's channels are lanes
-#pragma HLS PIPELINE II=1
-                buf.w[(k * RS + t) * C + c] = acc_t(from_f32<wgt_t>(w[wi]));
-            }
-        }
-    }
-CLEAR_ACC:
-    for (unsigned i = 0; i < PLANE * C; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max=X_MAX
-// one accumulator word per cycle, both banks in parallel
-#pragma HLS PIPELINE II=1
-        buf.plane[0][i] = 0;
-        buf.plane[1][i] = 0;
-    }
-    uint64_t load = (uint64_t)K * C * RS + (uint64_t)PLANE * C;
+    // weights stored [k][r][s][c] so a tap's channels are lanes
+    uint64_t load = load_weights<CFG>(w, K, C, RS, true, buf.w);
+    load += clear_accumulators<CFG>(buf.plane[0], buf.plane[1], PLANE * C);
     cnt.load_iters += load;
     uint64_t cycles = load + LOAD_DEPTH;
 

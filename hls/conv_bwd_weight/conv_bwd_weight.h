@@ -24,10 +24,10 @@ template <class CFG, class SB>
 unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, const float *dy,
                          float *dw, float *db, scatter_engine_onchip<CFG> &buf, SB &sb, kernel_counters &cnt) {
     static const unsigned CH_MAX = CFG::max_ch;
-    static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
     static const unsigned W_MAX = scatter_engine_onchip<CFG>::WSIZE;
     static const unsigned BATCH = TRIP_BATCH;
     static const unsigned X_BEATS_MAX = (scatter_engine_onchip<CFG>::XSIZE + BEAT_WORDS - 1) / BEAT_WORDS;
+    static const unsigned B_BEATS_MAX = (CH_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     static const unsigned W_BEATS_MAX = (W_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     const unsigned WORDS = scatter_engine_onchip<CFG>::WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
@@ -35,21 +35,8 @@ unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, 
     sb.start_descriptor();
     const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
 
-CLEAR_DW:
-    for (unsigned i = 0; i < K * RS * C; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max=W_MAX
-// one accumulator word cleared per cycle
-#pragma HLS PIPELINE II=1
-        buf.w[i] = 0;
-    }
-CLEAR_DB:
-    for (unsigned k = 0; k < K; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-// one bias accumulator cleared per cycle
-#pragma HLS PIPELINE II=1
-        buf.bias[k] = 0;
-    }
-    uint64_t init = (uint64_t)K * RS * C + K;
+    uint64_t init = clear_accumulators<CFG>(buf.w, 0, K * RS * C);
+    init += clear_accumulators<CFG>(buf.bias, 0, K);
     cnt.load_iters += init;
     uint64_t cycles = init + LOAD_DEPTH;
 
@@ -141,13 +128,17 @@ WB_BEAT:
         }
     }
 WB_B:
-    for (unsigned k = 0; k < K; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-// one db per cycle
+    for (unsigned k0 = 0; k0 < K; k0 += BEAT_WORDS) {
+#pragma HLS LOOP_TRIPCOUNT max=B_BEATS_MAX
 #pragma HLS PIPELINE II=1
-        db[k] = to_f32(grad_t(buf.bias[k]));
+    WB_B_WORD:
+        for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+// one beat of db
+#pragma HLS UNROLL
+            if (k0 + j < K) db[k0 + j] = to_f32(grad_t(buf.bias[k0 + j]));
+        }
     }
-    uint64_t wb = beats((uint64_t)K * C * RS) + K;
+    uint64_t wb = beats((uint64_t)K * C * RS) + beats(K);
     cnt.wb_iters += wb;
     cnt.cycles += cycles + wb + WB_DEPTH;
     return ERR_NONE;

@@ -25,9 +25,8 @@ unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, const float 
                   kernel_counters &cnt) {
     static const unsigned O_MAX = scatter_engine_onchip<CFG>::XSIZE;
     static const unsigned CH_MAX = CFG::max_ch;
-    static const unsigned TAPS_MAX = CFG::max_ksize * CFG::max_ksize;
-    static const unsigned OPLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned BATCH = TRIP_BATCH;
+    static const unsigned B_BEATS_MAX = (CH_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     static const unsigned Y_BEATS_MAX = (O_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
@@ -35,38 +34,21 @@ unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, const float 
     const unsigned K = sh.k, C = sh.c, RS = sh.r * sh.s, PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
 
     // weights stay on chip for the whole batch: one pass over w in DDR order
-    unsigned wi = 0;
-LOAD_W_K:
-    for (unsigned k = 0; k < K; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-    LOAD_W_C:
-        for (unsigned c = 0; c < C; ++c) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-        LOAD_W_TAP:
-            for (unsigned t = 0; t < RS; ++t, ++wi) {
-#pragma HLS LOOP_TRIPCOUNT max=TAPS_MAX
-// one weight per m_axi beat
+    uint64_t load = load_weights<CFG>(w, K, C, RS, false, buf.w);
+    unsigned bk = 0;
+LOAD_B:
+    for (unsigned k0 = 0; k0 < K; k0 += BEAT_WORDS) {
+#pragma HLS LOOP_TRIPCOUNT max=B_BEATS_MAX
 #pragma HLS PIPELINE II=1
-                buf.w[(c * RS + t) * K + k] = acc_t(from_f32<wgt_t>(w[wi]));
-            }
+    LOAD_B_WORD:
+        for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+            if (k0 + j < K) buf.bias[bk++] = acc_t(from_f32<wgt_t>(b[k0 + j]));
         }
     }
-LOAD_B:
-    for (unsigned k = 0; k < K; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
-// one bias per m_axi beat
-#pragma HLS PIPELINE II=1
-        buf.bias[k] = acc_t(from_f32<wgt_t>(b[k]));
-    }
-CLEAR_ACC:
-    for (unsigned i = 0; i < OPLANE * K; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max=O_MAX
-// both accumulator banks cleared in the same cycle
-#pragma HLS PIPELINE II=1
-        buf.plane[0][i] = 0;
-        buf.plane[1][i] = 0;
-    }
-    uint64_t load = (uint64_t)K * C * RS + K + (uint64_t)OPLANE * K;
+    load += beats(K);
+    // both accumulator banks cleared in the same cycles
+    load += clear_accumulators<CFG>(buf.plane[0], buf.plane[1], OPLANE * K);
     cnt.load_iters += load;
     uint64_t cycles = load + LOAD_DEPTH;
 
