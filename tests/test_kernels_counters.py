@@ -192,7 +192,8 @@ def test_direct_csim_scatter_equals_the_item_list_form(monkeypatch, precision):
     """C simulation runs the MAC stage without materialising item lists (sparse_scatter.h,
     scatter_element_direct); built with -DZSKIP_CSIM_ITEM_LISTS it runs the item-list form
     that mirrors the synthesised loops. Results and every counter must agree bit for bit, on
-    banked (one-channel backward-weight, narrow fc forward) and unbanked passes, sparse and dense."""
+    banked (one-channel backward-weight, narrow fc forward) and unbanked passes, sparse and dense,
+    and with saturating fixed-point accumulators."""
     from zskip.host import emu
     fast = {skip: Accelerator.emulated(precision=precision, skip_zeros=skip) for skip in (True, False)}
     real_build = emu.build_library
@@ -216,6 +217,11 @@ def test_direct_csim_scatter_equals_the_item_list_form(monkeypatch, precision):
             run += [_run_all(acc, x, wt, dy, stride, pad)]
             run += [acc.conv_forward(x, wt, np.zeros(40, np.float32), stride, pad)[0]]
             run += [acc.linear_forward(xf, wf, np.zeros(10, np.float32))[0], dict(acc.last_stats)]
+            # fixed point: the first 6 channels drive the accumulators past their range
+            # (saturating), the last 6 pull them back below zero only if they saturated
+            big_w = np.concatenate([np.full((40, 6, 3, 3), 20.0), np.full((40, 6, 3, 3), -2.0)], 1)
+            run += [acc.conv_forward(np.full_like(x, 20.0), big_w.astype(np.float32), np.zeros(40, np.float32),
+                                     stride, pad)[0]]
             outs.append(run)
         a, b = outs
         for got, want in zip(a, b):

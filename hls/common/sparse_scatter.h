@@ -245,6 +245,69 @@ inline acc_banks no_banks() {
 }
 
 #if !defined(__SYNTHESIS__) && !defined(ZSKIP_CSIM_ITEM_LISTS)
+// The MAC lane's add, acc += narrow(b) * v, as C simulation computes it.
+// Generic: the ap_types / float expression itself.
+template <class B, class V, class A = acc_t>
+struct csim_mac {
+    typedef typename exact_narrow<B>::type narrow_t;
+    struct operand {
+        V v;
+        explicit operand(const V &x) : v(x) {}
+    };
+    static void add(A &t, const A &b, const operand &v) { t += narrow_t(b) * v.v; }
+    static void add_if(A &t, const A &b, const operand &v, bool live) {
+        if (live) t += narrow_t(b) * v.v;
+    }
+};
+// float: a dead lane adds an exact zero (accumulators are never -0, so the
+// sum is unchanged) instead of branching on random bits.
+template <class B>
+struct csim_mac<B, float, float> {
+    struct operand {
+        float v;
+        explicit operand(float x) : v(x) {}
+    };
+    static void add(float &t, const float &b, const operand &v) { t += float(b) * v.v; }
+    static void add_if(float &t, const float &b, const operand &v, bool live) {
+        const float p = float(b) * v.v;
+        t += live ? p : 0.0f;
+    }
+};
+// ap_fixed with a saturating accumulator whose fraction bits are those of the
+// product (no rounding): the same result on the raw integers, without the
+// arbitrary-precision library in the inner loop. b is stored wide (acc type)
+// and narrowed by truncation and wrap to WB bits, as exact_narrow does.
+template <int WB, int IB, ap_q_mode QB, ap_o_mode OB, int NB, int WV, int IV, ap_q_mode QV, ap_o_mode OV, int NV,
+          int WA, int IA, ap_q_mode QA, int NA>
+struct csim_mac<ap_fixed<WB, IB, QB, OB, NB>, ap_fixed<WV, IV, QV, OV, NV>, ap_fixed<WA, IA, QA, AP_SAT, NA> > {
+    typedef ap_fixed<WA, IA, QA, AP_SAT, NA> A;
+    typedef ap_fixed<WV, IV, QV, OV, NV> V;
+    static const int SHIFT = (WA - IA) - (WB - IB);  // acc fraction bits above b's
+    static const bool RAW = (WA - IA) == (WB - IB) + (WV - IV) && SHIFT >= 0 && WA <= 62 && WB + WV <= 62;
+    struct operand {
+        V v;
+        int64_t raw;
+        explicit operand(const V &x) : v(x), raw((int64_t)x.V.VAL) {}
+    };
+    static void add_raw(A &t, const A &b, int64_t v_raw) {
+        const int64_t b_raw = (int64_t)(((uint64_t)((int64_t)b.V.VAL >> SHIFT)) << (64 - WB)) >> (64 - WB);
+        const int64_t hi = (int64_t(1) << (WA - 1)) - 1, lo = -(int64_t(1) << (WA - 1));
+        int64_t sum = (int64_t)t.V.VAL + b_raw * v_raw;
+        sum = sum > hi ? hi : (sum < lo ? lo : sum);
+        t.V.VAL = (typename ap_private<WA, true>::ValType)sum;
+    }
+    static void add(A &t, const A &b, const operand &v) {
+        if (RAW) add_raw(t, b, v.raw);
+        else t += typename exact_narrow<ap_fixed<WB, IB, QB, OB, NB> >::type(b) * v.v;
+    }
+    static void add_if(A &t, const A &b, const operand &v, bool live) {
+        if (RAW) add_raw(t, b, live ? v.raw : 0);
+        else if (live) t += typename exact_narrow<ap_fixed<WB, IB, QB, OB, NB> >::type(b) * v.v;
+    }
+};
+#endif
+
+#if !defined(__SYNTHESIS__) && !defined(ZSKIP_CSIM_ITEM_LISTS)
 // C simulation of scatter_element without materialising the item list: the
 // same items in the same order (tap by tap, channels ascending), the same
 // adds into the same accumulators, the same counters. Why it may differ in
@@ -262,7 +325,8 @@ uint64_t scatter_element_direct(V v, unsigned u, unsigned vcol, const tap_axis<C
                                 const tap_axis<CFG> &cols, const scatter_map &m, const uint32_t *sets,
                                 acc_t *acc, const acc_t *bsrc, item_list<CFG> &items, acc_scoreboard<SB> &sb,
                                 acc_banks &banks, kernel_counters &cnt) {
-    typedef typename exact_narrow<B>::type narrow_t;
+    typedef csim_mac<B, V> mac;
+    const typename mac::operand vop(v);
     static const unsigned P = CFG::pe_lanes;
     static const unsigned L = ACC_LATENCY;
     static const unsigned ITEMS = item_list<CFG>::ITEMS;
@@ -290,8 +354,7 @@ uint64_t scatter_element_direct(V v, unsigned u, unsigned vcol, const tap_axis<C
                     const unsigned width = m.channels - w * 32;
                     for (unsigned k = 0; k < width; ++k) {
                         const bool live = (bits >> k) & 1u;
-                        const acc_t prod = narrow_t(bsrc[bb + k]) * v;
-                        target[ab + k] += live ? prod : acc_t(0);
+                        mac::add_if(target[ab + k], bsrc[bb + k], vop, live);
                         if (idx < ITEMS) items.a[idx] = ab + k;
                         idx += live;
                     }
@@ -299,7 +362,7 @@ uint64_t scatter_element_direct(V v, unsigned u, unsigned vcol, const tap_axis<C
                     const unsigned run = bits == 0xFFFFFFFFu ? 32u : (unsigned)__builtin_ctz(~bits);
                     acc_t *__restrict ta = target + ab;
                     const acc_t *__restrict tb = bsrc + bb;
-                    for (unsigned k = 0; k < run; ++k) ta[k] += narrow_t(tb[k]) * v;
+                    for (unsigned k = 0; k < run; ++k) mac::add(ta[k], tb[k], vop);
                     uint32_t *__restrict ia = items.a + idx;
                     for (unsigned k = 0; k < run; ++k) ia[k] = ab + k;
                     idx += run;
@@ -307,7 +370,7 @@ uint64_t scatter_element_direct(V v, unsigned u, unsigned vcol, const tap_axis<C
                     while (bits) {
                         const unsigned bit = (unsigned)__builtin_ctz(bits);
                         bits &= bits - 1u;
-                        target[ab + bit] += narrow_t(bsrc[bb + bit]) * v;
+                        mac::add(target[ab + bit], bsrc[bb + bit], vop);
                         items.a[idx++] = ab + bit;
                     }
                 }
