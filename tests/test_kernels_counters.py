@@ -187,7 +187,7 @@ def test_backward_weight_of_one_channel_input_does_not_stall_on_dw():
     assert np.max(np.abs(db - db_ref)) <= 1e-5 * np.max(np.abs(db_ref))
 
 
-@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>"])
+@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>", "fixed16"])
 def test_direct_csim_scatter_equals_the_item_list_form(monkeypatch, precision):
     """C simulation runs the MAC stage without materialising item lists (sparse_scatter.h,
     scatter_element_direct); built with -DZSKIP_CSIM_ITEM_LISTS it runs the item-list form

@@ -273,8 +273,10 @@ struct csim_mac<B, float, float> {
         t += live ? p : 0.0f;
     }
 };
-// ap_fixed with a saturating accumulator whose fraction bits are those of the
-// product (no rounding): the same result on the raw integers, without the
+// ap_fixed with a saturating accumulator that truncates nothing (fraction
+// bits of the product) or rounds with AP_RND: the same result on the raw
+// integers (full-precision sum, round half up to the accumulator's fraction,
+// then saturate, as the ap_types assignment does), without the
 // arbitrary-precision library in the inner loop. b is stored wide (acc type)
 // and narrowed by truncation and wrap to WB bits, as exact_narrow does.
 template <int WB, int IB, ap_q_mode QB, ap_o_mode OB, int NB, int WV, int IV, ap_q_mode QV, ap_o_mode OV, int NV,
@@ -282,17 +284,27 @@ template <int WB, int IB, ap_q_mode QB, ap_o_mode OB, int NB, int WV, int IV, ap
 struct csim_mac<ap_fixed<WB, IB, QB, OB, NB>, ap_fixed<WV, IV, QV, OV, NV>, ap_fixed<WA, IA, QA, AP_SAT, NA> > {
     typedef ap_fixed<WA, IA, QA, AP_SAT, NA> A;
     typedef ap_fixed<WV, IV, QV, OV, NV> V;
-    static const int SHIFT = (WA - IA) - (WB - IB);  // acc fraction bits above b's
-    static const bool RAW = (WA - IA) == (WB - IB) + (WV - IV) && SHIFT >= 0 && WA <= 62 && WB + WV <= 62;
+    static const int SHIFT = (WA - IA) - (WB - IB);          // acc fraction bits above b's
+    static const int D = (WB - IB) + (WV - IV) - (WA - IA);  // product fraction bits below acc's
+    static const bool RAW = SHIFT >= 0 && D >= 0 && (D == 0 || QA == AP_RND) && WA + D <= 62 && WB + WV <= 62;
+    static const int DS = D > 0 ? D : 1;  // shift counts valid for every instantiation
     struct operand {
         V v;
         int64_t raw;
         explicit operand(const V &x) : v(x), raw((int64_t)x.V.VAL) {}
     };
     static void add_raw(A &t, const A &b, int64_t v_raw) {
-        const int64_t b_raw = (int64_t)(((uint64_t)((int64_t)b.V.VAL >> SHIFT)) << (64 - WB)) >> (64 - WB);
+        const int64_t b_raw = (int64_t)(((uint64_t)((int64_t)b.V.VAL >> (SHIFT > 0 ? SHIFT : 0))) << (64 - WB)) >>
+                              (64 - WB);
         const int64_t hi = (int64_t(1) << (WA - 1)) - 1, lo = -(int64_t(1) << (WA - 1));
-        int64_t sum = (int64_t)t.V.VAL + b_raw * v_raw;
+        const int64_t prod = b_raw * v_raw;
+        int64_t sum;
+        if (D == 0) {
+            sum = (int64_t)t.V.VAL + prod;
+        } else {
+            const int64_t full = (int64_t)t.V.VAL * (int64_t(1) << DS) + prod;
+            sum = (full + (int64_t(1) << (DS - 1))) >> DS;  // arithmetic shift: floor
+        }
         sum = sum > hi ? hi : (sum < lo ? lo : sum);
         t.V.VAL = (typename ap_private<WA, true>::ValType)sum;
     }
