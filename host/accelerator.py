@@ -377,8 +377,9 @@ class Accelerator:
                              {"dx": (x_shape, "f32")})["dx"]
 
     # ------------------------------------------------------------------ loss, optimiser
-    def softmax_xent(self, logits, labels):
-        """(mean loss, dlogits (N, J)) for logits (N, J) and integer labels (N,)."""
+    def softmax_xent(self, logits, labels, grad_scale: float = 1.0):
+        """(mean loss, dlogits (N, J) * grad_scale) for logits (N, J) and integer labels (N,)."""
+        grad_scale = check_grad_scale(grad_scale)
         logits = self._tensor("logits", logits, 2)
         n, j = logits.shape
         labels = np.asarray(labels)
@@ -390,13 +391,15 @@ class Accelerator:
         lay = ArenaLayout()
         off = dict(x=lay.alloc("act", "logits", logits.size), labels=lay.alloc("bits", "labels", n),
                    dx=lay.alloc("grad", "dlogits", logits.size), loss=lay.alloc("grad", "loss", 1))
-        desc = encode("SOFTMAX_XENT", limits=self.limits, n=n, c=j, **off)
+        desc = encode("SOFTMAX_XENT", limits=self.limits, n=n, c=j, grad_scale=grad_scale, **off)
         out = self._run_one(lay, {"logits": logits, "labels": labels.astype(np.uint32)}, desc,
                             {"dlogits": ((n, j), "f32"), "loss": ((1,), "f32")})
         return float(out["loss"][0]), out["dlogits"]
 
-    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float):
-        """(param', velocity') by PyTorch's SGD rule (reference.sgd_update); any matching shapes."""
+    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float,
+                   grad_scale: float = 1.0):
+        """(param', velocity') by PyTorch's SGD rule (reference.sgd_update) on grad / grad_scale; any matching shapes."""
+        grad_scale = check_grad_scale(grad_scale)
         shape = np.shape(param)
         param = self._tensor("param", param, None)
         grad, velocity = self._tensor("grad", grad, None), self._tensor("velocity", velocity, None)
@@ -410,7 +413,7 @@ class Accelerator:
         off = dict(wgt=lay.alloc("wgt", "param", count), vel=lay.alloc("wgt", "velocity", count),
                    dw=lay.alloc("grad", "grad", count))
         desc = encode("SGD_UPDATE", limits=self.limits, count=param.size, lr=float(lr), momentum=float(momentum),
-                      weight_decay=float(weight_decay), **off)
+                      weight_decay=float(weight_decay), grad_scale=grad_scale, **off)
         out = self._run_one(lay, {"param": param, "velocity": velocity, "grad": grad}, desc,
                             {"param": (shape, "f32"), "velocity": (shape, "f32")})
         return out["param"], out["velocity"]
@@ -448,6 +451,15 @@ class Accelerator:
         if rate == 0.0:
             return np.array(g, dtype=np.float32)
         return self._prune(g, 0.0, float(R.prune_tau_scale(rate)), seed)
+
+
+def check_grad_scale(grad_scale) -> float:
+    """``grad_scale`` as a float: a power of two in [2^-32, 2^32] (so scaling is exact); ValueError otherwise."""
+    value = float(grad_scale)
+    mantissa, exponent = np.frexp(value) if np.isfinite(value) and value > 0 else (0.0, 0)
+    if mantissa != 0.5 or not -31 <= exponent <= 33:
+        raise ValueError(f"grad_scale: must be a power of two in [2^-32, 2^32], got {grad_scale!r}")
+    return value
 
 
 def _seed_word(seed) -> int:

@@ -70,13 +70,17 @@ class OpsBackend:
     def stream(self, model, params, velocities, batches, lr, momentum, weight_decay):
         """One step after the other (``zskip.host.streaming.sequential_stream``)."""
         from .streaming import sequential_stream
+        from .precision import loss_scale
         return sequential_stream(self.ops, model, params, velocities, batches, lr, momentum, weight_decay,
-                                 account=self.account, precision=self.precision, prune_rate=self.prune_rate)
+                                 account=self.account, precision=self.precision, prune_rate=self.prune_rate,
+                                 loss_scale=lambda n: loss_scale(self.precision, n))
 
     def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None):
         """See :meth:`Backend.train_step`; ``prune_seeds`` as in ``zskip.host.streaming.Batch``."""
+        from .precision import loss_scale
         return _step.train_step(self.ops, model, params, velocities, x, y, lr, momentum, weight_decay,
-                                account=self.account, prune_rate=self.prune_rate, prune_seeds=prune_seeds)
+                                account=self.account, prune_rate=self.prune_rate, prune_seeds=prune_seeds,
+                                grad_scale=loss_scale(self.precision, len(y)))
 
     def predict(self, model, params, x):
         """See :meth:`Backend.predict`."""

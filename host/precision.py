@@ -32,7 +32,10 @@ from __future__ import annotations
 import re
 from typing import Dict
 
-__all__ = ["CLASSES", "SHORTHANDS", "parse_precision", "precision_types", "is_float32"]
+import numpy as np
+
+__all__ = ["CLASSES", "SHORTHANDS", "parse_precision", "precision_types", "is_float32", "loss_scale",
+           "LOSS_SCALE_HEADROOM_BITS"]
 
 #: tensor class -> the type macro of hls/common/types.h
 CLASSES = {"act": "ZSKIP_ACT_T", "wgt": "ZSKIP_WGT_T", "grad": "ZSKIP_GRAD_T", "acc": "ZSKIP_ACC_T",
@@ -105,6 +108,31 @@ def parse_precision(spec: str) -> Dict[str, str]:
 def precision_types(spec: str) -> Dict[str, str]:
     """The type macros (``ZSKIP_*_T`` -> type) to compile the kernels for ``spec``; float32 classes omitted."""
     return {CLASSES[c]: t for c, t in parse_precision(spec).items() if t != "float"}
+
+
+#: integer bits of grad_t left above the largest scaled dlogit, for the gradients that grow
+#: along the backward pass (weight gradients sum over the batch and the positions)
+LOSS_SCALE_HEADROOM_BITS = 3
+
+_GRAD_FIXED = re.compile(r"^ap_fixed<(\d+),(-?\d+),")
+
+
+def loss_scale(spec: str, batch: int) -> float:
+    """The loss scale (a power of two) for ``spec`` and a batch of ``batch`` samples.
+
+    float32 gradients: 1. ap_fixed<W,I> gradients: |dlogits| <= 1 / batch, so
+    S = 2^(floor(log2 batch) + I - 1 - LOSS_SCALE_HEADROOM_BITS) puts the largest
+    possible dlogit LOSS_SCALE_HEADROOM_BITS bits below grad_t's limit 2^(I-1);
+    the gradients then use grad_t's fraction bits instead of underflowing
+    (static loss scaling, as in mixed-precision training, Micikevicius et al. 2018).
+    """
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
+    grad = parse_precision(spec)["grad"]
+    if grad == "float":
+        return 1.0
+    i = int(_GRAD_FIXED.match(grad).group(2))
+    return float(2.0 ** (int(np.floor(np.log2(batch))) + i - 1 - LOSS_SCALE_HEADROOM_BITS))
 
 
 def is_float32(spec: str) -> bool:

@@ -46,6 +46,7 @@ class StepProgram:
     labels: Optional[str]
     logits: Optional[str] = None
     prune_seeds: Optional[str] = None
+    grad_scale: float = 1.0
     slots: List[Dict[str, object]] = field(default_factory=list)
 
     @property
@@ -54,7 +55,8 @@ class StepProgram:
 
 
 def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, lr: float = 0.0,
-                   momentum: float = 0.0, weight_decay: float = 0.0, prune_rate: float = 0.0) -> StepProgram:
+                   momentum: float = 0.0, weight_decay: float = 0.0, prune_rate: float = 0.0,
+                   grad_scale: float = 1.0) -> StepProgram:
     """Record ``step.train_step`` (kind "train") or ``step.predict`` ("predict") for ``batch`` samples."""
     model = weights.model
     layout = ArenaLayout()
@@ -70,14 +72,14 @@ def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, l
         # account=False: the MAC accounting would read the placeholders; it is
         # computed on the read-back tensors when the step is replayed
         _step.train_step(rec, model, params, velocities, x, labels, lr, momentum, weight_decay, account=False,
-                         prune_rate=prune_rate, prune_seeds=seeds)
+                         prune_rate=prune_rate, prune_seeds=seeds, grad_scale=grad_scale)
     elif kind == "predict":
         logits = rec.name_of(_step.predict(rec, model, params, x))
     else:
         raise ValueError(f"kind must be 'train' or 'predict', got {kind!r}")
     return StepProgram(kind, batch, layout, np.stack(rec.descriptors), rec.calls, "x",
                        "labels" if labels is not None else None, logits,
-                       "prune_seeds" if seeds is not None else None)
+                       "prune_seeds" if seeds is not None else None, grad_scale)
 
 
 class ProgramBackend:
@@ -136,8 +138,9 @@ class ProgramBackend:
         key = (kind, batch, lr, momentum, weight_decay, self.prune_rate) if kind == "train" else (kind, batch)
         prog = self._programs.get(key)
         if prog is None:
+            from .precision import loss_scale
             prog = record_program(self.accelerator, weights, kind, batch, lr, momentum, weight_decay,
-                                  self.prune_rate if kind == "train" else 0.0)
+                                  self.prune_rate if kind == "train" else 0.0, loss_scale(self.precision, batch))
             for _ in range(2 if kind == "train" else 1):
                 bufs = self.accelerator.allocate_arenas(prog.layout, prog.n_desc)
                 bufs["wgt"].freebuffer()
@@ -240,14 +243,15 @@ class ProgramBackend:
             shapes = weights.placeholders()
             result = _step.train_step(replay, model, shapes[0], shapes[1], batch.x, batch.y, lr, momentum,
                                       weight_decay, account=self.account, prune_rate=self.prune_rate,
-                                      prune_seeds=batch.prune_seeds)
+                                      prune_seeds=batch.prune_seeds, grad_scale=prog.grad_scale)
             result.params, result.velocities = new_params, new_velocities
             timings["unpack"] = time.perf_counter() - t1
             report = None
             if before is not None:
                 outputs = _with_updated_weights(replay.outputs, new_params, new_velocities)
                 report = check_step(model, before[0], before[1], batch.x, batch.y, lr, momentum, weight_decay,
-                                    outputs, tolerance, prune_rate=self.prune_rate, prune_seeds=batch.prune_seeds)
+                                    outputs, tolerance, prune_rate=self.prune_rate, prune_seeds=batch.prune_seeds,
+                                    grad_scale=prog.grad_scale)
             self.last_timings = dict(timings)
             yield StreamedStep(result, report, timings)
 

@@ -218,18 +218,19 @@ class ProgramRecorder:
                    dw=self._slot("dw", dw, "grad"), db=self._slot("db", db, "grad"))
         return dw, db
 
-    def softmax_xent(self, logits, labels):
+    def softmax_xent(self, logits, labels, grad_scale=1.0):
         n, j = logits.shape
         dlogits = self.placeholder("grad", (n, j))
         loss = self.placeholder("grad", (1,))
         self._emit("softmax_xent", (Out(self.name_of(loss), (1,), "loss"), self._spec(dlogits)), "SOFTMAX_XENT",
-                   n=n, c=j, x=self._slot("logits", logits, "act"), labels=self._slot("labels", labels, "bits"),
+                   n=n, c=j, grad_scale=float(grad_scale), x=self._slot("logits", logits, "act"),
+                   labels=self._slot("labels", labels, "bits"),
                    dx=self._slot("dlogits", dlogits, "grad"), loss=self._slot("loss", loss, "grad"))
         return 0.0, dlogits
 
-    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay):
+    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, grad_scale=1.0):
         self._emit("sgd_update", ("arg:0", "arg:2"), "SGD_UPDATE", count=int(np.size(param)), lr=float(lr),
-                   momentum=float(momentum), weight_decay=float(weight_decay),
+                   momentum=float(momentum), weight_decay=float(weight_decay), grad_scale=float(grad_scale),
                    wgt=self._slot("param", param, "wgt"), vel=self._slot("velocity", velocity, "wgt"),
                    dw=self._slot("grad", grad, "grad"))
         return param, velocity

@@ -118,22 +118,26 @@ class DeviceRunner:
 
 def sequential_stream(ops, model, params, velocities, batches: Iterable[Batch], lr: float, momentum: float,
                       weight_decay: float, account: bool = True, precision: str = "float32",
-                      prune_rate: float = 0.0) -> Iterator[StreamedStep]:
-    """One ``step.train_step`` on ``ops`` per batch, in order; compares with the reference when asked."""
+                      prune_rate: float = 0.0, loss_scale=None) -> Iterator[StreamedStep]:
+    """One ``step.train_step`` on ``ops`` per batch, in order; compares with the reference when asked.
+
+    ``loss_scale``: batch size -> the step's ``grad_scale`` (None: 1).
+    """
     for batch in batches:
         t0 = time.perf_counter()
+        scale = loss_scale(len(batch.y)) if loss_scale is not None else 1.0
         report = None
         if batch.check:
             capture = CapturingOps(ops)
             result = _step.train_step(capture, model, params, velocities, batch.x, batch.y, lr, momentum,
                                       weight_decay, account=account, prune_rate=prune_rate,
-                                      prune_seeds=batch.prune_seeds)
+                                      prune_seeds=batch.prune_seeds, grad_scale=scale)
             report = check_step(model, params, velocities, batch.x, batch.y, lr, momentum, weight_decay,
                                 capture.outputs, tolerance_for(precision), prune_rate=prune_rate,
-                                prune_seeds=batch.prune_seeds)
+                                prune_seeds=batch.prune_seeds, grad_scale=scale)
         else:
             result = _step.train_step(ops, model, params, velocities, batch.x, batch.y, lr, momentum,
                                       weight_decay, account=account, prune_rate=prune_rate,
-                                      prune_seeds=batch.prune_seeds)
+                                      prune_seeds=batch.prune_seeds, grad_scale=scale)
         params, velocities = result.params, result.velocities
         yield StreamedStep(result, report, {"run": time.perf_counter() - t0})

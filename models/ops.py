@@ -53,11 +53,12 @@ class Ops(Protocol):
     def linear_backward_weight(self, x, dy) -> Tuple[np.ndarray, np.ndarray]:
         """(dw (J, I), db (J,))."""
 
-    def softmax_xent(self, logits, labels) -> Tuple[float, np.ndarray]:
-        """(mean loss, dlogits (N, J))."""
+    def softmax_xent(self, logits, labels, grad_scale: float = 1.0) -> Tuple[float, np.ndarray]:
+        """(mean loss, dlogits (N, J) * grad_scale); ``grad_scale``: the loss scale, a power of two."""
 
-    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float) -> Tuple[np.ndarray, np.ndarray]:
-        """(param', velocity'), PyTorch's rule (see reference.sgd_update)."""
+    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float,
+                   grad_scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+        """(param', velocity'), PyTorch's rule (see reference.sgd_update) on grad / grad_scale."""
 
     def prune_grad(self, g, rate: float, seed) -> np.ndarray:
         """g' (shape of g): stochastic pruning at target ``rate`` in [0, 1), tau derived from g.
@@ -109,10 +110,13 @@ class ReferenceOps:
         dy, x = R.check_array("dy", dy, 2), R.check_array("x", x, 2)
         return dy.T @ x, dy.sum(axis=0)
 
-    def softmax_xent(self, logits, labels):
-        return R.softmax_cross_entropy(logits, labels)
+    def softmax_xent(self, logits, labels, grad_scale=1.0):
+        loss, dlogits = R.softmax_cross_entropy(logits, labels)
+        return loss, dlogits if grad_scale == 1.0 else (dlogits * np.float32(grad_scale)).astype(dlogits.dtype)
 
-    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay):
+    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, grad_scale=1.0):
+        if grad_scale != 1.0:
+            grad = (np.asarray(grad) * np.float32(1.0 / grad_scale)).astype(np.asarray(grad).dtype)
         return R.sgd_update(param, grad, velocity, lr, momentum, weight_decay)
 
     def prune_grad(self, g, rate, seed):

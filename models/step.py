@@ -138,7 +138,7 @@ def predict(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray) -> 
 def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray],
                x: np.ndarray, y: np.ndarray, lr: float, momentum: float, weight_decay: float,
                account: bool = True, prune_rate: float = 0.0,
-               prune_seeds: Optional[np.ndarray] = None) -> StepResult:
+               prune_seeds: Optional[np.ndarray] = None, grad_scale: float = 1.0) -> StepResult:
     """Forward, softmax cross-entropy, backward and SGD on one batch.
 
     x (N, C, H, W) float32, y (N,) integer labels. ``account=False`` skips the
@@ -146,6 +146,10 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     empty; the arithmetic is the same either way. ``prune_rate`` in [0, 1):
     target pruning rate of each layer's dy (0: off); ``prune_seeds``: uint32
     (len(model.layers),), one seed word per layer index (:func:`prune_seeds`).
+    ``grad_scale``: the loss scale (a power of two): every gradient of the
+    backward pass carries it (the ops scale dlogits and unscale in the SGD
+    update), so fixed-point gradients keep their resolution; the loss and
+    the updates do not depend on it.
     """
     for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
         if not np.isfinite(value) or value < 0:
@@ -156,7 +160,9 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
         raise ValueError(f"prune_seeds: pruning needs one uint32 seed per layer, shape ({len(model.layers)},), "
                          f"got {None if prune_seeds is None else np.shape(prune_seeds)}")
     logits, records = forward(ops, model, params, x)
-    loss, grad = ops.softmax_xent(logits, y)
+    # passed only when used, so Ops written before loss scaling keep working
+    scaled = {} if grad_scale == 1.0 else {"grad_scale": grad_scale}
+    loss, grad = ops.softmax_xent(logits, y, **scaled)
     first_param = min(i for i, l in enumerate(model.layers) if isinstance(l, (Conv, Linear)))
 
     grads: Dict[str, np.ndarray] = {}
@@ -208,7 +214,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     new_params, new_velocities = {}, {}
     for key in params:
         new_params[key], new_velocities[key] = ops.sgd_update(
-            params[key], grads[key], velocities[key], lr, momentum, weight_decay)
+            params[key], grads[key], velocities[key], lr, momentum, weight_decay, **scaled)
     layer_stats.reverse()
     return StepResult(loss=float(loss), logits=logits, params=new_params,
                       velocities=new_velocities, layers=layer_stats)

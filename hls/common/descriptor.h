@@ -64,7 +64,8 @@ enum zskip_field {
     D_TAU_F32 = 29,
     D_TAU_SCALE_F32 = 30,
     D_SEED = 31,
-    D_WORDS = 32,
+    D_GRAD_SCALE_F32 = 32,
+    D_WORDS = 36,
 };
 // Meaning of the fields per opcode (arena in brackets):
 //   N batch; C input channels (fc: input features, softmax: classes); H, W
@@ -88,6 +89,10 @@ enum zskip_field {
 //   SEED [bits] offset of the one-word random seed, a word of the bits arena
 //   (not of the descriptor) so that the host changes it per mini-batch
 //   without rewriting the program.
+//   GRAD_SCALE_F32 (softmax, sgd; 0 reads as 1): the loss scale, a power of
+//   two. softmax multiplies dlogits by it, so every gradient of the backward
+//   pass is scaled by it (they are linear in dlogits) and keeps its
+//   resolution in grad_t; sgd divides the gradient by it (exact in float32).
 // Bit tensors: bit i of word j is element 32 * j + i in row-major order; a
 // bit tensor starts at a word boundary and owns its last word.
 

@@ -22,8 +22,9 @@ namespace zskip {
 // training (Micikevicius et al., ICLR 2018), so updates smaller than one
 // wgt_t step accumulate instead of rounding away; the MAC kernels narrow it to
 // wgt_t on every load.
+// grad_unscale: 1 / the loss scale the gradients carry (a power of two).
 inline unsigned sgd_update(unsigned count, float lr, float momentum, float weight_decay, float *param,
-                           float *velocity, const float *grad, kernel_counters &cnt) {
+                           float *velocity, const float *grad, kernel_counters &cnt, float grad_unscale = 1.0f) {
     static const unsigned ELEMENTS = TRIP_ELEMENTS;
     if (count < 1) return ERR_COUNT;
 UPDATE:
@@ -32,7 +33,7 @@ UPDATE:
 // one parameter per cycle: three reads and two writes on separate bundles
 #pragma HLS PIPELINE II=1
         float p = to_f32(from_f32<opt_t>(param[i]));
-        float g = to_f32(from_f32<grad_t>(grad[i]));
+        float g = to_f32(from_f32<grad_t>(grad[i])) * grad_unscale;
         float v = to_f32(from_f32<opt_t>(velocity[i]));
         float nv = momentum * v + (g + weight_decay * p);
         opt_t v_q = from_f32<opt_t>(nv);

@@ -21,10 +21,10 @@ struct softmax_xent_onchip {
 };
 
 // logits [N][classes] (act), labels [N] (uint32) -> dlogits [N][classes]
-// (grad) = (softmax - onehot) / N, *loss = mean -log p[label].
+// (grad) = (softmax - onehot) / N * grad_scale, *loss = mean -log p[label].
 template <class CFG>
 unsigned softmax_xent(unsigned n, unsigned classes, const float *logits, const uint32_t *labels,
-                      float *dlogits, float *loss, kernel_counters &cnt) {
+                      float *dlogits, float *loss, kernel_counters &cnt, float grad_scale = 1.0f) {
     static softmax_xent_onchip<CFG> buf;
     static const unsigned CLASSES_MAX = CFG::max_classes;
     static const unsigned BATCH = TRIP_BATCH;
@@ -32,6 +32,8 @@ unsigned softmax_xent(unsigned n, unsigned classes, const float *logits, const u
     if (classes < 1 || classes > CFG::max_classes) return ERR_CHANNELS;
     float total = 0;
     const float inv_n = 1.0f / (float)n;
+    // a power of two: the scaling is exact in float32
+    const float dlogit_scale = inv_n * grad_scale;
 SAMPLE:
     for (unsigned i = 0; i < n; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
@@ -65,7 +67,7 @@ SAMPLE:
 // one dlogit per cycle
 #pragma HLS PIPELINE II=1
             float p = buf.z[j] / sum - (j == label ? 1.0f : 0.0f);
-            drow[j] = to_f32(from_f32<grad_t>(p * inv_n));
+            drow[j] = to_f32(from_f32<grad_t>(p * dlogit_scale));
         }
     }
     *loss = total * inv_n;

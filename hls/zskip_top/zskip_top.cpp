@@ -41,6 +41,12 @@ static uint32_t bits_from_f32(float value) {
     return cvt.u;
 }
 
+// The loss scale of a descriptor; an unset field (0) means no scaling.
+static float grad_scale(const uint32_t *d) {
+    const float scale = f32_from_bits(d[D_GRAD_SCALE_F32]);
+    return scale > 0.0f ? scale : 1.0f;
+}
+
 static pool_shape read_pool_shape(const uint32_t *d) {
     pool_shape sh;
     sh.n = d[D_N];
@@ -105,10 +111,10 @@ static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float 
     case OP_SGD_UPDATE:
         return sgd_update(d[D_COUNT], f32_from_bits(d[D_LR_F32]), f32_from_bits(d[D_MOMENTUM_F32]),
                           f32_from_bits(d[D_WEIGHT_DECAY_F32]), wgt + d[D_WGT], wgt + d[D_VEL],
-                          grad + d[D_DW], cnt);
+                          grad + d[D_DW], cnt, 1.0f / grad_scale(d));
     case OP_SOFTMAX_XENT:
         return softmax_xent<softmax_config>(d[D_N], d[D_C], act + d[D_X], bits + d[D_LABELS], grad + d[D_DX],
-                                            grad + d[D_LOSS], cnt);
+                                            grad + d[D_LOSS], cnt, grad_scale(d));
     case OP_PRUNE_GRAD:
         if (d[D_COUNT] < 1) return ERR_COUNT;
         tau = prune_grad(grad + d[D_DY], grad + d[D_DX], d[D_COUNT], f32_from_bits(d[D_TAU_F32]),
