@@ -138,3 +138,56 @@ def test_cli_trains_fixed_point_with_pruning(tmp_path):
     assert len(pruned) == len(layers) - 1
     assert all(l["pruned_grad_sparsity"] > l["grad_sparsity"] and l["prune_tau"] > 0 for l in pruned)
     assert all("saturations" in l for l in layers)
+
+
+def test_loss_scale_rule():
+    from zskip.host.precision import LOSS_SCALE_HEADROOM_BITS, loss_scale
+    assert loss_scale("float32", 64) == 1.0
+    for spec, grad_int_bits in (("fixed16", 2), ("fixed12", 1), ("fixed8", 1)):
+        for batch in (1, 7, 64, 100):
+            s = loss_scale(spec, batch)
+            assert np.frexp(s)[0] == 0.5, "a power of two"
+            # the largest power of two keeping |dlogit| <= 1 / batch below grad_t's limit by the headroom
+            limit = 2.0 ** (grad_int_bits - 1 - LOSS_SCALE_HEADROOM_BITS)
+            assert s / batch <= limit < 2 * s / batch
+    with pytest.raises(ValueError, match=r"batch: must be an integer >= 1"):
+        loss_scale("fixed16", 0)
+
+
+def test_scaled_softmax_and_sgd_match_the_reference():
+    acc = Accelerator.emulated()
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((8, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 8)
+    loss1, d1 = R.softmax_cross_entropy(logits, labels)
+    loss8, d8 = acc.softmax_xent(logits, labels, grad_scale=8.0)
+    assert loss8 == pytest.approx(loss1, rel=1e-6)
+    np.testing.assert_allclose(d8, 8 * d1, rtol=1e-5, atol=1e-7)
+    p, g, v = (rng.standard_normal(50).astype(np.float32) for _ in range(3))
+    p2, v2 = acc.sgd_update(p, 8 * g, v, lr=0.1, momentum=0.9, weight_decay=1e-3, grad_scale=8.0)
+    pr, vr = R.sgd_update(p, g, v, 0.1, 0.9, 1e-3)
+    np.testing.assert_allclose(p2, pr, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(v2, vr, rtol=1e-6, atol=1e-7)
+    for bad in (3.0, 0.0, -2.0, float("inf"), 2.0 ** 40):
+        with pytest.raises(ValueError, match=r"grad_scale: must be a power of two"):
+            acc.softmax_xent(logits, labels, grad_scale=bad)
+
+
+def test_loss_scaling_keeps_fixed_point_gradients_from_underflowing():
+    """fixed16 gradients (ap_fixed<16,2>, ulp 2^-14): zeros beyond the float32 reference's (ReLU)
+    zeros are gradients that rounded to zero. With the rule's loss scale there are far fewer."""
+    from zskip.host.precision import loss_scale
+    from zskip.models.datasets import load_dataset
+    from zskip.models.networks import get_model
+    from zskip.models.ops import ReferenceOps
+    from zskip.models.step import train_step
+    model = get_model("lenet5")
+    data = load_dataset("mnist5k")
+    x, y = data.x_train[:64], data.y_train[:64]
+    sparsity = lambda ops, scale: np.array([l["grad_sparsity"] for l in train_step(
+        ops, model, model.init_params(0), model.zero_velocities(), x, y, 0.02, 0.9, 0.0, grad_scale=scale).layers])
+    reference = sparsity(ReferenceOps(), 1.0)
+    acc = Accelerator.emulated(precision="fixed16")
+    underflow = {s: float(np.sum(sparsity(acc, s) - reference)) for s in (1.0, loss_scale("fixed16", 64))}
+    assert underflow[1.0] > 0.01
+    assert 0 <= underflow[16.0] < underflow[1.0] / 4
