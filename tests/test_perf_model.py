@@ -1,9 +1,10 @@
 """The analytic cycle model against the kernels' own counters, and PE-array sizing.
 
 Tolerance: the model leaves out the spread of items per element and partial
-accumulator overlaps, so each pass may be off by up to 35 % (worst seen: 31 %,
-backward-weight of a one-channel input, where many dy elements meet no
-nonzero x); over all passes of the layer set the sum must be within 12 %.
+accumulator overlaps, so each pass may be off by up to 20 % (worst seen: 15 %,
+dense backward-data, predicted low: neighbouring dy elements' updates overlap
+and stall longer than the model's floor of ACC_LATENCY cycles per element); over all passes of the layer set the sum must
+be within 6 % (worst seen: 4 %).
 """
 from dataclasses import replace
 
@@ -14,8 +15,8 @@ from zskip.host import perf_model as PM
 from zskip.models import reference as R
 from zskip.overlay.boards import load_boards
 
-PASS_TOL = 0.35
-TOTAL_TOL = 0.12
+PASS_TOL = 0.20
+TOTAL_TOL = 0.06
 
 # (x shape, w shape, pad, input zero fraction): LeNet-5-like, a 3x3 padded layer and a fully-connected layer
 LAYERS = [((4, 1, 28, 28), (6, 1, 5, 5), 0, 0.8),
