@@ -3,8 +3,8 @@
 Tolerance: the model leaves out the spread of items per element and partial
 accumulator overlaps, so each pass may be off by up to 20 % (worst seen: 15 %,
 dense backward-data, predicted low: neighbouring dy elements' updates overlap
-and stall longer than the model's floor of ACC_LATENCY cycles per element); over all passes of the layer set the sum must
-be within 6 % (worst seen: 4 %).
+and stall longer than the model's floor of ACC_LATENCY cycles per element);
+over all passes of the layer set the sum must be within 6 % (worst seen: 4 %).
 """
 from dataclasses import replace
 
