@@ -627,15 +627,19 @@ SUM_BANKS:
 #pragma HLS LOOP_TRIPCOUNT max=ITER_MAX
 #pragma HLS PIPELINE II=1
     SUM_LANE:
-        for (unsigned i = it * P; i < words && i < (it + 1) * P; ++i) {
-            acc_t s = 0;
-        SUM_BANK:
-            for (unsigned k = 0; k < ACC_LATENCY; ++k) {
+        for (unsigned j = 0; j < P; ++j) {
 #pragma HLS UNROLL
-                s += banks.base[k * banks.stride + i];
-                banks.base[k * banks.stride + i] = 0;
+            const unsigned i = it * P + j;
+            if (i < words) {
+                acc_t s = 0;
+            SUM_BANK:
+                for (unsigned k = 0; k < ACC_LATENCY; ++k) {
+#pragma HLS UNROLL
+                    s += banks.base[k * banks.stride + i];
+                    banks.base[k * banks.stride + i] = 0;
+                }
+                acc[i] += s;
             }
-            acc[i] += s;
         }
     }
     banks.next = 0;
