@@ -41,7 +41,7 @@ def _add_train(sub) -> None:
                        description="Train a model with SGD (momentum, weight decay) and write a JSON report.")
     p.add_argument("--model", default="lenet5", help=f"one of {', '.join(sorted(MODELS))} (default lenet5)")
     p.add_argument("--data", default="mnist5k", help=f"one of {', '.join(KNOWN_DATASETS)} (default mnist5k)")
-    p.add_argument("--backend", default="reference", help=f"one of {', '.join(BACKENDS)} (default reference)")
+    p.add_argument("--backend", default="emu", help=f"one of {', '.join(BACKENDS)} (default emu: the HLS kernels in C simulation)")
     p.add_argument("--backend-opt", action="append", type=_parse_opt, default=[], metavar="KEY=VALUE",
                    help="option for the backend, e.g. precision=float32, skip_zeros=false, bitfile=zskip.bit, "
                         "mode=ops (accelerator backends: one device call per op instead of one program per step)")
