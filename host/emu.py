@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import itertools
 import os
-import re
 import shutil
 import subprocess
 import tempfile

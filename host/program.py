@@ -18,7 +18,7 @@ A program is an array of ``D_WORDS`` uint32 words per descriptor::
 Field names are the enum names without ``D_`` and ``_F32``, lower case
 (``n, c, h, w, k, r, s, stride, pad, count, x, y, wgt, bias, vel, dy, dx, dw,
 db, loss, mask_out, mask_in, argmax, labels, lr, momentum, weight_decay, tau,
-tau_scale, seed``);
+tau_scale, seed, grad_scale``);
 the header comment says which arena each offset points into. ``encode``
 rejects a descriptor the compiled kernel cannot run (:class:`Limits`), with
 an error naming the field and its allowed range.
