@@ -64,7 +64,11 @@ class Accelerator:
     @classmethod
     def emulated(cls, precision: str = "float32", skip_zeros: bool = True, board: Optional[str] = None,
                  limits: Optional[Limits] = None) -> "Accelerator":
-        """The HLS sources compiled by g++ (C simulation); ``board`` picks PE lanes and maxima."""
+        """The HLS sources compiled by g++ (C simulation); ``board`` picks PE lanes and maxima.
+
+        ``precision``: a spec of :mod:`zskip.host.precision` ("float32", "fixed16",
+        "ap_fixed<16,6>" or class=type pairs for act, wgt, grad, acc, opt).
+        """
         from .emu import EmuDevice
         if limits is None and board is not None:
             from .pynq_device import board_limits  # the one reading of boards.ini [hls_macros]
