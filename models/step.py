@@ -20,7 +20,7 @@ pruned (``ops.prune_grad``, SparseTrain) with that layer's word of
 and the layer index), and the backward kernels skip the zeros it creates. The first layer with
 parameters is not pruned: its dy feeds only its weight gradient, whose
 kernel is bound by the scan of the input image rather than by dy's nonzeros
-(LeNet-5, batch 64: 59.0k cycles at 88 % and at 94 % zeros of dy), while
+(LeNet-5, batch 64: 58.9k cycles at 88 % and at 94 % zeros of dy), while
 pruning costs two passes over that gradient, the network's largest (110k
 cycles).
 
