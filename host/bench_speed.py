@@ -122,6 +122,27 @@ def _time_torch(torch, device: str, make: Callable[[], Callable[[], None]], repe
         notes.append("no CUDA device: torch_cuda not measured")
 
 
+def _time_implementations(ops_fn, torch_fn, accelerators: Dict[str, object], repeat: int):
+    """Median seconds of the same work on every accelerator, the numpy reference and PyTorch.
+
+    ops_fn(ops) -> a callable doing the work with an Ops implementation;
+    torch_fn(torch, device) -> a callable doing it in PyTorch (its set-up runs once).
+    Returns (seconds {name: s or None}, notes).
+    """
+    seconds: Dict[str, Optional[float]] = {name: median_seconds(ops_fn(ops), repeat)
+                                           for name, ops in accelerators.items()}
+    seconds["reference"] = median_seconds(ops_fn(ReferenceOps()), repeat)
+    seconds["torch_cpu"] = None
+    notes = []
+    torch = _torch()
+    if torch is None:
+        notes.append("PyTorch is not installed (pip install zskip[bench]): torch timings skipped")
+    else:
+        for device in _torch_devices(torch):
+            _time_torch(torch, device, lambda device=device: torch_fn(torch, device), repeat, seconds, notes)
+    return seconds, notes
+
+
 def _ratios(seconds: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:
     cpu = seconds.get("torch_cpu")
 
@@ -141,23 +162,13 @@ def step_speed(model: Model, params, velocities, x, y, accelerators: Dict[str, o
     (any Ops); the numpy reference and PyTorch (CPU, and CUDA when present)
     are added. Returns ``{"batch", "seconds": {name: s or None}, "ratios", "notes"}``.
     """
-    seconds: Dict[str, Optional[float]] = {}
-    notes = []
-
     def ops_step(ops):
         return lambda: _step.train_step(ops, model, params, velocities, x, y, lr, momentum, 0.0, account=False)
 
-    for name, ops in accelerators.items():
-        seconds[name] = median_seconds(ops_step(ops), repeat)
-    seconds["reference"] = median_seconds(ops_step(ReferenceOps()), repeat)
-    torch = _torch()
-    seconds["torch_cpu"] = None
-    if torch is None:
-        notes.append("PyTorch is not installed (pip install zskip[bench]): torch timings skipped")
-    else:
-        for device in _torch_devices(torch):
-            make = lambda: _torch_step_fn(torch, model, params, x, y, device, lr, momentum)  # noqa: E731
-            _time_torch(torch, device, make, repeat, seconds, notes)
+    def torch_step(torch, device):
+        return _torch_step_fn(torch, model, params, x, y, device, lr, momentum)
+
+    seconds, notes = _time_implementations(ops_step, torch_step, accelerators, repeat)
     return {"batch": int(len(x)), "repeat": repeat, "seconds": seconds, "ratios": _ratios(seconds), "notes": notes}
 
 
@@ -188,31 +199,21 @@ def layer_speed(data: dict, accelerators: Dict[str, object], repeat: int = 3) ->
             ops.conv_backward_data(dy, w, x.shape, 1, pad, out_mask=mask)
         return run
 
-    seconds: Dict[str, Optional[float]] = {}
-    for name, ops in accelerators.items():
-        seconds[name] = median_seconds(ops_fn(ops), repeat)
-    seconds["reference"] = median_seconds(ops_fn(ReferenceOps()), repeat)
-    notes = []
-    torch = _torch()
-    seconds["torch_cpu"] = None
-    if torch is None:
-        notes.append("PyTorch is not installed (pip install zskip[bench]): torch timings skipped")
-    else:
-        for device in _torch_devices(torch):
-            def make(device=device):
-                xt = torch.from_numpy(x).to(device).requires_grad_(True)
-                wt = torch.from_numpy(w).to(device).requires_grad_(True)
-                bt = torch.from_numpy(b).to(device).requires_grad_(True)
-                gt = torch.from_numpy(dy).to(device)
+    def torch_step(torch, device):
+        xt = torch.from_numpy(x).to(device).requires_grad_(True)
+        wt = torch.from_numpy(w).to(device).requires_grad_(True)
+        bt = torch.from_numpy(b).to(device).requires_grad_(True)
+        gt = torch.from_numpy(dy).to(device)
 
-                def run():
-                    xt.grad = wt.grad = bt.grad = None
-                    out = torch.relu(torch.nn.functional.conv2d(xt, wt, bt, padding=pad))
-                    out.backward(gt)
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                return run
-            _time_torch(torch, device, make, repeat, seconds, notes)
+        def run():
+            xt.grad = wt.grad = bt.grad = None
+            out = torch.relu(torch.nn.functional.conv2d(xt, wt, bt, padding=pad))
+            out.backward(gt)
+            if device == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    seconds, notes = _time_implementations(ops_fn, torch_step, accelerators, repeat)
     return {"layer": VGG16_LAYER["name"], "batch": int(len(x)), "repeat": repeat,
             "input_sparsity": data["input_sparsity"], "grad_sparsity": data["grad_sparsity"],
             "seconds": seconds, "ratios": _ratios(seconds), "notes": notes}
