@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..models import reference as R
+from ..models.ops import OP_OUTPUTS
 from .program import OPCODES, ArenaLayout, bit_words, encode
 
 __all__ = ["Out", "Call", "ProgramRecorder", "ReplayOps", "counters"]
@@ -293,39 +294,11 @@ class ReplayOps:
         self.outputs.append((op, out))
         return out
 
-    def conv_forward(self, *args, **kw):
-        return self._replay("conv_forward", args)
-
-    def conv_backward_data(self, *args, **kw):
-        return self._replay("conv_backward_data", args)
-
-    def conv_backward_weight(self, *args, **kw):
-        return self._replay("conv_backward_weight", args)
-
-    def maxpool_forward(self, *args, **kw):
-        return self._replay("maxpool_forward", args)
-
-    def maxpool_backward(self, *args, **kw):
-        return self._replay("maxpool_backward", args)
-
-    def linear_forward(self, *args, **kw):
-        return self._replay("linear_forward", args)
-
-    def linear_backward_data(self, *args, **kw):
-        return self._replay("linear_backward_data", args)
-
-    def linear_backward_weight(self, *args, **kw):
-        return self._replay("linear_backward_weight", args)
-
-    def softmax_xent(self, *args, **kw):
-        return self._replay("softmax_xent", args)
-
-    def sgd_update(self, *args, **kw):
-        return self._replay("sgd_update", args)
-
-    def prune_grad(self, *args, **kw):
-        return self._replay("prune_grad", args)
-
+    def __getattr__(self, op):
+        # every op of the interface replays the same way (keywords were bound at recording)
+        if op not in OP_OUTPUTS:
+            raise AttributeError(op)
+        return lambda *args, **kw: self._replay(op, args)
 
 def counters(record: dict) -> Dict[str, int]:
     """The numeric counters of a stats record (``opcode`` and ``error`` are not counters).

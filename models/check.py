@@ -29,7 +29,7 @@ import numpy as np
 
 from . import step as _step
 from .networks import Conv, Linear, MaxPool, Model
-from .ops import ReferenceOps
+from .ops import OP_OUTPUTS, ReferenceOps
 
 __all__ = ["Tolerance", "TOLERANCES", "TensorError", "CheckReport", "CheckFailed", "check_step", "tolerance_for",
            "CapturingOps", "op_labels"]
@@ -128,15 +128,6 @@ def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
     }
 
 
-#: names of each op's returned tensors, in return order
-_OUTPUT_NAMES = {
-    "conv_forward": ("y", "mask"), "linear_forward": ("y", "mask"), "maxpool_forward": ("y", "argmax", "mask"),
-    "conv_backward_data": ("dx",), "linear_backward_data": ("dx",), "maxpool_backward": ("dx",),
-    "conv_backward_weight": ("dw", "db"), "linear_backward_weight": ("dw", "db"),
-    "softmax_xent": ("loss", "dlogits"), "sgd_update": ("param", "velocity"), "prune_grad": ("dy pruned",),
-}
-
-
 class CapturingOps:
     """Wraps any Ops and keeps ``(op name, return value)`` of every call in ``outputs``."""
 
@@ -150,7 +141,7 @@ class CapturingOps:
 
     def __getattr__(self, op):
         method = getattr(self._ops, op)
-        if op not in _OUTPUT_NAMES:
+        if op not in OP_OUTPUTS:
             return method
 
         def call(*args, **kw):
@@ -206,7 +197,7 @@ class _CheckingOps:
     def _compare(self, op, label, dev, ref, args):
         dev_t = dev if isinstance(dev, tuple) else (dev,)
         ref_t = ref if isinstance(ref, tuple) else (ref,)
-        values = dict(zip(_OUTPUT_NAMES[op], zip(dev_t, ref_t)))
+        values = dict(zip(OP_OUTPUTS[op], zip(dev_t, ref_t)))
         for name, (d, r) in values.items():
             if d is None and r is None:
                 continue
@@ -238,7 +229,7 @@ class _CheckingOps:
         self._add(label, "argmax (value at)", pick(d).reshape(np.shape(d)), pick(r).reshape(np.shape(r)))
 
     def __getattr__(self, op):
-        if op not in _OUTPUT_NAMES:
+        if op not in OP_OUTPUTS:
             raise AttributeError(op)
 
         def call(*args, **kw):

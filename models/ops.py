@@ -22,6 +22,16 @@ import numpy as np
 from . import reference as R
 
 
+#: every op of the interface and the names of what it returns (reports and
+#: checks label tensors with them; recording/replaying Ops dispatch on them)
+OP_OUTPUTS = {
+    "conv_forward": ("y", "mask"), "linear_forward": ("y", "mask"), "maxpool_forward": ("y", "argmax", "mask"),
+    "conv_backward_data": ("dx",), "linear_backward_data": ("dx",), "maxpool_backward": ("dx",),
+    "conv_backward_weight": ("dw", "db"), "linear_backward_weight": ("dw", "db"),
+    "softmax_xent": ("loss", "dlogits"), "sgd_update": ("param", "velocity"), "prune_grad": ("dy pruned",),
+}
+
+
 class Ops(Protocol):
     """What a backend must provide for one training step."""
 
