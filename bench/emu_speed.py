@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.models.networks import get_model
 from zskip.models.step import train_step
 

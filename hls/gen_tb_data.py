@@ -3,7 +3,7 @@
     python hls/gen_tb_data.py            # rewrites hls/<kernel>/<kernel>_tb_data.h
     python hls/gen_tb_data.py --check    # exit 1 if a header is out of date
 
-Each case builds a small program with zskip.host.program (the same encoder
+Each case builds a small program with zskip.host.ip.program (the same encoder
 and arena layout the driver uses), fills the arenas with seeded random
 inputs, and records the expected outputs computed by
 zskip.models.reference, never by the kernels. hls/common/tb_runner.h reads
@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from zskip.host.program import ARENA_DTYPES, ARENAS, ArenaLayout, bit_words, encode, pack_bits
+from zskip.host.ip.program import ARENA_DTYPES, ARENAS, ArenaLayout, bit_words, encode, pack_bits
 from zskip.models import reference as R
 
 HLS_DIR = Path(__file__).resolve().parent

@@ -3,10 +3,10 @@
 A backend has ``name``, ``train_step(model, params, velocities, x, y, lr,
 momentum, weight_decay) -> zskip.models.step.StepResult``, ``stream(model,
 params, velocities, batches, lr, momentum, weight_decay)`` (an iterator of
-``zskip.host.streaming.StreamedStep``, one per ``Batch``), ``predict(model,
+``zskip.host.runtime.streaming.StreamedStep``, one per ``Batch``), ``predict(model,
 params, x) -> logits (N, classes)`` and ``close()``. :class:`OpsBackend`
 runs ``zskip.models.step`` on any :class:`~zskip.models.ops.Ops`;
-``zskip.host.program_backend.ProgramBackend`` runs a whole step as one device
+``zskip.host.runtime.program_backend.ProgramBackend`` runs a whole step as one device
 program (the default for the accelerator backends; ``mode="ops"`` selects
 one device call per op).
 
@@ -23,6 +23,7 @@ import numpy as np
 from ..models import step as _step
 from ..models.networks import Model
 from ..models.ops import ReferenceOps
+from ..models.step import check_prune_rate
 
 __all__ = ["Backend", "OpsBackend", "make_backend", "BACKENDS"]
 
@@ -39,7 +40,7 @@ class Backend(Protocol):
 
     def stream(self, model: Model, params, velocities, batches, lr: float, momentum: float,
                weight_decay: float):
-        """Train on an iterable of ``zskip.host.streaming.Batch``; yields a ``StreamedStep`` per batch, in order.
+        """Train on an iterable of ``zskip.host.runtime.streaming.Batch``; yields a ``StreamedStep`` per batch, in order.
 
         Each yielded step's params/velocities are the state after it; the
         backend may take the next batch before yielding the current result.
@@ -68,16 +69,16 @@ class OpsBackend:
         self.prune_rate = check_prune_rate(prune_rate)
 
     def stream(self, model, params, velocities, batches, lr, momentum, weight_decay):
-        """One step after the other (``zskip.host.streaming.sequential_stream``)."""
-        from .streaming import sequential_stream
-        from .precision import loss_scale
+        """One step after the other (``zskip.host.runtime.streaming.sequential_stream``)."""
+        from .runtime.streaming import sequential_stream
+        from .ip.precision import loss_scale
         return sequential_stream(self.ops, model, params, velocities, batches, lr, momentum, weight_decay,
                                  account=self.account, precision=self.precision, prune_rate=self.prune_rate,
                                  loss_scale=lambda n: loss_scale(self.precision, n))
 
     def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None):
-        """See :meth:`Backend.train_step`; ``prune_seeds`` as in ``zskip.host.streaming.Batch``."""
-        from .precision import loss_scale
+        """See :meth:`Backend.train_step`; ``prune_seeds`` as in ``zskip.host.runtime.streaming.Batch``."""
+        from .ip.precision import loss_scale
         return _step.train_step(self.ops, model, params, velocities, x, y, lr, momentum, weight_decay,
                                 account=self.account, prune_rate=self.prune_rate, prune_seeds=prune_seeds,
                                 grad_scale=loss_scale(self.precision, len(y)))
@@ -93,19 +94,11 @@ class OpsBackend:
             close()
 
 
-def check_prune_rate(prune_rate) -> float:
-    """``prune_rate`` as a float in [0, 1); ValueError naming it otherwise."""
-    if isinstance(prune_rate, bool) or not isinstance(prune_rate, (int, float, np.floating, np.integer)) \
-            or not 0.0 <= float(prune_rate) < 1.0:
-        raise ValueError(f"prune_rate: must be a number in [0, 1) (0: no pruning), got {prune_rate!r}")
-    return float(prune_rate)
-
-
 def _accelerator():
     try:
-        from .accelerator import Accelerator
+        from .runtime.accelerator import Accelerator
     except ImportError as e:
-        raise ValueError(f"backend: the accelerator backends need zskip.host.accelerator, which cannot be "
+        raise ValueError(f"backend: the accelerator backends need zskip.host.runtime.accelerator, which cannot be "
                          f"imported here ({e}); use --backend reference") from e
     return Accelerator
 
@@ -121,7 +114,7 @@ MODES = ("program", "ops")
 def _on_accelerator(accelerator, name: str, account: bool, mode: str, precision: str = "float32",
                     prune_rate: float = 0.0):
     if mode == "program":
-        from .program_backend import ProgramBackend
+        from .runtime.program_backend import ProgramBackend
         return ProgramBackend(accelerator, name, account=account, precision=precision, prune_rate=prune_rate)
     if mode == "ops":
         return OpsBackend(accelerator, name, account=account, precision=precision, prune_rate=prune_rate)
@@ -131,11 +124,11 @@ def _on_accelerator(accelerator, name: str, account: bool, mode: str, precision:
 
 def _emu(account: bool = True, mode: str = "program", prune_rate: float = 0.0, **opts):
     import dataclasses
-    from .program import Limits
+    from .ip.program import Limits
     overrides = {f.name: opts.pop(f.name) for f in dataclasses.fields(Limits) if f.name in opts}
     if overrides:
         # compiled maxima given one by one (e.g. max_features=2048 for vgg_tiny) replace the board's or config.h's
-        from .pynq_device import board_limits
+        from .ip.program import board_limits
         opts["limits"] = dataclasses.replace(opts.get("limits") or board_limits(opts.pop("board", None)), **overrides)
     prune_rate = check_prune_rate(prune_rate)
     return _on_accelerator(_accelerator().emulated(**opts), "emu", account, mode, opts.get("precision", "float32"),

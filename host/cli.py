@@ -82,7 +82,7 @@ def _run_train(args) -> int:
     dataset = load_dataset(args.data, seed=args.seed)
     if args.limit_train is not None or args.limit_test is not None:
         dataset = dataset.subset(args.limit_train, args.limit_test)
-    from .precision import is_float32
+    from .ip.precision import is_float32
     opts = dict(args.backend_opt)
     if args.precision is not None:
         if "precision" in opts and opts["precision"] != args.precision:
@@ -120,7 +120,7 @@ def _add_bench(sub) -> None:
     from ..models.networks import MODELS
     p = sub.add_parser("bench", help="measure sparse vs dense speedups, board estimates and emulator speed",
                        description="Train to a stated point on emu, run the same batches in sparse and dense "
-                                   "mode and write the figures of issue 5 as JSON (and a PNG).")
+                                   "mode and write the speedup, utilisation, board and emulator-speed figures as JSON (and a PNG).")
     p.add_argument("--model", default="lenet5", help=f"one of {', '.join(sorted(MODELS))} (default lenet5)")
     p.add_argument("--data", default="mnist5k", help="dataset spec as for train (default mnist5k)")
     p.add_argument("--epochs", type=int, default=1, help="epochs of training on emu before measuring (default 1)")
@@ -142,7 +142,7 @@ def _add_bench(sub) -> None:
 
 
 def _run_bench(args) -> int:
-    from .bench import run_bench, summary_lines
+    from .bench.report import run_bench, summary_lines
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = run_bench(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, batches=args.batches,
                        lr=args.lr, momentum=args.momentum, seed=args.seed, limit_train=args.limit_train,
@@ -153,7 +153,7 @@ def _run_bench(args) -> int:
         json.dump(report, f, indent=1)
     os.replace(tmp, args.report)
     if args.plot:
-        from .bench_plot import plot_report
+        from .bench.plot import plot_report
         plot_report(report, args.plot)
     if not args.quiet:
         print("\n".join(summary_lines(report)))

@@ -99,7 +99,7 @@ class CheckFailed(RuntimeError):
 
 
 def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
-    """Per op name, the label ("layer I (kind) pass") of its k-th call in one train_step.
+    """Per op name, the label ("NAME pass", e.g. "conv2 bwd_data") of its k-th call in one train_step.
 
     The forward visits Conv/Linear/MaxPool layers in order; the backward
     visits them in reverse down to the first layer with parameters (which
@@ -108,7 +108,8 @@ def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
     layers = list(enumerate(model.layers))
     params = [i for i, l in layers if isinstance(l, (Conv, Linear))]
     first = min(params)
-    label = lambda i, p: f"layer {i} ({model.layers[i].kind}) {p}"
+    names = model.layer_names()
+    label = lambda i, p: f"{names[i]} {p}"
     fwd = [i for i, l in layers if isinstance(l, (Conv, Linear, MaxPool))]
     pools_bwd = [i for i, l in reversed(layers) if isinstance(l, MaxPool) and i > first]
     conv_bwd = [i for i in reversed(params) if isinstance(model.layers[i], Conv)]

@@ -84,6 +84,10 @@ def linear(out: int, relu: bool = True) -> Linear:
     return Linear(_positive("out", out), bool(relu))
 
 
+#: layer kind -> the stem of its readable name (Model.layer_names)
+LAYER_NAME_PREFIX = {"conv": "conv", "maxpool": "pool", "flatten": "flatten", "linear": "fc"}
+
+
 def param_key(index: int, name: str) -> str:
     """Key of parameter ``name`` ("w" or "b") of layer ``index`` in a params dict."""
     return f"layer{index}.{name}"
@@ -194,12 +198,27 @@ class Model:
         """SGD momentum buffers: zeros shaped like the parameters."""
         return {k: np.zeros(s, np.float32) for k, s in self.param_shapes().items()}
 
+    def layer_names(self) -> Tuple[str, ...]:
+        """Readable layer names for reports, plots and errors: conv1, pool1, flatten1, fc1, ...
+
+        Numbered per kind in layer order, so they depend only on the layer list
+        (a checkpoint's model gives the same names); parameters keep their
+        index keys (:func:`param_key`).
+        """
+        counts: Dict[str, int] = {}
+        names = []
+        for layer in self.layers:
+            prefix = LAYER_NAME_PREFIX.get(layer.kind, layer.kind)
+            counts[prefix] = counts.get(prefix, 0) + 1
+            names.append(f"{prefix}{counts[prefix]}")
+        return tuple(names)
+
     def describe(self) -> str:
-        """One line per layer: spec and output shape."""
+        """One line per layer: index, name, spec and output shape."""
         lines = [f"{self.name}: input {'x'.join(map(str, self.input_shape))}"]
-        for i, (layer, (_, out)) in enumerate(zip(self.layers, self.shapes())):
+        for i, (name, layer, (_, out)) in enumerate(zip(self.layer_names(), self.layers, self.shapes())):
             relu = " relu" if getattr(layer, "relu", False) else ""
-            lines.append(f"  {i}: {_describe(layer)}{relu} -> {'x'.join(map(str, out))}")
+            lines.append(f"  {i} {name}: {_describe(layer)}{relu} -> {'x'.join(map(str, out))}")
         return "\n".join(lines)
 
 

@@ -38,7 +38,20 @@ import numpy as np
 from . import reference as R
 from .networks import Conv, Flatten, Linear, MaxPool, Model, param_key
 
-__all__ = ["StepResult", "train_step", "predict", "forward", "prune_seeds"]
+__all__ = ["Batch", "StepResult", "check_prune_rate", "train_step", "predict", "forward", "prune_seeds"]
+
+
+@dataclass
+class Batch:
+    """One mini-batch: x (N, C, H, W) float32, y (N,) labels; ``check``: compare this step with the reference.
+
+    ``prune_seeds``: uint32 (len(model.layers),), the step's gradient-pruning
+    seeds (``zskip.models.step.prune_seeds``); needed when the backend prunes.
+    """
+    x: np.ndarray
+    y: np.ndarray
+    check: bool = False
+    prune_seeds: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -135,6 +148,14 @@ def predict(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray) -> 
     return forward(ops, model, params, x)[0]
 
 
+def check_prune_rate(prune_rate) -> float:
+    """``prune_rate`` as a float in [0, 1); ValueError naming it otherwise."""
+    if isinstance(prune_rate, bool) or not isinstance(prune_rate, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(prune_rate) < 1.0:
+        raise ValueError(f"prune_rate: must be a number in [0, 1) (0: no pruning), got {prune_rate!r}")
+    return float(prune_rate)
+
+
 def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray],
                x: np.ndarray, y: np.ndarray, lr: float, momentum: float, weight_decay: float,
                account: bool = True, prune_rate: float = 0.0,
@@ -154,8 +175,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
-    if not 0.0 <= prune_rate < 1.0:
-        raise ValueError(f"prune_rate: must be in [0, 1), got {prune_rate!r}")
+    prune_rate = check_prune_rate(prune_rate)
     if prune_rate and (prune_seeds is None or np.shape(prune_seeds) != (len(model.layers),)):
         raise ValueError(f"prune_seeds: pruning needs one uint32 seed per layer, shape ({len(model.layers)},), "
                          f"got {None if prune_seeds is None else np.shape(prune_seeds)}")
@@ -167,6 +187,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
 
     grads: Dict[str, np.ndarray] = {}
     layer_stats: List[dict] = []
+    names = model.layer_names()
     for i in range(len(model.layers) - 1, -1, -1):
         layer, rec = model.layers[i], records[i]
         if isinstance(layer, Flatten):
@@ -177,7 +198,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
             continue
         w = params[param_key(i, "w")]
         kernel = {"fwd": rec.fwd_stats}
-        info = {"index": i, "kind": layer.kind,
+        info = {"index": i, "name": names[i], "kind": layer.kind,
                 "input_sparsity": _zero_fraction(rec.x), "grad_sparsity": _zero_fraction(grad)}
         if prune_rate and i > first_param:
             # a one-word view: on a device program the seed is a word of memory the host rewrites per batch

@@ -2,7 +2,7 @@
 
 A backend is anything with ``stream(model, params, velocities, batches, lr,
 momentum, weight_decay)`` (one ``StreamedStep`` per ``Batch``, see
-``zskip.host.streaming``) and ``predict(model, params, x) -> logits`` (see
+``zskip.host.runtime.streaming``) and ``predict(model, params, x) -> logits`` (see
 ``zskip.host.backends``); the loop never asks which one it holds. It hands the
 backend the whole epoch's batch stream, so a backend may pack batch i+1 while
 batch i runs; a backend's params may be mirrors of device memory, read only
@@ -33,7 +33,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .datasets import Dataset
 from .networks import Model
 from .step import prune_seeds
-from ..host.streaming import Batch
+from .step import Batch
 
 __all__ = ["train", "evaluate", "epoch_permutation", "TrainResult"]
 
@@ -75,7 +75,7 @@ def _accumulate(totals: dict, result, y: np.ndarray) -> None:
     totals["steps"] += 1
     for info in result.layers:
         acc = totals["layers"].setdefault(str(info["index"]), {
-            "kind": info["kind"], "input_zero_sum": 0.0, "grad_zero_sum": 0.0, "steps": 0,
+            "name": info["name"], "kind": info["kind"], "input_zero_sum": 0.0, "grad_zero_sum": 0.0, "steps": 0,
             "macs": {}, "kernel": {}})
         acc["input_zero_sum"] += info["input_sparsity"]
         acc["grad_zero_sum"] += info["grad_sparsity"]
@@ -109,7 +109,7 @@ def _layer_report(index: str, acc: dict) -> dict:
     for pass_name, c in acc["macs"].items():
         nonzero = c["macs_nonzero"]
         macs[pass_name] = dict(c, ideal_speedup=(c["macs_dense"] / nonzero) if nonzero else None)
-    out = {"index": int(index), "kind": acc["kind"],
+    out = {"index": int(index), "name": acc["name"], "kind": acc["kind"],
            "input_sparsity": acc["input_zero_sum"] / acc["steps"],
            "grad_sparsity": acc["grad_zero_sum"] / acc["steps"],
            "macs": macs, "kernel": acc["kernel"],
@@ -124,7 +124,7 @@ def _warn_saturations(epoch_report: dict, max_saturations: int) -> None:
     """Warn, naming the layer, where an epoch's fixed-point saturations exceed ``max_saturations``."""
     for layer in epoch_report["layers"]:
         if layer["saturations"] > max_saturations:
-            warnings.warn(f"layer {layer['index']} ({layer['kind']}): {layer['saturations']} saturated fixed-point "
+            warnings.warn(f"{layer['name']}: {layer['saturations']} saturated fixed-point "
                           f"conversions in epoch {epoch_report['epoch']} (more than {max_saturations}); widen its "
                           f"integer bits (--precision)", RuntimeWarning, stacklevel=3)
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .boards import Board, ip_identity, load_boards
+from .boards import Board, load_boards
 
-HLS_DIR = Path(__file__).resolve().parent.parent / "hls"
+from .. import HLS_DIR  # the one definition: zskip/__init__.py
 BRAM36_BYTES = 4096
 URAM_BYTES = 32768
 #: fraction of each resource a configuration may use (the 20 % margin)
@@ -137,14 +137,14 @@ def onchip_bytes(board: Board, structs: Optional[List[OnchipStruct]] = None,
                  cache_dir: Optional[Path] = None) -> Dict[str, int]:
     """``sizeof`` of each instantiated on-chip struct with ``board``'s macros (g++ probe).
 
-    The probe uses the emulation's ap_types headers and cache folder (host/emu.py).
+    The probe uses the emulation's ap_types headers and cache folder (overlay/toolchain.py).
     """
     structs = structs if structs is not None else onchip_structs()
     compiler = shutil.which("g++")
     if compiler is None:
         raise RuntimeError("g++ not found on PATH: the on-chip size probe needs it")
     source = _probe_source(structs)
-    from ..host.emu import ap_types_dir, cache_dir as emu_cache_dir
+    from .toolchain import ap_types_dir, cache_dir as emu_cache_dir
     flags = ["-std=c++14", "-O0", f"-I{HLS_DIR}", f"-I{HLS_DIR / 'common'}", f"-I{ap_types_dir()}"]
     flags += [f"-D{k}={v}" for k, v in board.hls_defines.items()]
     headers = "".join(s.header.read_text() for s in structs)

@@ -4,7 +4,8 @@ On a board (Jupyter)::
 
     from zskip.overlay import ZskipOverlay
     overlay = ZskipOverlay()                 # zskip.bit + zskip.hwh next to this module
-    device = overlay.open_device()           # a zskip.host.device.Device
+    from zskip.host.devices.pynq_device import PynqDevice
+    device = PynqDevice(overlay)             # the driver takes the overlay
 
 Importing this module on a machine without a board works (pynq may warn).
 """
@@ -46,8 +47,3 @@ class ZskipOverlay(pynq.Overlay):
         if not path.with_suffix(".hwh").is_file():
             raise FileNotFoundError(f"{path.with_suffix('.hwh')} not found: the .hwh must lie beside the .bit")
         super().__init__(os.fspath(path), **kwargs)
-
-    def open_device(self, **kwargs):
-        """This overlay as a :class:`zskip.host.device.Device` (see ``PynqDevice``)."""
-        from ..host.pynq_device import PynqDevice
-        return PynqDevice(self, **kwargs)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from zskip.host import bench as B
-from zskip.host import bench_speed as S
+from zskip.host.bench import report as B
+from zskip.host.bench import speed as S
 from zskip.models import reference as R
 from zskip.models.networks import get_model
 from zskip.overlay.boards import load_boards
@@ -20,7 +20,7 @@ def tiny_report():
 
 def test_rows_follow_their_definitions(tiny_report):
     lanes = tiny_report["pe_lanes"]
-    from zskip.host.program import Limits
+    from zskip.host.ip.program import Limits
     assert lanes == Limits.defaults().pe_lanes  # the comparison runs at config.h's PE lanes
     assert {(r["layer"], r["pass"]) for r in tiny_report["layers"]} == {
         (0, "fwd"), (0, "bwd_weight"), (2, "fwd"), (2, "bwd_weight"), (2, "bwd_data"),
@@ -105,7 +105,7 @@ def test_board_maxima_too_small_for_a_model_are_listed():
     limits = load_boards()["pynq-z2"]
     assert limits.max_ch < 40
     exceeded = B._model_fits(wide, limits)
-    assert any(p.startswith("layer 0 conv") for p in exceeded)
+    assert any(p.startswith("conv1: 1->40") for p in exceeded)
 
 
 def test_op_bytes_counts_operands_results_and_mask_bits():
@@ -120,7 +120,7 @@ def test_op_bytes_counts_operands_results_and_mask_bits():
 
 
 def test_dense_cycles_do_not_depend_on_data():
-    from zskip.host.accelerator import Accelerator
+    from zskip.host.runtime.accelerator import Accelerator
     model = get_model("lenet5")
     params, vel = model.init_params(0), model.zero_velocities()
     rng = np.random.default_rng(3)
@@ -132,14 +132,14 @@ def test_dense_cycles_do_not_depend_on_data():
     per_op = [[r["stats"]["cycles"] for r in run["records"][0]] for run in runs]
     # the scoreboard's issue clock runs on across calls, so a call may wait up to ACC_LATENCY - 1
     # cycles for the previous call's last accumulator write
-    from zskip.host.perf_model import kernel_constants
+    from zskip.host.bench.perf_model import kernel_constants
     slack = kernel_constants()["ACC_LATENCY"]
     assert len(per_op[0]) == len(per_op[1])
     assert all(abs(a - b) < slack for a, b in zip(*per_op))
 
 
 def test_measure_steps_starts_every_batch_from_the_same_params():
-    from zskip.host.accelerator import Accelerator
+    from zskip.host.runtime.accelerator import Accelerator
     model = get_model("lenet5")
     params, vel = model.init_params(1), model.zero_velocities()
     x = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
@@ -162,7 +162,7 @@ def test_bad_arguments_name_themselves():
 
 
 def test_speed_reports_each_implementation_and_notes_missing_torch(monkeypatch):
-    from zskip.host.accelerator import Accelerator
+    from zskip.host.runtime.accelerator import Accelerator
     monkeypatch.setattr(S, "_torch", lambda: None)
     model = get_model("lenet5")
     x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.host.backends import make_backend
-from zskip.host.program_backend import ProgramBackend
-from zskip.host.streaming import Batch
+from zskip.host.runtime.program_backend import ProgramBackend
+from zskip.host.runtime.streaming import Batch
 from zskip.models import step
 from zskip.models.check import (TOLERANCES, CapturingOps, CheckFailed, check_step, op_labels,
                                 tolerance_for)
@@ -39,16 +39,16 @@ def test_clean_emulated_step_is_within_float32_tolerance(lenet, batch):
     assert 0 < report.max_rel_error <= TOLERANCES["float32"].rtol
     labels = {(t.layer, t.tensor) for t in report.tensors}
     # per layer and tensor: activations, masks, gradients, weight gradients, updated weights
-    for expected in [("layer 0 (conv) fwd", "y"), ("layer 0 (conv) fwd", "mask"), ("layer 1 (maxpool) fwd", "argmax (value at)"),
-                     ("layer 2 (conv) bwd_data", "dx"), ("layer 5 (linear) bwd_weight", "dw"), ("loss", "loss"),
+    for expected in [("conv1 fwd", "y"), ("conv1 fwd", "mask"), ("pool1 fwd", "argmax (value at)"),
+                     ("conv2 bwd_data", "dx"), ("fc1 bwd_weight", "dw"), ("loss", "loss"),
                      ("sgd layer0.w", "param"), ("sgd layer7.b", "velocity")]:
         assert expected in labels
 
 
 @pytest.mark.parametrize("op, k, position, tensor, label", [
-    ("conv_forward", 1, 0, "y", "layer 2 (conv) fwd"),
-    ("linear_backward_weight", 0, 0, "dw", "layer 7 (linear) bwd_weight"),
-    ("conv_backward_data", 0, 0, "dx", "layer 2 (conv) bwd_data"),
+    ("conv_forward", 1, 0, "y", "conv2 fwd"),
+    ("linear_backward_weight", 0, 0, "dw", "fc3 bwd_weight"),
+    ("conv_backward_data", 0, 0, "dx", "conv2 bwd_data"),
     ("sgd_update", 3, 1, "velocity", "sgd layer2.b"),
 ])
 def test_a_planted_wrong_value_is_caught_with_layer_tensor_and_index(lenet, batch, op, k, position, tensor, label):
@@ -83,7 +83,7 @@ def test_a_corrupted_device_tensor_stops_training_with_its_layer_tensor_and_inde
         return cycles
     monkeypatch.setattr(backend.accelerator.device, "run", corrupting_run)
     try:
-        with pytest.raises(CheckFailed, match=r"^check failed: layer 5 \(linear\) fwd, tensor y: .* at index \(1, 5\)"):
+        with pytest.raises(CheckFailed, match=r"^check failed: fc1 fwd, tensor y: .* at index \(1, 5\)"):
             list(backend.stream(lenet, params, velocities, [Batch(*batch, check=True)], LR, MOMENTUM, WD))
     finally:
         backend.close()
@@ -96,14 +96,14 @@ def test_the_cli_stops_on_a_failed_check(monkeypatch, capsys):
     status = cli.main(["train", "--backend", "emu", "--data", "synthetic:1x28x28", "--limit-train", "64",
                        "--limit-test", "8", "--epochs", "1", "--check-every", "1", "--quiet"])
     assert status == 2
-    assert "zskip: error: check failed: layer" in capsys.readouterr().err
+    assert "zskip: error: check failed: conv1 fwd, tensor y" in capsys.readouterr().err
 
 
 def test_labels_follow_the_model_and_unknown_precision_is_refused(lenet):
     labels = op_labels(lenet, list(lenet.param_shapes()))
-    assert labels["conv_backward_data"] == ["layer 2 (conv) bwd_data"]      # none for the first layer
-    assert labels["maxpool_backward"] == ["layer 3 (maxpool) bwd", "layer 1 (maxpool) bwd"]
-    assert labels["linear_forward"] == ["layer 5 (linear) fwd", "layer 6 (linear) fwd", "layer 7 (linear) fwd"]
+    assert labels["conv_backward_data"] == ["conv2 bwd_data"]      # none for the first layer
+    assert labels["maxpool_backward"] == ["pool2 bwd", "pool1 bwd"]
+    assert labels["linear_forward"] == ["fc1 fwd", "fc2 fwd", "fc3 fwd"]
     with pytest.raises(ValueError, match=r"^precision: .*not 'ap_fixed<16,6>'"):
         tolerance_for("ap_fixed<16,6>")
 

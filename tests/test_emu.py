@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from zskip.host import emu
-from zskip.host.accelerator import Accelerator
-from zskip.host.device import DeviceError
-from zskip.host.program import FIELDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, decode_stats, encode
+from zskip.host.devices import emu
+from zskip.host.runtime.accelerator import Accelerator
+from zskip.host.devices.device import DeviceError
+from zskip.host.ip.program import FIELDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, decode_stats, encode
 
 
 @pytest.fixture(scope="module")

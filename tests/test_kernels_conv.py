@@ -8,7 +8,7 @@ the reference accounting (models.reference.conv_macs) exactly.
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.models import reference as R
 
 # (n, c, h, w, k, r, stride, pad, sparsity): stride 1/2, pad 0..r-1, kernel

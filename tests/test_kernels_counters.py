@@ -15,8 +15,8 @@
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
-from zskip.host.perf_model import kernel_constants
+from zskip.host.runtime.accelerator import Accelerator
+from zskip.host.bench.perf_model import kernel_constants
 from zskip.models import reference as R
 
 SHAPE = dict(n=2, c=16, h=12, w=12, k=16, r=3, stride=1, pad=1)
@@ -123,7 +123,7 @@ def test_counters_from_every_stage_are_reported(sparse):
 
 def test_pe_lanes_set_the_mac_stage_width(sparse):
     """A 4-lane build needs about four times the MAC iterations of the 16-lane default."""
-    from zskip.host.program import Limits
+    from zskip.host.ip.program import Limits
     base = Limits.defaults()
     narrow = Accelerator.emulated(limits=Limits(4, base.max_ch, base.max_dim, base.max_ksize, base.max_features))
     assert narrow.device.config["pe_lanes"] == 4
@@ -194,7 +194,7 @@ def test_direct_csim_scatter_equals_the_item_list_form(monkeypatch, precision):
     that mirrors the synthesised loops. Results and every counter must agree bit for bit, on
     banked (one-channel backward-weight, narrow fc forward) and unbanked passes, sparse and dense,
     and with saturating fixed-point accumulators."""
-    from zskip.host import emu
+    from zskip.host.devices import emu
     fast = {skip: Accelerator.emulated(precision=precision, skip_zeros=skip) for skip in (True, False)}
     real_build = emu.build_library
     monkeypatch.setattr(emu, "build_library", lambda defines, cxx=None: real_build(

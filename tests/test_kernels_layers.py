@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.models import reference as R
 from zskip.models.ops import ReferenceOps
 

@@ -6,8 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from zskip.host import emu
-from zskip.host.program import HLS_DIR
+from zskip.host.devices import emu
+from zskip.host.ip.program import HLS_DIR
 
 KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight", "fc", "maxpool", "sgd_update", "softmax_xent",
            "zskip_top")

@@ -167,3 +167,10 @@ def test_step_rejects_wrong_input_shape():
     with pytest.raises(ValueError, match="^lr:"):
         train_step(ReferenceOps(), model, model.init_params(0), model.zero_velocities(),
                    np.zeros((2, 1, 28, 28), np.float32), np.array([0, 1]), float("nan"), 0.9, 0.0)
+
+
+def test_layers_have_readable_names_numbered_per_kind():
+    assert get_model("lenet5").layer_names() == ("conv1", "pool1", "conv2", "pool2", "flatten1", "fc1", "fc2", "fc3")
+    mixed = Model("mixed", (1, 8, 8), (conv(2, 3), conv(2, 3), maxpool(), flatten(), linear(4), linear(3)))
+    assert mixed.layer_names() == ("conv1", "conv2", "pool1", "flatten1", "fc1", "fc2")
+    assert "  1 conv2: conv 3x3 2" in mixed.describe()

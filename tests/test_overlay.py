@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from zskip.host.device import DeviceError
+from zskip.host.devices.device import DeviceError
 from zskip.overlay import boards
 
 
@@ -68,8 +68,8 @@ def test_hls_defines_name_every_size_macro_of_config_h():
 
 def test_remote_device_unreachable_is_a_clear_error():
     """Accelerator.remote (the `remote:HOST` backend) -> open_remote_device -> PYNQ RemoteDevice."""
-    from zskip.host.accelerator import Accelerator
-    from zskip.host.pynq_device import open_remote_device
+    from zskip.host.runtime.accelerator import Accelerator
+    from zskip.host.devices.pynq_device import open_remote_device
     with pytest.raises(DeviceError, match=r"cannot reach the PYNQ remote server on 127\.0\.0\.1"):
         Accelerator.remote("127.0.0.1", port=1)
     with pytest.raises(ValueError, match="host must be"):

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from zskip.host import perf_model as PM
+from zskip.host.bench import perf_model as PM
 from zskip.models import reference as R
 from zskip.overlay.boards import load_boards
 
@@ -26,8 +26,8 @@ LAYERS = [((4, 1, 28, 28), (6, 1, 5, 5), 0, 0.8),
 
 
 def _accelerator(lanes, skip):
-    from zskip.host.accelerator import Accelerator
-    from zskip.host.program import Limits
+    from zskip.host.runtime.accelerator import Accelerator
+    from zskip.host.ip.program import Limits
     return Accelerator.emulated(skip_zeros=skip, limits=replace(Limits.defaults(), pe_lanes=lanes))
 
 

@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from zskip.host import program as P
+from zskip.host.ip import program as P
 
 
 def test_fields_come_from_the_header():

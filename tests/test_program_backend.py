@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
-from zskip.host.program import OPCODES, decode
-from zskip.host.program_backend import ProgramBackend
+from zskip.host.runtime.accelerator import Accelerator
+from zskip.host.ip.program import OPCODES, decode
+from zskip.host.runtime.program_backend import ProgramBackend
 from zskip.models import step
 from zskip.models.check import CapturingOps
 from zskip.models.networks import get_model

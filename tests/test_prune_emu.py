@@ -3,9 +3,9 @@ unbiased, per-step seeds in program mode, and the zeros it makes skipped by the 
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.host.backends import make_backend
-from zskip.host.program import decode
+from zskip.host.ip.program import decode
 from zskip.models import reference as R
 from zskip.models.check import check_step
 from zskip.models.networks import get_model
@@ -107,7 +107,7 @@ def test_program_mode_prunes_with_the_step_seed_and_matches_the_reference(rng):
     x, y = _batch(rng)
     params, vel = model.init_params(0), model.zero_velocities()
     try:
-        from zskip.host.streaming import Batch
+        from zskip.host.runtime.streaming import Batch
         outs = list(backend.stream(model, params, vel, [Batch(x, y, check=True, prune_seeds=prune_seeds(0, s, len(model.layers)))
                                                         for s in range(2)], 0.02, 0.9, 0.0))
         prog = next(iter(backend._programs.values()))
@@ -170,6 +170,6 @@ def test_check_step_catches_a_wrong_prune(rng):
     cap = CapturingOps(ReferenceOps())
     train_step(cap, model, params, vel, x, y, 0.02, 0.9, 0.0, prune_rate=0.9, prune_seeds=seeds)
     # the reference with another layer seed draws other numbers: the check must name the prune
-    with pytest.raises(CheckFailed, match=r"layer 7 \(linear\) prune"):
+    with pytest.raises(CheckFailed, match=r"fc3 prune"):
         check_step(model, params, vel, x, y, 0.02, 0.9, 0.0, cap.outputs, prune_rate=0.9,
                    prune_seeds=prune_seeds(2, 0, len(model.layers)))

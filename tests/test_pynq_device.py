@@ -1,4 +1,4 @@
-"""The PYNQ driver (host/pynq_device.py) against the emulated board (host/emulated_board.py).
+"""The PYNQ driver (host/devices/pynq_device.py) against the emulated board (host/devices/emulated_board.py).
 
 A small Python kernel stands in for the accelerator here so that the driver's
 own duties are tested in isolation: addresses by register name, flush and
@@ -8,10 +8,10 @@ behind the same board is tested in test_pynq_device_emu.py.
 import numpy as np
 import pytest
 
-from zskip.host.device import DeviceError, DeviceTimeout
-from zskip.host.emulated_board import EmulatedBoard
-from zskip.host.pynq_device import PynqDevice
-from zskip.host.register_map import load_top
+from zskip.host.devices.device import DeviceError, DeviceTimeout
+from zskip.host.devices.emulated_board import EmulatedBoard
+from zskip.host.devices.pynq_device import PynqDevice
+from zskip.host.ip.register_map import load_top
 
 TOP = load_top()
 

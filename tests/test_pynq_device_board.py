@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from zskip.host import program as P
-from zskip.host.pynq_device import open_pynq_device, open_remote_device
+from zskip.host.ip import program as P
+from zskip.host.devices.pynq_device import open_pynq_device, open_remote_device
 from zskip.models import reference as R
 
 from test_pynq_device_emu import allocate_run_buffers, conv_fwd_program

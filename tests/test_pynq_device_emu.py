@@ -7,10 +7,10 @@ polled, results invalidated. Results are compared with the numpy reference.
 import numpy as np
 import pytest
 
-from zskip.host import program as P
-from zskip.host.device import DeviceTimeout
-from zskip.host.emulated_board import EmulatedBoard, emu_kernel
-from zskip.host.pynq_device import PynqDevice
+from zskip.host.ip import program as P
+from zskip.host.devices.device import DeviceTimeout
+from zskip.host.devices.emulated_board import EmulatedBoard, emu_kernel
+from zskip.host.devices.pynq_device import PynqDevice
 from zskip.models import reference as R
 
 
@@ -120,8 +120,8 @@ def test_descriptor_beyond_its_buffer_is_a_bus_fault_not_a_crash(device):
 
 def test_lenet_training_step_through_the_driver_matches_reference():
     """A whole LeNet-5 step (every op of the training loop) via Accelerator -> PynqDevice -> emulated board."""
-    from zskip.host.accelerator import Accelerator
-    from zskip.host.pynq_device import open_emulated_board_device
+    from zskip.host.runtime.accelerator import Accelerator
+    from zskip.host.devices.pynq_device import open_emulated_board_device
     from zskip.models.networks import get_model
     from zskip.models.ops import ReferenceOps
     from zskip.models.step import train_step
@@ -149,9 +149,9 @@ def test_lenet_training_step_through_the_driver_matches_reference():
 
 def test_training_loop_runs_on_the_emulated_board_like_the_reference():
     """models.train.train, unchanged, on the board driver: same losses and weights as the reference."""
-    from zskip.host.accelerator import Accelerator
+    from zskip.host.runtime.accelerator import Accelerator
     from zskip.host.backends import OpsBackend, make_backend
-    from zskip.host.pynq_device import open_emulated_board_device
+    from zskip.host.devices.pynq_device import open_emulated_board_device
     from zskip.models.datasets import synthetic
     from zskip.models.networks import get_model
     from zskip.models.train import train

@@ -1,7 +1,7 @@
-"""The register map derived from the HLS top function (host/register_map.py)."""
+"""The register map derived from the HLS top function (host/ip/register_map.py)."""
 import pytest
 
-from zskip.host.register_map import driver_version, load_top, parse_top, parse_version
+from zskip.host.ip.register_map import driver_version, load_top, parse_top, parse_version
 
 # The interface fixed by the lead for hls/zskip_top/zskip_top.cpp, with the
 # pragma spellings Vitis HLS accepts (old "m_axi" and new "mode=m_axi").

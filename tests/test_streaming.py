@@ -5,11 +5,11 @@ import time
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.host.backends import make_backend
-from zskip.host.emu import EmuBuffer
-from zskip.host.program_backend import ProgramBackend
-from zskip.host.streaming import TIMING_STAGES, Batch, DeviceRunner
+from zskip.host.devices.emu import EmuBuffer
+from zskip.host.runtime.program_backend import ProgramBackend
+from zskip.host.runtime.streaming import TIMING_STAGES, Batch, DeviceRunner
 from zskip.models import step
 from zskip.models.networks import get_model
 from zskip.models.ops import ReferenceOps
@@ -110,7 +110,7 @@ def test_stream_of_the_ops_backend_is_the_sequential_train_step():
 
 def test_program_mode_runs_through_the_pynq_driver_start_wait_split():
     """The same program backend over the PYNQ driver (emulated board): start/wait, same result as emu."""
-    from zskip.host.pynq_device import open_emulated_board_device
+    from zskip.host.devices.pynq_device import open_emulated_board_device
     model = get_model("lenet5")
     data = _batches(model, 2, seed=2)
     on_board = ProgramBackend(Accelerator(open_emulated_board_device()), "pynq")
@@ -130,7 +130,7 @@ def test_program_mode_runs_through_the_pynq_driver_start_wait_split():
 
 
 def test_runner_refuses_a_second_start_and_a_wait_without_start():
-    from zskip.host.device import DeviceError
+    from zskip.host.devices.device import DeviceError
     acc = Accelerator.emulated()
     runner = DeviceRunner(acc.device)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from zskip.host.register_map import TOP_SOURCE, load_top
+from zskip.host.ip.register_map import TOP_SOURCE, load_top
 from zskip.overlay.boards import ip_identity, load_boards
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -113,8 +113,8 @@ def test_unknown_backend_lists_known_ones():
 
 def test_accelerator_backends_report_a_missing_accelerator_module(monkeypatch):
     import sys
-    monkeypatch.setitem(sys.modules, "zskip.host.accelerator", None)    # import fails
-    with pytest.raises(ValueError, match="^backend: the accelerator backends need zskip.host.accelerator"):
+    monkeypatch.setitem(sys.modules, "zskip.host.runtime.accelerator", None)    # import fails
+    with pytest.raises(ValueError, match="^backend: the accelerator backends need zskip.host.runtime.accelerator"):
         make_backend("emu")
 
 
@@ -140,7 +140,7 @@ def test_factory_builds_accelerator_backends_through_accelerator(monkeypatch, sm
             calls.append(("remote", host))
             return ReferenceOps()
 
-    monkeypatch.setitem(sys.modules, "zskip.host.accelerator", types.SimpleNamespace(Accelerator=FakeAccelerator))
+    monkeypatch.setitem(sys.modules, "zskip.host.runtime.accelerator", types.SimpleNamespace(Accelerator=FakeAccelerator))
     # mode="ops": the fake accelerator is an Ops, not a device a program can run on
     emu = make_backend("emu", precision="float32", skip_zeros=False, mode="ops")
     assert emu.name == "emu"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from zskip.host.backends import make_backend
-from zskip.host.streaming import Batch
+from zskip.host.runtime.streaming import Batch
 from zskip.models.datasets import load_dataset
 from zskip.models.networks import get_model
 from zskip.models.train import epoch_permutation, train
@@ -133,6 +133,6 @@ def test_vgg_tiny_full_step_on_synthetic_32x32x3_passes_every_check():
         backend.close()
     report = out.check
     assert report.max_rel_error <= 1e-4
-    layers = {t.layer.split(" (")[0] for t in report.tensors}
-    assert {f"layer {i}" for i, _ in enumerate(model.layers) if model.layers[i].kind != "flatten"} <= layers | {"loss"}
+    layers = {t.layer.split(" ")[0] for t in report.tensors}
+    assert {name for name, l in zip(model.layer_names(), model.layers) if l.kind != "flatten"} <= layers | {"loss"}
     assert len(out.result.layers) == 7 and np.isfinite(out.result.loss)

@@ -9,7 +9,7 @@ library (dlopen caches by path); it is cached under ``$ZSKIP_CACHE_DIR`` or
 ``~/.cache/zskip`` and written to a temporary name first, then renamed, so
 concurrent builds are safe.
 
-:class:`EmuDevice` implements :class:`zskip.host.device.Device`. Its buffers
+:class:`EmuDevice` implements :class:`zskip.host.devices.device.Device`. Its buffers
 are numpy arrays whose *device copy* is separate: the kernels see only what
 ``sync_to_device()`` copied and the host sees results only after
 ``sync_from_device()``, exactly as with ``pynq.allocate`` on a board.
@@ -18,21 +18,22 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import importlib.util
 import itertools
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 from numpy.ctypeslib import ndpointer
 
+from ...overlay import toolchain
+from ...overlay.toolchain import cache_dir
 from .device import DeviceError
-from .precision import precision_types
-from .program import ARENAS, D_WORDS, HLS_DIR, S_WORDS, Limits, operand_extents
+from ..ip.precision import precision_types
+from ..ip.program import ARENAS, D_WORDS, HLS_DIR, S_WORDS, Limits, operand_extents
 
 SOURCES = (HLS_DIR / "zskip_top" / "zskip_top.cpp", HLS_DIR / "emu" / "bridge.cpp")
 # -fno-gnu-unique: the kernels' function-local statics (on-chip buffers, scoreboards) are
@@ -44,19 +45,11 @@ _CONFIG_FIELDS = ("version", "pe_lanes", "max_ch", "max_dim", "max_ksize", "max_
 
 
 def ap_types_dir() -> Path:
-    """The ap_types headers of the installed hls4ml package (found without importing it)."""
-    spec = importlib.util.find_spec("hls4ml")
-    if spec is None or not spec.submodule_search_locations:
-        raise DeviceError("the hls4ml package is not installed: it provides the ap_types headers "
-                          "(pip install hls4ml)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "templates" / "vivado" / "ap_types"
-    if not (path / "ap_fixed.h").is_file():
-        raise DeviceError(f"ap_fixed.h not found in {path} (hls4ml install incomplete?)")
-    return path
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZSKIP_CACHE_DIR") or Path.home() / ".cache" / "zskip")
+    """The ap_types headers of the installed hls4ml package; DeviceError when they are missing."""
+    try:
+        return toolchain.ap_types_dir()
+    except toolchain.ToolchainError as e:
+        raise DeviceError(str(e)) from None
 
 
 def _source_hash(flags) -> str:
@@ -143,7 +136,7 @@ class EmuBuffer(np.ndarray):
 class EmuDevice:
     """The IP emulated by the compiled HLS sources (see module docstring).
 
-    ``precision``: a spec of :mod:`zskip.host.precision` ("float32", "fixed16",
+    ``precision``: a spec of :mod:`zskip.host.ip.precision` ("float32", "fixed16",
     "ap_fixed<W,I>" or class=type pairs); ``limits``: compiled maxima
     and PE lanes (default: config.h defaults).
     """

@@ -22,9 +22,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..models import reference as R
-from ..models.ops import OP_OUTPUTS
-from .program import OPCODES, ArenaLayout, bit_words, encode
+from ...models import reference as R
+from ...models.ops import OP_OUTPUTS
+from ..ip.program import OPCODES, ArenaLayout, bit_words, encode
 
 __all__ = ["Out", "Call", "ProgramRecorder", "ReplayOps", "counters"]
 
@@ -57,7 +57,7 @@ class ProgramRecorder:
     """An Ops that records descriptors instead of computing (see the module docstring).
 
     ``layout``: the program's :class:`ArenaLayout` (act, grad, bits arenas);
-    ``weights``: the :class:`~zskip.host.device_weights.DeviceWeights` whose ``wgt`` slots hold params
+    ``weights``: the :class:`~zskip.host.runtime.device_weights.DeviceWeights` whose ``wgt`` slots hold params
     and velocities; ``skip_zeros`` and ``limits`` as in the Accelerator.
     """
 

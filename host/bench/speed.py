@@ -15,10 +15,10 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ..models import reference as R
-from ..models import step as _step
-from ..models.networks import Conv, Flatten, Linear, MaxPool, Model, param_key
-from ..models.ops import ReferenceOps
+from ...models import reference as R
+from ...models import step as _step
+from ...models.networks import Conv, Flatten, Linear, MaxPool, Model, param_key
+from ...models.ops import ReferenceOps
 
 __all__ = ["median_seconds", "step_speed", "layer_speed", "vgg16_layer_data", "VGG16_LAYER"]
 

@@ -5,7 +5,7 @@ __all__ = ["plot_report"]
 
 
 def plot_report(report: dict, path: str) -> None:
-    """Write a PNG with one panel per figure of ``report`` (from :func:`zskip.host.bench.run_bench`).
+    """Write a PNG with one panel per figure of ``report`` (from :func:`zskip.host.bench.report.run_bench`).
 
     Panels: measured vs ideal speedup per layer and pass (with the step
     totals); images per second per board, dense and sparse; and, when the
@@ -24,7 +24,7 @@ def plot_report(report: dict, path: str) -> None:
 
     ax = axes[0]
     rows = report["layers"]
-    labels = [f"L{r['layer']} {r['kind']} {r['pass'].replace('_', '-')}" for r in rows] + ["whole step"]
+    labels = [f"{r['name']} {r['pass'].replace('_', '-')}" for r in rows] + ["whole step"]
     measured = [r["speedup"] or 0 for r in rows] + [totals["speedup_step"] or 0]
     ideal = [r["ideal_speedup"] or 0 for r in rows] + [totals["ideal_speedup_step"] or 0]
     x = np.arange(len(labels))

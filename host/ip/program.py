@@ -7,7 +7,7 @@ so no field position, opcode or flag is repeated here.
 
 A program is an array of ``D_WORDS`` uint32 words per descriptor::
 
-    from zskip.host.program import ArenaLayout, encode, decode, OPCODES
+    from zskip.host.ip.program import ArenaLayout, encode, decode, OPCODES
     layout = ArenaLayout()
     x = layout.alloc("act", "x", 1 * 3 * 8 * 8)        # word offset in the act arena
     ...
@@ -25,6 +25,7 @@ an error naming the field and its allowed range.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-HLS_DIR = Path(__file__).resolve().parent.parent / "hls"
+from ... import HLS_DIR  # the one definition: zskip/__init__.py
 DESCRIPTOR_H = HLS_DIR / "common" / "descriptor.h"
 VERSION_H = HLS_DIR / "common" / "version.h"
 CONFIG_H = HLS_DIR / "common" / "config.h"
@@ -382,3 +383,18 @@ def operand_extents(words: Sequence[int]) -> Dict[str, int]:
         if size:
             ends[arena] = max(ends.get(arena, 0), f[field] + size)
     return ends
+
+
+def board_limits(board: Optional[str]):
+    """The compiled maxima (``program.Limits``) of ``board``'s bitstream; None: config.h defaults."""
+    defaults = Limits.defaults()
+    if board is None:
+        return defaults
+    from ...overlay.boards import board as board_profile
+    defines = board_profile(board).hls_defines
+    # Limits.defines() names each field's macro, in field order
+    macros = list(defaults.defines())
+    missing = [m for m in macros if m not in defines]
+    if missing:
+        raise ValueError(f"boards.ini [hls_macros] lacks {missing}, which the kernels are compiled with")
+    return Limits(**{f.name: defines[m] for f, m in zip(dataclasses.fields(Limits), macros)})

@@ -13,8 +13,8 @@ Control Register Map"):
   into ``<name>_1`` (low word) and ``<name>_2`` (high word). An ``m_axi``
   pointer with ``offset=slave`` is a 64-bit input (its device address).
 
-The PYNQ driver (host/pynq_device.py) uses the field NAMES produced here; the
-emulated board (host/emulated_board.py) builds its register file from the
+The PYNQ driver (host/devices/pynq_device.py) uses the field NAMES produced here; the
+emulated board (host/devices/emulated_board.py) builds its register file from the
 offsets, so both agree with the HLS interface by construction.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..overlay.boards import ip_identity
+from ...overlay.boards import ip_identity
 
-HLS_DIR = Path(__file__).resolve().parent.parent / "hls"
+from ... import HLS_DIR  # the one definition: zskip/__init__.py
 TOP_FUNCTION = ip_identity().top
 TOP_SOURCE = HLS_DIR / TOP_FUNCTION / f"{TOP_FUNCTION}.cpp"
 VERSION_HEADER = HLS_DIR / "common" / "version.h"

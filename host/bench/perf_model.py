@@ -31,14 +31,14 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Dict, Iterable, Optional
 
-from ..models import reference as R
+from ... import HLS_DIR
+from ...models import reference as R
 
 __all__ = ["ConvPass", "PASSES", "kernel_constants", "predict_cycles", "ideal_cycles", "choose_pe_lanes"]
 
-COUNTERS_H = Path(__file__).resolve().parent.parent / "hls" / "common" / "counters.h"
+COUNTERS_H = HLS_DIR / "common" / "counters.h"
 #: candidate channel bits the priority encoder takes per cycle (sparse_scatter.h)
 ENCODER_BITS = 32
 #: the passes a convolution or fully-connected layer runs in training

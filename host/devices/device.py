@@ -2,7 +2,7 @@
 
 The accelerator IP is one HLS top function, ``zskip_top`` (hls/zskip_top/), that
 runs a *program*: a list of layer descriptors in device memory. Every backend
-is an implementation of :class:`Device`; :class:`zskip.host.accelerator.Accelerator`
+is an implementation of :class:`Device`; :class:`zskip.host.runtime.accelerator.Accelerator`
 is written once against it, the way FINN's driver hides numpy, C-sim and board
 executions behind one interface:
 

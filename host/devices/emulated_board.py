@@ -3,7 +3,7 @@
 :class:`EmulatedBoard` is shaped like a loaded ``pynq.Overlay``: an ``ip_dict``
 whose accelerator entry carries the IP's VLNV and register description, the IP
 as an attribute whose ``register_map`` is PYNQ's own ``RegisterMap`` class laid
-out from the HLS top function source (host/register_map.py), and a ``device``
+out from the HLS top function source (host/ip/register_map.py), and a ``device``
 that ``pynq.allocate(shape, dtype, target=board.device)`` allocates from.
 
 Fidelity that matters for the driver:
@@ -21,21 +21,20 @@ Fidelity that matters for the driver:
 The kernel is a callable ``kernel(arrays, n_desc) -> {"version": int, "cycles": int}``
 where ``arrays`` maps each m_axi argument name to a numpy view of device memory
 starting at the address in its pointer register (dtype from the C type). The
-default kernel is the C simulation of ``zskip_top`` (host/emu.py).
+default kernel is the C simulation of ``zskip_top`` (host/devices/emu.py).
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import threading
-import time
 from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ..overlay.boards import ip_identity
+from ...overlay.boards import ip_identity
 from .device import DeviceError
-from .register_map import CTRL_FIELDS, TopInterface, load_top
+from ..ip.register_map import CTRL_FIELDS, TopInterface, load_top
 
 _log = logging.getLogger(__name__)
 
@@ -265,7 +264,7 @@ _CTYPES = {np.dtype(np.uint32): ctypes.c_uint32, np.dtype(np.int32): ctypes.c_in
 
 def emu_kernel(board: Optional[str] = None, precision: str = "float32",
                interface: Optional[TopInterface] = None) -> Kernel:
-    """The C simulation of the top function (host/emu.py's library) as an emulated-board kernel.
+    """The C simulation of the top function (host/devices/emu.py's library) as an emulated-board kernel.
 
     Args:
         board: a boards.ini section whose sizes the kernels are compiled with;
@@ -281,8 +280,8 @@ def emu_kernel(board: Optional[str] = None, precision: str = "float32",
     would stall or corrupt its DDR instead, so the IP records a bus fault.
     """
     from . import emu
-    from .program import D_WORDS, S_WORDS, Limits, operand_extents
-    from ..overlay.boards import board as board_profile
+    from ..ip.program import D_WORDS, S_WORDS, Limits, operand_extents
+    from ...overlay.boards import board as board_profile
 
     interface = interface if interface is not None else load_top()
     defines = dict(Limits.defaults().defines() if board is None else board_profile(board).hls_defines)
@@ -343,7 +342,7 @@ class EmulatedBoard:
     def __init__(self, kernel: Optional[Kernel] = None, hang: bool = False,
                  interface: Optional[TopInterface] = None, board: Optional[str] = None,
                  precision: str = "float32"):
-        from .pynq_device import board_limits
+        from ..ip.program import board_limits
         self.interface = interface if interface is not None else load_top()
         #: the compiled maxima of the default kernel (``program.Limits``)
         self.limits = board_limits(board)

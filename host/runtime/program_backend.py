@@ -16,11 +16,12 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..models import reference as R
-from ..models import step as _step
-from ..models.networks import Model
+from ...models import reference as R
+from ...models import step as _step
+from ...models.networks import Model
+from ...models.step import check_prune_rate
 from .device_weights import DeviceWeights
-from .program import ArenaLayout
+from ..ip.program import ArenaLayout
 from .step_recorder import Call, ProgramRecorder, ReplayOps
 
 __all__ = ["StepProgram", "ProgramBackend", "record_program"]
@@ -85,7 +86,7 @@ def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, l
 class ProgramBackend:
     """The training loop's backend running each step as one program on an Accelerator.
 
-    ``accelerator``: a :class:`zskip.host.accelerator.Accelerator` on any
+    ``accelerator``: a :class:`zskip.host.runtime.accelerator.Accelerator` on any
     Device; ``account``: compute the reference MAC accounting from the
     read-back tensors; ``precision``: the device arithmetic, which picks the
     comparison's tolerance. Programs are recorded once per (kind, batch
@@ -94,7 +95,6 @@ class ProgramBackend:
 
     def __init__(self, accelerator, name: Optional[str] = None, account: bool = True, precision: str = "float32",
                  prune_rate: float = 0.0):
-        from .backends import check_prune_rate
         from .streaming import DeviceRunner
         #: target gradient pruning rate of every training step (0: off)
         self.prune_rate = check_prune_rate(prune_rate)
@@ -138,7 +138,7 @@ class ProgramBackend:
         key = (kind, batch, lr, momentum, weight_decay, self.prune_rate) if kind == "train" else (kind, batch)
         prog = self._programs.get(key)
         if prog is None:
-            from .precision import loss_scale
+            from ..ip.precision import loss_scale
             prog = record_program(self.accelerator, weights, kind, batch, lr, momentum, weight_decay,
                                   self.prune_rate if kind == "train" else 0.0, loss_scale(self.precision, batch))
             for _ in range(2 if kind == "train" else 1):
@@ -199,13 +199,13 @@ class ProgramBackend:
     # ------------------------------------------------------------------ backend protocol
     def stream(self, model: Model, params, velocities, batches: Iterable, lr: float, momentum: float,
                weight_decay: float) -> Iterator:
-        """Ping-pong training: yields a :class:`~zskip.host.streaming.StreamedStep` per batch, in order.
+        """Ping-pong training: yields a :class:`~zskip.host.runtime.streaming.StreamedStep` per batch, in order.
 
         Batch i+1 is taken from ``batches``, packed and flushed into the other
         buffer set while batch i runs; the device is idle whenever a result
         is yielded (batch i+1 starts when the next one is asked for).
         """
-        from ..models.check import check_step, tolerance_for
+        from ...models.check import check_step, tolerance_for
         from .streaming import StreamedStep
         weights = self._sync_weights(model, params, velocities)
         tolerance = None

@@ -16,8 +16,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..models.networks import Model
-from .program import ArenaLayout
+from ...models.networks import Model
+from ..ip.program import ArenaLayout
 
 __all__ = ["DeviceWeights", "DeviceTensors"]
 

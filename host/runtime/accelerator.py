@@ -5,7 +5,7 @@ unpack, each step timed in :attr:`Accelerator.last_timings` (seconds).
 Every :class:`zskip.models.ops.Ops` method is a one-descriptor program; a
 whole training step can be one program through :meth:`Accelerator.run_program`:
 
-    from zskip.host.program import ArenaLayout, encode
+    from zskip.host.ip.program import ArenaLayout, encode
     acc = Accelerator.emulated()
     layout = ArenaLayout()
     layout.alloc("act", "x", x.size) ...                # word offsets of every tensor
@@ -25,9 +25,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..models import reference as R
-from .device import DeviceError
-from .program import (ARENA_DTYPES, ARENAS, D_WORDS, OPCODES, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
+from ...models import reference as R
+from ..devices.device import DeviceError
+from ..ip.program import (ARENA_DTYPES, ARENAS, D_WORDS, OPCODES, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
                       bit_words, decode_stats, encode)
 
 _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters", "enc_iters",
@@ -35,7 +35,7 @@ _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters"
 
 
 class Accelerator:
-    """The Ops interface on a :class:`zskip.host.device.Device` running ``zskip_top``.
+    """The Ops interface on a :class:`zskip.host.devices.device.Device` running ``zskip_top``.
 
     ``skip_zeros`` selects sparse mode (True) or the dense baseline (False);
     ``limits`` are the compiled maxima (default: the device's ``limits``
@@ -66,25 +66,25 @@ class Accelerator:
                  limits: Optional[Limits] = None) -> "Accelerator":
         """The HLS sources compiled by g++ (C simulation); ``board`` picks PE lanes and maxima.
 
-        ``precision``: a spec of :mod:`zskip.host.precision` ("float32", "fixed16",
+        ``precision``: a spec of :mod:`zskip.host.ip.precision` ("float32", "fixed16",
         "ap_fixed<16,6>" or class=type pairs for act, wgt, grad, acc, opt).
         """
-        from .emu import EmuDevice
+        from ..devices.emu import EmuDevice
         if limits is None and board is not None:
-            from .pynq_device import board_limits  # the one reading of boards.ini [hls_macros]
+            from ..ip.program import board_limits  # the one reading of boards.ini [hls_macros]
             limits = board_limits(board)
         return cls(EmuDevice(precision=precision, limits=limits), skip_zeros=skip_zeros)
 
     @classmethod
     def pynq(cls, bitfile: str, skip_zeros: bool = True, **kwargs) -> "Accelerator":
-        """The IP on a PYNQ board (zskip.host.pynq_device)."""
-        from .pynq_device import PynqDevice
+        """The IP on a PYNQ board (zskip.host.devices.pynq_device)."""
+        from ..devices.pynq_device import PynqDevice
         return cls(PynqDevice(bitfile, **kwargs), skip_zeros=skip_zeros)
 
     @classmethod
     def remote(cls, host: str, skip_zeros: bool = True, **kwargs) -> "Accelerator":
-        """The IP on a board reached through PYNQ RemoteDevice (zskip.host.pynq_device)."""
-        from .pynq_device import open_remote_device
+        """The IP on a board reached through PYNQ RemoteDevice (zskip.host.devices.pynq_device)."""
+        from ..devices.pynq_device import open_remote_device
         return cls(open_remote_device(host, **kwargs), skip_zeros=skip_zeros)
 
     # ------------------------------------------------------------------ programs
@@ -92,7 +92,7 @@ class Accelerator:
         """Device buffers for ``layout`` and a program of ``n_desc`` descriptors.
 
         Keys: ``program`` ((n_desc * D_WORDS,) uint32), the arenas of
-        :data:`~zskip.host.program.ARENAS` (flat, sized ``layout.size(arena)``)
+        :data:`~zskip.host.ip.program.ARENAS` (flat, sized ``layout.size(arena)``)
         and ``stats`` ((n_desc * S_WORDS,) uint32).
         """
         bufs = {"program": self.device.allocate((max(1, n_desc) * D_WORDS,), np.uint32)}
@@ -104,7 +104,7 @@ class Accelerator:
     def run_program(self, program: Sequence[np.ndarray], buffers: Mapping[str, object],
                     flush: Iterable[str] = ARENAS, invalidate: Iterable[str] = ARENAS,
                     timeout_s: float = 30.0) -> List[dict]:
-        """Run ``program`` (descriptors from :func:`~zskip.host.program.encode`) on ``buffers``.
+        """Run ``program`` (descriptors from :func:`~zskip.host.ip.program.encode`) on ``buffers``.
 
         Writes the program, clears the stats, flushes ``program``, ``stats``
         and the arenas in ``flush``, starts the IP, invalidates ``stats`` and

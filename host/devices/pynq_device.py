@@ -1,12 +1,12 @@
-"""The :class:`~zskip.host.device.Device` of a PYNQ overlay: on the board, remote, or emulated.
+"""The :class:`~zskip.host.devices.device.Device` of a PYNQ overlay: on the board, remote, or emulated.
 
 The driver talks to the accelerator only through its ``register_map`` field
-names, which come from the HLS top function source (host/register_map.py):
+names, which come from the HLS top function source (host/ip/register_map.py):
 each m_axi pointer's ``<name>_1``/``<name>_2`` words take a buffer's device
 address, ``n_desc`` the program length, ``CTRL.AP_START`` starts it,
 ``CTRL.AP_DONE`` is polled until the timeout, and ``cycles_1``/``cycles_2`` are
 read back. The same code drives a real ``pynq.Overlay``, one opened on a
-``RemoteDevice`` and the :class:`~zskip.host.emulated_board.EmulatedBoard`.
+``RemoteDevice`` and the :class:`~zskip.host.devices.emulated_board.EmulatedBoard`.
 
 Cache maintenance is the caller's, as on every PYNQ design: ``sync_to_device()``
 the inputs before :meth:`PynqDevice.run`, ``sync_from_device()`` the outputs after.
@@ -14,7 +14,6 @@ the inputs before :meth:`PynqDevice.run`, ``sync_from_device()`` the outputs aft
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import os
 import time
 import weakref
@@ -22,29 +21,14 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
-from ..overlay.boards import ip_identity
+from ...overlay.boards import ip_identity
 from .device import DeviceError, DeviceTimeout
-from .register_map import TopInterface, driver_version, load_top
+from ..ip.program import board_limits
+from ..ip.register_map import TopInterface, driver_version, load_top
 
 _UINT32_MAX = 0xFFFFFFFF
 #: bytes of the scratch buffer the pointers address during the version probe
 _PROBE_BYTES = 4096
-
-
-def board_limits(board: Optional[str]):
-    """The compiled maxima (``program.Limits``) of ``board``'s bitstream; None: config.h defaults."""
-    from .program import Limits
-    defaults = Limits.defaults()
-    if board is None:
-        return defaults
-    from ..overlay.boards import board as board_profile
-    defines = board_profile(board).hls_defines
-    # Limits.defines() names each field's macro, in field order
-    macros = list(defaults.defines())
-    missing = [m for m in macros if m not in defines]
-    if missing:
-        raise ValueError(f"boards.ini [hls_macros] lacks {missing}, which the kernels are compiled with")
-    return Limits(**{f.name: defines[m] for f, m in zip(dataclasses.fields(Limits), macros)})
 
 
 def _find_ip(overlay, vlnv: str):
@@ -62,11 +46,11 @@ def _allocate(target, shape, dtype):
 
 
 class PynqDevice:
-    """:class:`~zskip.host.device.Device` over a loaded overlay holding the ``zskip_top`` IP.
+    """:class:`~zskip.host.devices.device.Device` over a loaded overlay holding the ``zskip_top`` IP.
 
     Args:
         overlay: a loaded ``pynq.Overlay`` (e.g. :class:`zskip.overlay.ZskipOverlay`),
-            an :class:`~zskip.host.emulated_board.EmulatedBoard`, or the path of a
+            an :class:`~zskip.host.devices.emulated_board.EmulatedBoard`, or the path of a
             zskip.bit (None: the default bitfile) to load as a ``ZskipOverlay``.
         board: the boards.ini section the bitstream was built for; sets
             ``limits`` (the compiled maxima). Default: the overlay's own
@@ -87,7 +71,7 @@ class PynqDevice:
                  expected_version: Optional[int] = None, probe_timeout_s: float = 5.0,
                  board: Optional[str] = None, close_overlay: bool = False):
         if overlay is None or isinstance(overlay, (str, os.PathLike)):
-            from ..overlay.zskip_overlay import ZskipOverlay
+            from ...overlay.zskip_overlay import ZskipOverlay
             overlay = ZskipOverlay(overlay)
         self.overlay = overlay
         self._close_overlay = close_overlay
@@ -271,7 +255,7 @@ def open_pynq_device(bitfile: Optional[str] = None, board: Optional[str] = None)
 
     ``board``: the boards.ini section the bitstream was built for (its maxima).
     """
-    from ..overlay.zskip_overlay import ZskipOverlay
+    from ...overlay.zskip_overlay import ZskipOverlay
     return PynqDevice(ZskipOverlay(bitfile), board=board)
 
 
@@ -284,7 +268,7 @@ def open_remote_device(host: str, bitfile: Optional[str] = None, port: Optional[
         from pynq.pl_server.remote_device import PYNQ_PORT, RemoteDevice
     except ImportError as exc:
         raise DeviceError(f"PYNQ RemoteDevice is unavailable (needs pynq >= 3.1): {exc}") from exc
-    from ..overlay.zskip_overlay import ZskipOverlay
+    from ...overlay.zskip_overlay import ZskipOverlay
     try:
         remote = RemoteDevice(0, host, port if port is not None else PYNQ_PORT)
     except Exception as exc:
@@ -294,7 +278,7 @@ def open_remote_device(host: str, bitfile: Optional[str] = None, port: Optional[
 
 def open_emulated_board_device(board: Optional[str] = None, precision: str = "float32",
                                hang: bool = False) -> PynqDevice:
-    """This driver on an :class:`~zskip.host.emulated_board.EmulatedBoard` running the C-sim kernels.
+    """This driver on an :class:`~zskip.host.devices.emulated_board.EmulatedBoard` running the C-sim kernels.
 
     ``board``: boards.ini section whose sizes the kernels are compiled with
     (None: config.h defaults, as the emu backend); closing the device stops the board.

@@ -10,10 +10,10 @@
    board's PE lanes and clock and from the DDR bytes the ops move
    (:func:`board_estimates`).
 4. Time one training step on the emulator (float32, fixed point), the numpy
-   reference and PyTorch (:mod:`zskip.host.bench_speed`).
+   reference and PyTorch (:mod:`zskip.host.bench.speed`).
 
-Every figure is computed from counters or timings of this run; the goals of
-issue 5 are compared with them in :func:`goals`.
+Every figure is computed from counters or timings of this run; the
+project's performance goals (:data:`GOALS`) are compared with them in :func:`goals`.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ..models import step as _step
-from ..models.networks import Conv, Linear, Model
+from ...models import step as _step
+from ...models.networks import Conv, Linear, Model
 from .perf_model import PASSES
 
 __all__ = ["RecordingOps", "op_bytes", "measure_steps", "compare_modes", "board_estimates", "goals",
@@ -33,7 +33,7 @@ __all__ = ["RecordingOps", "op_bytes", "measure_steps", "compare_modes", "board_
 #: the kernels' counters a bench report keeps per pass (accelerator.last_stats)
 COUNTERS = ("cycles", "macs_executed", "macs_dense", "mac_iters", "mac_stalls", "enc_iters", "scan_iters")
 
-#: issue 5's goals: name -> (target, "min" = at least / "max" = at most)
+#: the performance goals: name -> (target, "min" = at least / "max" = at most)
 GOALS = {"speedup_step": (5.4, "min"), "utilization_step": (0.85, "min"),
          "emu_float32_over_torch_cpu": (1.0, "max"), "emu_fixed_over_torch_cpu": (8.0, "max")}
 
@@ -117,7 +117,7 @@ def _ratio(a: float, b: float) -> Optional[float]:
 def compare_modes(model: Model, sparse: dict, dense: dict) -> dict:
     """Per layer and pass, and totals, from :func:`measure_steps` in sparse and dense mode.
 
-    Rows: ``layer``, ``kind``, ``pass``, ``macs_dense``, ``macs_nonzero``
+    Rows: ``layer`` (index), ``name`` (conv1, fc1, ...), ``kind``, ``pass``, ``macs_dense``, ``macs_nonzero``
     (reference accounting), ``macs_executed`` (sparse kernel counter),
     ``cycles_dense``, ``cycles_sparse`` (kernel counters), ``speedup`` =
     cycles_dense / cycles_sparse, ``ideal_speedup`` = macs_dense /
@@ -134,7 +134,7 @@ def compare_modes(model: Model, sparse: dict, dense: dict) -> dict:
                 if pass_name not in info_s["kernel"]:
                     continue
                 key = (info_s["index"], pass_name)
-                row = rows.setdefault(key, {"layer": info_s["index"], "kind": info_s["kind"], "pass": pass_name,
+                row = rows.setdefault(key, {"layer": info_s["index"], "name": info_s["name"], "kind": info_s["kind"], "pass": pass_name,
                                             "macs_dense": 0, "macs_nonzero": 0, "macs_executed": 0,
                                             "cycles_dense": 0, "cycles_sparse": 0, "mac_stalls_sparse": 0,
                                             "input_sparsity": [], "grad_sparsity": []})
@@ -181,14 +181,14 @@ def compare_modes(model: Model, sparse: dict, dense: dict) -> dict:
 def _model_fits(model: Model, board) -> List[str]:
     """Layers of ``model`` that exceed ``board``'s compiled maxima (empty when it fits)."""
     problems = []
-    for i, (layer, (src, out)) in enumerate(zip(model.layers, model.shapes())):
+    for name, layer, (src, out) in zip(model.layer_names(), model.layers, model.shapes()):
         if isinstance(layer, Conv):
             if max(src[0], layer.out) > board.max_ch or max(src[1:]) > board.max_dim or layer.kernel > board.max_ksize:
-                problems.append(f"layer {i} conv {src[0]}->{layer.out} ch, {src[1]}x{src[2]}, k{layer.kernel} "
+                problems.append(f"{name}: {src[0]}->{layer.out} ch, {src[1]}x{src[2]}, k{layer.kernel} "
                                 f"(max_ch {board.max_ch}, max_dim {board.max_dim}, max_ksize {board.max_ksize})")
         elif isinstance(layer, Linear):
             if max(src[0], layer.out) > board.max_features:
-                problems.append(f"layer {i} linear {src[0]}->{layer.out} (max_features {board.max_features})")
+                problems.append(f"{name}: {src[0]}->{layer.out} (max_features {board.max_features})")
     return problems
 
 
@@ -233,7 +233,7 @@ def board_estimates(model: Model, boards, runs: Dict[int, Dict[str, dict]], batc
 
 
 def goals(totals: dict, speed: Optional[dict]) -> Dict[str, dict]:
-    """Issue 5's goals against this run: ``{name: {target, measured, met, shortfall}}``.
+    """The performance goals against this run: ``{name: {target, measured, met, shortfall}}``.
 
     shortfall: how far the measured value is from the target in the target's
     direction (0 when met, None when not measured, e.g. without torch).
@@ -265,7 +265,7 @@ def _pass_shape(model: Model, index: int, batch: int, has_mask: bool):
 
 
 def perf_model_workload(model: Model, comparison: dict, batch: int, dense: bool = False) -> List[dict]:
-    """The per-pass inputs of :func:`zskip.host.perf_model.predict_cycles` for one batch, from a comparison.
+    """The per-pass inputs of :func:`zskip.host.bench.perf_model.predict_cycles` for one batch, from a comparison.
 
     Nonzero operand counts come from the measured sparsities (x for the
     forward pass, dy for the backward passes); ``dense`` gives every element.
@@ -299,15 +299,15 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
     """
     import time as _time
 
-    from ..models.datasets import load_dataset
-    from ..models.networks import get_model
-    from ..models.train import epoch_permutation, train
-    from ..overlay.boards import load_boards
-    from . import bench_speed
-    from .accelerator import Accelerator
-    from .backends import make_backend
+    from ...models.datasets import load_dataset
+    from ...models.networks import get_model
+    from ...models.train import epoch_permutation, train
+    from ...overlay.boards import load_boards
+    from . import speed
+    from ..runtime.accelerator import Accelerator
+    from ..backends import make_backend
     from .perf_model import choose_pe_lanes, predict_cycles
-    from .program import Limits
+    from ..ip.program import Limits
 
     for name, value, lo in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("batches", batches, 1),
                             ("repeat", repeat, 1), ("vgg_batch", vgg_batch, 1), ("layer_batch", layer_batch, 1)):
@@ -380,7 +380,7 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
         step_x, step_y = measured[0]
         accs = {"emu_float32": Accelerator.emulated("float32"), "emu_fixed": Accelerator.emulated("ap_fixed<16,6>")}
         say(f"timing one {model.name} step, batch {len(step_x)}")
-        speed_report = {model.name: bench_speed.step_speed(model, params, velocities, step_x, step_y, accs, repeat,
+        speed_report = {model.name: speed.step_speed(model, params, velocities, step_x, step_y, accs, repeat,
                                                            lr, momentum)}
         vgg = get_model("vgg_tiny")
         syn = load_dataset("synthetic:3x32x32", seed=seed)
@@ -390,14 +390,14 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
         vgg_limits = replace(defaults, max_features=max(defaults.max_features, widest))
         vgg_accs = {"emu_float32": Accelerator.emulated("float32", limits=vgg_limits),
                     "emu_fixed": Accelerator.emulated("ap_fixed<16,6>", limits=vgg_limits)}
-        vgg_report = bench_speed.step_speed(vgg, vgg.init_params(seed), vgg.zero_velocities(),
+        vgg_report = speed.step_speed(vgg, vgg.init_params(seed), vgg.zero_velocities(),
                                             syn.x_train[:vgg_batch], syn.y_train[:vgg_batch], vgg_accs,
                                             max(1, repeat // 2), lr, momentum)
         vgg_report["notes"].append(f"vgg_tiny at its initial weights (untrained); emulator compiled with "
                                    f"max_features {vgg_limits.max_features}")
         speed_report["vgg_tiny"] = vgg_report
-        say(f"timing {bench_speed.VGG16_LAYER['name']}, batch {layer_batch}")
-        speed_report["vgg16_layer"] = bench_speed.layer_speed(bench_speed.vgg16_layer_data(layer_batch, seed), accs,
+        say(f"timing {speed.VGG16_LAYER['name']}, batch {layer_batch}")
+        speed_report["vgg16_layer"] = speed.layer_speed(speed.vgg16_layer_data(layer_batch, seed), accs,
                                                               max(1, repeat // 2))
         report["speed"] = speed_report
     report["goals"] = goals(report["totals"], speed_report[model.name] if speed_report else None)

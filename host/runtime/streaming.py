@@ -24,30 +24,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional
 
-import numpy as np
 
-from ..models import step as _step
-from ..models.check import CapturingOps, CheckReport, check_step, tolerance_for
-from .device import DeviceError
-from .program import S_WORDS, decode_stats
+from ...models import step as _step
+from ...models.step import Batch  # noqa: F401  (re-exported: the items a stream takes)
+from ...models.check import CapturingOps, CheckReport, check_step, tolerance_for
+from ..devices.device import DeviceError
+from ..ip.program import S_WORDS, decode_stats
 
 __all__ = ["Batch", "StreamedStep", "DeviceRunner", "sequential_stream", "TIMING_STAGES"]
 
 #: the timed stages of a step, in order
 TIMING_STAGES = ("pack", "flush", "run", "invalidate", "unpack")
-
-
-@dataclass
-class Batch:
-    """One mini-batch: x (N, C, H, W) float32, y (N,) labels; ``check``: compare this step with the reference.
-
-    ``prune_seeds``: uint32 (len(model.layers),), the step's gradient-pruning
-    seeds (``zskip.models.step.prune_seeds``); needed when the backend prunes.
-    """
-    x: np.ndarray
-    y: np.ndarray
-    check: bool = False
-    prune_seeds: Optional[np.ndarray] = None
 
 
 @dataclass
