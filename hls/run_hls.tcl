@@ -2,7 +2,7 @@
 # zskip accelerator for one board.
 #
 #   vitis_hls -f hls/run_hls.tcl -tclargs BOARD=pynq-z2 STEPS=csim,csynth,export \
-#       [AP_TYPES=<hls4ml ap_types dir>] [BUILD=<dir>]
+#       [AP_TYPES=<hls4ml ap_types dir: C/co-simulation only>] [BUILD=<dir>]
 #
 # Part, clock and the kernels' sizes come from overlay/boards.ini, the top
 # function and the VLNV from overlay/ip.ini (via overlay/zskip_common.tcl).
@@ -24,14 +24,26 @@ set ip [zskip_ip]
 set top [dict get $ip top]
 set hls_dir [file join $zskip_root hls]
 
-# -I common for the shared headers; the board's sizes as -D; hls4ml's
-# ap_types only when given (Vitis HLS has its own copy on its include path).
+# -I common for the shared headers and the board's sizes as -D: the same for
+# synthesis and simulation. hls4ml's ap_types (AP_TYPES) are for simulation
+# only: they #error under __SYNTHESIS__, so they must never reach csynth,
+# which uses Vitis HLS's own ap_types. On design sources they go in
+# -csimflags (UG1399 add_files: applied to C simulation and co-simulation
+# compiles, not to synthesis); testbenches are never synthesised, so theirs
+# go in -cflags.
 set cflags [list -std=c++14 -I[file join $hls_dir common]]
 set cflags [concat $cflags [zskip_hls_defines $board]]
+set csimflags {}
 if {[dict get $zskip_args AP_TYPES] ne ""} {
-    lappend cflags -I[dict get $zskip_args AP_TYPES]
+    set ap_types [file normalize [dict get $zskip_args AP_TYPES]]
+    if {![file isfile [file join $ap_types ap_fixed.h]]} {
+        error "AP_TYPES must be a directory holding ap_fixed.h (hls4ml's ap_types), got '[dict get $zskip_args AP_TYPES]'"
+    }
+    lappend csimflags -I$ap_types
 }
+set tb_cflags [join [concat $cflags $csimflags] " "]
 set cflags [join $cflags " "]
+set csimflags [join $csimflags " "]
 
 # Kernel sources: every hls/<kernel>/*.cpp except testbenches and the g++
 # emulation bridge (hls/emu/), which is not hardware.
@@ -52,14 +64,18 @@ cd $build_dir
 
 # One Vitis HLS project: the kernel sources, at most one testbench (one main).
 proc zskip_open {project testbench} {
-    global top sources cflags board
+    global top sources cflags csimflags tb_cflags board
     open_project -reset $project
     set_top $top
     foreach src $sources {
-        add_files -cflags $cflags $src
+        if {$csimflags eq ""} {
+            add_files -cflags $cflags $src
+        } else {
+            add_files -cflags $cflags -csimflags $csimflags $src
+        }
     }
     if {$testbench ne ""} {
-        add_files -tb -cflags $cflags $testbench
+        add_files -tb -cflags $tb_cflags $testbench
     }
     open_solution -reset [zskip_hls_solution] -flow_target vivado
     set_part [dict get $board part]

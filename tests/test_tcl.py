@@ -164,6 +164,53 @@ def test_csim_runs_each_kernel_testbench_in_its_own_project(tmp_path):
     assert calls_of(calls, "csynth_design") == [] and calls_of(calls, "export_design") == []
 
 
+def ap_types():
+    from zskip.host.emu import ap_types_dir
+    return ap_types_dir()
+
+
+def added_files(calls):
+    """(design sources, testbenches) as the add_files calls' word lists."""
+    adds = calls_of(calls, "add_files")
+    return [c for c in adds if c[0] != "-tb"], [c for c in adds if c[0] == "-tb"]
+
+
+@needs_top
+@pytest.mark.parametrize("steps", ["csim", "csynth,cosim,export"])
+def test_hls4ml_ap_types_reach_simulation_only(steps, tmp_path):
+    """hls4ml's ap_types #error under __SYNTHESIS__: never in synthesis flags, always in simulation ones.
+
+    UG1399 add_files: -cflags apply to synthesis and simulation compiles,
+    -csimflags to C/co-simulation only; -tb files are never synthesised.
+    """
+    include = f"-I{ap_types()}"
+    calls = run_stubbed(RUN_HLS, ["BOARD=pynq-z2", f"STEPS={steps}", f"AP_TYPES={ap_types()}",
+                                  f"BUILD={tmp_path / 'build'}"], tmp_path)
+    sources, testbenches = added_files(calls)
+    assert sources and testbenches
+    for words in sources:
+        assert include not in option(words, "-cflags").split(), words[-1]
+        assert option(words, "-csimflags").split() == [include], words[-1]
+    for words in testbenches:
+        assert "-csimflags" not in words
+        cflags = option(words, "-cflags").split()
+        assert include in cflags and f"-I{ROOT / 'hls' / 'common'}" in cflags
+
+
+@needs_top
+def test_without_ap_types_vitis_uses_its_own_headers(tmp_path):
+    calls = run_stubbed(RUN_HLS, ["BOARD=pynq-z2", "STEPS=csim,csynth", f"BUILD={tmp_path / 'build'}"], tmp_path)
+    sources, testbenches = added_files(calls)
+    assert sources and testbenches
+    assert all("-csimflags" not in words for words in sources)
+    assert all("ap_types" not in option(words, "-cflags") for words in sources + testbenches)
+
+
+def test_ap_types_without_ap_fixed_is_a_clear_error(tmp_path):
+    with pytest.raises(AssertionError, match=r"AP_TYPES must be a directory holding ap_fixed.h"):
+        run_stubbed(RUN_HLS, [f"AP_TYPES={tmp_path}"], tmp_path)
+
+
 def test_pynq_driver_binds_to_the_exported_vlnv():
     from zskip.overlay.zskip_overlay import ZskipAcceleratorIP
     assert ZskipAcceleratorIP.bindto == [ip_identity().vlnv]
