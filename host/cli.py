@@ -160,8 +160,24 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _add_hls_lint(sub) -> None:
+    from . import hls_lint
+    p = sub.add_parser("hls-lint", help="check the HLS sources against the hardware rules",
+                       description="Check the synthesised HLS sources: pipelined loops labelled and in the "
+                                   "schedule table, constant lane bounds, trip counts, lane-owned partitions, "
+                                   "no static constructors, __SYNTHESIS__ guards. Prints file:line: rule: "
+                                   "message; exit status 1 on any violation.")
+    hls_lint.add_arguments(p)
+    p.set_defaults(func=_run_hls_lint)
+
+
+def _run_hls_lint(args) -> int:
+    from . import hls_lint
+    return hls_lint.run(args)
+
+
 #: Adders of every subcommand, in --help order.
-SUBCOMMANDS = [_add_train, _add_bench]
+SUBCOMMANDS = [_add_train, _add_bench, _add_hls_lint]
 
 
 def build_parser() -> argparse.ArgumentParser:
