@@ -2,8 +2,13 @@
 # zskip accelerator for one board.
 #
 #   vitis_hls -f hls/run_hls.tcl -tclargs BOARD=pynq-z2 STEPS=csim,csynth,export \
-#       [AP_TYPES=<hls4ml ap_types dir: C/co-simulation only>] [BUILD=<dir>]
+#       [AP_TYPES=<hls4ml ap_types dir: C/co-simulation only>] [BUILD=<dir>] \
+#       [TESTBENCH=<kernel>]
 #
+# csim runs every kernel's testbench; csynth, cosim and export run in one
+# project whose testbench is hls/<TESTBENCH>/<TESTBENCH>_tb.cpp (default: the
+# top function's), so cosim can be driven by each kernel's testbench in turn
+# (one BUILD each: tests/test_vitis.py).
 # Part, clock and the kernels' sizes come from overlay/boards.ini, the top
 # function and the VLNV from overlay/ip.ini (via overlay/zskip_common.tcl).
 # The exported IP lands in <BUILD>/zskip_hls/solution/impl/ip, where
@@ -12,7 +17,8 @@
 source [file join [file dirname [file dirname [file normalize [info script]]]] overlay zskip_common.tcl]
 
 set zskip_steps_known {csim csynth cosim export}
-set zskip_args [zskip_parse_args $argv [dict create BOARD pynq-z2 STEPS csim,csynth,export AP_TYPES "" BUILD ""]]
+set zskip_args [zskip_parse_args $argv [dict create BOARD pynq-z2 STEPS csim,csynth,export AP_TYPES "" BUILD "" \
+                                               TESTBENCH ""]]
 set zskip_steps [split [dict get $zskip_args STEPS] ,]
 foreach step $zskip_steps {
     if {$step ni $zskip_steps_known} {
@@ -96,10 +102,15 @@ if {"csim" in $zskip_steps} {
     }
 }
 
-# Synthesis, co-simulation (driven by the top function's testbench) and export.
-set top_testbench [file join $hls_dir $top ${top}_tb.cpp]
+# Synthesis, co-simulation (driven by the chosen testbench) and export.
+set tb_kernel [expr {[dict get $zskip_args TESTBENCH] eq "" ? $top : [dict get $zskip_args TESTBENCH]}]
+set top_testbench [file join $hls_dir $tb_kernel ${tb_kernel}_tb.cpp]
+if {[dict get $zskip_args TESTBENCH] ne "" && ![file exists $top_testbench]} {
+    set known [lsort [lmap tb [glob -nocomplain [file join $hls_dir * *_tb.cpp]] {file tail [file dirname $tb]}]]
+    error "TESTBENCH must be one of {[join $known {, }]}, got '[dict get $zskip_args TESTBENCH]'"
+}
 if {"cosim" in $zskip_steps && ![file exists $top_testbench]} {
-    error "cosim needs the top function's testbench $top_testbench"
+    error "cosim needs the testbench $top_testbench"
 }
 if {[llength [lsearch -all -inline -not -exact $zskip_steps csim]] > 0} {
     zskip_open [zskip_hls_project] [expr {[file exists $top_testbench] ? $top_testbench : ""}]

@@ -206,6 +206,19 @@ def test_without_ap_types_vitis_uses_its_own_headers(tmp_path):
     assert all("ap_types" not in option(words, "-cflags") for words in sources + testbenches)
 
 
+@needs_top
+def test_testbench_argument_picks_the_cosim_testbench(tmp_path):
+    calls = run_stubbed(RUN_HLS, ["STEPS=csynth,cosim", "TESTBENCH=conv_fwd", f"BUILD={tmp_path / 'b'}"], tmp_path)
+    _, testbenches = added_files(calls)
+    assert [words[-1] for words in testbenches] == [str(ROOT / "hls" / "conv_fwd" / "conv_fwd_tb.cpp")]
+    assert len(calls_of(calls, "cosim_design")) == 1
+    default = run_stubbed(RUN_HLS, ["STEPS=csynth,cosim", f"BUILD={tmp_path / 'c'}"], tmp_path)
+    top = ip_identity().top
+    assert [w[-1] for w in added_files(default)[1]] == [str(ROOT / "hls" / top / f"{top}_tb.cpp")]
+    with pytest.raises(AssertionError, match=r"TESTBENCH must be one of \{.*conv_fwd.*\}, got 'conv9'"):
+        run_stubbed(RUN_HLS, ["STEPS=cosim", "TESTBENCH=conv9"], tmp_path)
+
+
 def test_ap_types_without_ap_fixed_is_a_clear_error(tmp_path):
     with pytest.raises(AssertionError, match=r"AP_TYPES must be a directory holding ap_fixed.h"):
         run_stubbed(RUN_HLS, [f"AP_TYPES={tmp_path}"], tmp_path)
