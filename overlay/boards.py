@@ -154,3 +154,24 @@ def ip_identity(path: Optional[Path] = None) -> IpIdentity:
     if missing:
         raise ValueError(f"{path}: [ip] lacks keys {missing}")
     return IpIdentity(section["top"], section["vendor"], section["library"], section["version"])
+
+
+@dataclass(frozen=True)
+class TimerIdentity:
+    """The AXI Timer that measures the accelerator's cycles: block-design cell name and VLNV."""
+
+    cell: str
+    vlnv: str
+
+
+def timer_identity(path: Optional[Path] = None) -> TimerIdentity:
+    """The [timer] section of ``path`` (default: the shipped overlay/ip.ini)."""
+    path = Path(path) if path is not None else IP_INI
+    parser = _read_ini(path)
+    if not parser.has_section("timer"):
+        raise ValueError(f"{path}: missing section [timer]")
+    section = parser["timer"]
+    missing = [k for k in ("cell", "vlnv") if k not in section]
+    if missing:
+        raise ValueError(f"{path}: [timer] lacks keys {missing}")
+    return TimerIdentity(section["cell"], section["vlnv"])

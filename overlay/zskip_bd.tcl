@@ -11,12 +11,17 @@
 # PS slave port (HP0), its s_axilite control from the PS general-purpose master
 # through a second SmartConnect, its interrupt to the PS through a concat (room
 # for more IRQs), one PL clock at the board's clock_mhz and one reset.
+# An AXI Timer on the same control SmartConnect measures the accelerator's
+# cycles: timer 0 counts the PL clock in capture mode and latches its count on
+# the accelerator's interrupt (ap_done, enabled by the driver), so a board run
+# reports measured cycles beside the counters' (host/pynq_device.py).
 
 source [file join [file dirname [file normalize [info script]]] zskip_common.tcl]
 
 set zskip_args [zskip_parse_args $argv [dict create BOARD pynq-z2 BUILD "" OUT $zskip_overlay_dir JOBS 4]]
 set board [zskip_board [dict get $zskip_args BOARD]]
 set ip [zskip_ip]
+set timer_id [zskip_timer]
 set build_dir [zskip_build_dir [dict get $zskip_args BUILD] [dict get $board name]]
 set ip_repo [zskip_hls_ip_repo $build_dir]
 set out_dir [file normalize [dict get $zskip_args OUT]]
@@ -68,6 +73,10 @@ set rst [create_bd_cell -type ip -vlnv xilinx.com:ip:proc_sys_reset:5.0 pl_reset
 set mem_smc [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect:1.0 mem_smc]
 set ctrl_smc [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect:1.0 ctrl_smc]
 set irq_concat [create_bd_cell -type ip -vlnv xilinx.com:ip:xlconcat:2.1 irq_concat]
+set timer [create_bd_cell -type ip -vlnv [dict get $timer_id vlnv] [dict get $timer_id cell]]
+# one 32-bit timer; capture trigger 0 active high (the HLS interrupt is active high)
+set_property -dict [list CONFIG.COUNT_WIDTH 32 CONFIG.enable_timer2 0 CONFIG.mode_64bit 0 \
+                        CONFIG.TRIG0_ASSERT Active_High] $timer
 
 # Every m_axi bundle of the HLS IP (one per tensor class) into HP0: the list
 # comes from the IP itself, so a bundle added in the C++ is wired without edits.
@@ -83,21 +92,24 @@ foreach master $masters {
 }
 connect_bd_intf_net [get_bd_intf_pins $mem_smc/M00_AXI] [get_bd_intf_pins $ps_cell/[dict get $ps slave]]
 
-set_property -dict [list CONFIG.NUM_SI 1 CONFIG.NUM_MI 1] $ctrl_smc
+set_property -dict [list CONFIG.NUM_SI 1 CONFIG.NUM_MI 2] $ctrl_smc
 connect_bd_intf_net [get_bd_intf_pins $ps_cell/[dict get $ps master]] [get_bd_intf_pins $ctrl_smc/S00_AXI]
 connect_bd_intf_net [get_bd_intf_pins $ctrl_smc/M00_AXI] [get_bd_intf_pins -of_objects $acc -filter {MODE == Slave}]
+connect_bd_intf_net [get_bd_intf_pins $ctrl_smc/M01_AXI] [get_bd_intf_pins $timer/S_AXI]
 
 # One clock and one synchronised reset for the PL and the PS ports it uses.
 set clk [get_bd_pins $ps_cell/[dict get $ps clk]]
 connect_bd_net $clk [get_bd_pins $acc/ap_clk] [get_bd_pins $mem_smc/aclk] [get_bd_pins $ctrl_smc/aclk] \
+    [get_bd_pins $timer/s_axi_aclk] \
     [get_bd_pins $rst/slowest_sync_clk] [get_bd_pins $ps_cell/[dict get $ps master_clk]] \
     [get_bd_pins $ps_cell/[dict get $ps slave_clk]]
 connect_bd_net [get_bd_pins $ps_cell/[dict get $ps resetn]] [get_bd_pins $rst/ext_reset_in]
 connect_bd_net [get_bd_pins $rst/peripheral_aresetn] [get_bd_pins $acc/ap_rst_n] \
-    [get_bd_pins $mem_smc/aresetn] [get_bd_pins $ctrl_smc/aresetn]
+    [get_bd_pins $mem_smc/aresetn] [get_bd_pins $ctrl_smc/aresetn] [get_bd_pins $timer/s_axi_aresetn]
 
 set_property CONFIG.NUM_PORTS 1 $irq_concat
-connect_bd_net [get_bd_pins $acc/interrupt] [get_bd_pins $irq_concat/In0]
+# the interrupt goes to the PS and latches the timer's count (capture on its rising edge)
+connect_bd_net [get_bd_pins $acc/interrupt] [get_bd_pins $irq_concat/In0] [get_bd_pins $timer/capturetrig0]
 connect_bd_net [get_bd_pins $irq_concat/dout] [get_bd_pins $ps_cell/[dict get $ps irq]]
 
 assign_bd_address

@@ -87,6 +87,12 @@ proc zskip_ip {} {
     return $ip
 }
 
+# The cycle timer beside the IP: cell and vlnv.
+proc zskip_timer {} {
+    global zskip_overlay_dir
+    return [dict get [zskip_ini_read [file join $zskip_overlay_dir ip.ini]] timer]
+}
+
 # KEY=VALUE arguments over defaults; an unknown key is an error naming the known
 # ones. Elements may hold several space-separated pairs, and tool options that
 # some tool versions leave in argv (e.g. -tclargs) are skipped.

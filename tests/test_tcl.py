@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from zskip.host.ip.register_map import TOP_SOURCE, load_top
-from zskip.overlay.boards import ip_identity, load_boards
+from zskip.overlay.boards import ip_identity, load_boards, timer_identity
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_HLS = ROOT / "hls" / "run_hls.tcl"
@@ -165,7 +165,7 @@ def test_csim_runs_each_kernel_testbench_in_its_own_project(tmp_path):
 
 
 def ap_types():
-    from zskip.host.emu import ap_types_dir
+    from zskip.overlay.toolchain import ap_types_dir
     return ap_types_dir()
 
 
@@ -263,6 +263,20 @@ def test_block_design_names_agree(board_name, tmp_path):
     smc = [c for c in calls_of(calls, "set_property") if c[-1] == "mem_smc"][0][1].split()
     assert int(smc[smc.index("CONFIG.NUM_SI") + 1]) == len(masters)
     assert any(f"{acc}/interrupt" in net for net in calls_of(calls, "connect_bd_net"))
+    # the cycle timer: on the control SmartConnect, the PL clock and reset, its capture on the IP's interrupt
+    timer = timer_identity()
+    assert cells[timer.cell] == timer.vlnv
+    ctrl = [c for c in calls_of(calls, "set_property") if c[-1] == "ctrl_smc"][0][1].split()
+    assert int(ctrl[ctrl.index("CONFIG.NUM_MI") + 1]) == 2
+    assert ["ctrl_smc/M01_AXI", f"{timer.cell}/S_AXI"] in intf_nets
+    timer_config = [c for c in calls_of(calls, "set_property") if c[-1] == timer.cell][0][1].split()
+    assert timer_config[timer_config.index("CONFIG.TRIG0_ASSERT") + 1] == "Active_High"
+    nets = calls_of(calls, "connect_bd_net")
+    irq_net = [net for net in nets if f"{acc}/interrupt" in net][0]
+    assert f"{timer.cell}/capturetrig0" in irq_net
+    clock_net = [net for net in nets if f"{acc}/ap_clk" in net][0]
+    reset_net = [net for net in nets if f"{acc}/ap_rst_n" in net][0]
+    assert f"{timer.cell}/s_axi_aclk" in clock_net and f"{timer.cell}/s_axi_aresetn" in reset_net
     launch = calls_of(calls, "launch_runs")[0]
     assert launch[:3] == ["impl_1", "-to_step", "write_bitstream"]
     assert (out / "zskip.bit").read_bytes() == b"bit" and (out / "zskip.hwh").read_text() == "<hwh/>"

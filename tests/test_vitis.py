@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.vitis, pytest.mark.slow,
 
 
 def _vitis(build, steps, testbench=None, timeout=4 * 3600):
-    from zskip.host.emu import ap_types_dir
+    from zskip.overlay.toolchain import ap_types_dir
     args = [f"BOARD={BOARD}", f"STEPS={steps}", f"AP_TYPES={ap_types_dir()}", f"BUILD={build}"]
     if testbench:
         args.append(f"TESTBENCH={testbench}")
@@ -51,7 +51,7 @@ def _vitis(build, steps, testbench=None, timeout=4 * 3600):
 
 def _counter_cycles(kernel, tmp_path):
     """The counters' cycles for the testbench's program: its g++ build prints 'PASS (0 mismatches, N cycles)'."""
-    from zskip.host.emu import ap_types_dir
+    from zskip.overlay.toolchain import ap_types_dir
     exe = tmp_path / f"{kernel}_tb"
     subprocess.run(["g++", "-O1", "-std=c++14", f"-I{ap_types_dir()}", str(HLS / kernel / f"{kernel}_tb.cpp"),
                     str(HLS / "zskip_top" / "zskip_top.cpp"), "-o", str(exe)], check=True, capture_output=True)

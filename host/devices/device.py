@@ -18,7 +18,10 @@ tests, not on the board.
 arguments (``program``, ``act``, ``wgt``, ``grad``, ``bits``, ``stats``) plus
 ``n_desc``; it starts the IP, waits with a timeout (raising
 :class:`DeviceTimeout` naming the IP and the timeout), and returns the value of
-the IP's ``cycles`` output register.
+the IP's ``cycles`` output register. A device with a hardware timer (the
+PYNQ driver on a bitstream with the cycle timer) also sets
+``last_measured_cycles``: the timer's cycles of the last run, beside the
+counters' prediction; ``Accelerator.last_stats["measured_cycles"]`` carries it.
 """
 from __future__ import annotations
 

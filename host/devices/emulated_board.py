@@ -32,7 +32,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ...overlay.boards import ip_identity
+from ...overlay.boards import ip_identity, timer_identity
 from .device import DeviceError
 from ..ip.register_map import CTRL_FIELDS, TopInterface, load_top
 
@@ -51,6 +51,10 @@ _DDR_BASE = 0x8_0000_0000
 _PAGE = 4096
 #: the IP's AXI4-Lite base address in the emulated PS address map
 _IP_PHYS_ADDR = 0x4000_0000
+_TIMER_PHYS_ADDR = 0x4001_0000
+#: PL cycles of one AXI-Lite access from the PS in the emulated board (a few
+#: hundred ns at 100 MHz on a Zynq GP port); only shifts measured cycles
+BUS_ACCESS_CYCLES = 20
 
 
 class BusError(DeviceError):
@@ -149,59 +153,149 @@ class EmulatedDevice:
         raise BusError(f"address 0x{address:x} is outside every allocated buffer")
 
 
-class _RegisterFile(np.ndarray):
-    """The IP's register words as the AXI bus sees them.
+class VirtualClock:
+    """The board's PL clock in cycles: AXI-Lite accesses and the IP's runs advance it.
 
-    Reading CTRL through a register view clears AP_DONE: it is clear-on-read in
-    the HLS adapter (UG1399), so a driver that polls it sees each completion
-    once. Writing CTRL wakes the hardware thread, as the write strobe would.
-    The hardware thread itself uses a plain ndarray and triggers neither.
+    Each access through the bus costs ``access_cycles`` (the PS's round trip,
+    so the timer sees the driver's skew as on a board); a run of the IP lasts
+    exactly the cycles its counters report (emulation has no other time), from
+    the AP_START write on, whatever the driver does meanwhile.
+    """
+
+    def __init__(self, access_cycles: int):
+        if access_cycles < 0:
+            raise ValueError(f"bus_access_cycles must be >= 0, got {access_cycles!r}")
+        self.access_cycles = int(access_cycles)
+        self.now = 0
+        self._lock = threading.Lock()
+
+    def access(self) -> int:
+        with self._lock:
+            self.now += self.access_cycles
+            return self.now
+
+    def advance_to(self, cycle: int) -> None:
+        with self._lock:
+            self.now = max(self.now, cycle)
+
+
+class _Hook:
+    """What a register word does beyond storing a value, as the bus sees it."""
+
+    def __init__(self, before_read=None, after_read=None, after_write=None):
+        self.before_read, self.after_read, self.after_write = before_read, after_read, after_write
+
+
+class _Bus:
+    """The PS's AXI-Lite bus to the PL: the clock and the hooked words of every slave."""
+
+    def __init__(self, clock: VirtualClock):
+        self.clock = clock
+        self.hooks: Dict[int, _Hook] = {}
+
+    def view(self, words: np.ndarray, hooks: Dict[int, _Hook]) -> "_RegisterFile":
+        """``words`` as the bus sees them; ``hooks``: word index -> hook."""
+        base = words.__array_interface__["data"][0]
+        for index, hook in hooks.items():
+            self.hooks[base + 4 * index] = hook
+        view = words.view(_RegisterFile)
+        view._bus = self
+        return view
+
+
+class _RegisterFile(np.ndarray):
+    """Register words as the AXI bus sees them: each access costs bus cycles, hooked words act.
+
+    PYNQ's registers are one-word views of this array, so a hook is found by
+    the address of the word a view starts at. Hardware threads use the plain
+    array and trigger nothing.
     """
 
     def __array_finalize__(self, obj):
-        self._ctrl_address = getattr(obj, "_ctrl_address", None)
-        self._ctrl_written = getattr(obj, "_ctrl_written", None)
+        self._bus = getattr(obj, "_bus", None)
 
-    def _is_ctrl(self, index) -> bool:
-        return (isinstance(index, (int, np.integer)) and index == 0 and self._ctrl_address is not None
-                and self.__array_interface__["data"][0] == self._ctrl_address)
+    def _hook(self, index) -> Optional[_Hook]:
+        if self._bus is None or not (isinstance(index, (int, np.integer)) and index == 0):
+            return None
+        return self._bus.hooks.get(self.__array_interface__["data"][0])
 
     def __getitem__(self, index):
+        hook = self._hook(index)
+        if self._bus is not None:
+            self._bus.clock.access()
+        if hook is not None and hook.before_read is not None:
+            hook.before_read()
         value = super().__getitem__(index)
-        if self._is_ctrl(index):
-            raw = np.asarray(self)
-            raw[0] = int(raw[0]) & ~(1 << CTRL_FIELDS["AP_DONE"])
+        if hook is not None and hook.after_read is not None:
+            hook.after_read()
         return value
 
     def __setitem__(self, index, value):
+        hook = self._hook(index)
+        old = int(np.asarray(self)[0]) if hook is not None else 0
+        if self._bus is not None:
+            self._bus.clock.access()
         super().__setitem__(index, value)
-        if self._is_ctrl(index) and self._ctrl_written is not None:
-            self._ctrl_written.set()
+        if hook is not None and hook.after_write is not None:
+            hook.after_write(old)
 
 
 class EmulatedIP:
-    """The accelerator IP: a register file and a thread that plays the hardware."""
+    """The accelerator IP: a register file and a thread that plays the hardware.
 
-    def __init__(self, device: EmulatedDevice, interface: TopInterface, kernel: Kernel, hang: bool):
+    CTRL's AP_DONE is clear-on-read and IP_ISR toggle-on-write, as in the HLS
+    adapter (UG1399); the interrupt line (GIER and IP_IER and IP_ISR, ap_done)
+    calls ``interrupt_listeners`` with the cycle it rises at.
+    """
+
+    def __init__(self, device: EmulatedDevice, interface: TopInterface, kernel: Kernel, hang: bool,
+                 bus: Optional[_Bus] = None):
         self.device = device
         self.interface = interface
         self.kernel = kernel
         self.hang = hang
         self.fault: Optional[BaseException] = None
         self.starts = 0
+        self.bus = bus if bus is not None else _Bus(VirtualClock(0))
         self.registers = np.zeros(interface.map_size // 4, dtype=np.uint32)
         self.registers[0] = 1 << CTRL_FIELDS["AP_IDLE"]
-        #: the register words as the AXI bus sees them (reading CTRL clears AP_DONE)
-        self.bus_view = self.registers.view(_RegisterFile)
-        self.bus_view._ctrl_address = self.registers.__array_interface__["data"][0]
+        self._offsets = {r.name: r.offset for r in interface.registers}
         self._ctrl_written = threading.Event()
-        self.bus_view._ctrl_written = self._ctrl_written
+        self._start_cycle = 0
+        self._line = False
+        self.interrupt_listeners: list = []
+        hooks = {0: _Hook(after_read=self._ctrl_read, after_write=self._ctrl_write),
+                 self._offsets["IP_ISR"] // 4: _Hook(after_write=self._isr_write),
+                 self._offsets["GIER"] // 4: _Hook(after_write=lambda old: self._update_line(self.bus.clock.now)),
+                 self._offsets["IP_IER"] // 4: _Hook(after_write=lambda old: self._update_line(self.bus.clock.now))}
+        #: the register words as the AXI bus sees them
+        self.bus_view = self.bus.view(self.registers, hooks)
         from pynq.registers import RegisterMap
         self.register_map = RegisterMap.create_subclass(interface.function, interface.pynq_registers())(self.bus_view)
-        self._offsets = {r.name: r.offset for r in interface.registers}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._hardware, name=f"emulated-{interface.function}", daemon=True)
         self._thread.start()
+
+    def _ctrl_read(self) -> None:
+        self.registers[0] = int(self.registers[0]) & ~(1 << CTRL_FIELDS["AP_DONE"])
+
+    def _ctrl_write(self, old: int) -> None:
+        if self.registers[0] & (1 << CTRL_FIELDS["AP_START"]):
+            self._start_cycle = self.bus.clock.now
+        self._ctrl_written.set()
+
+    def _isr_write(self, old: int) -> None:
+        # toggle on write: the written ones flip the stored bits
+        written = int(self.registers[self._offsets["IP_ISR"] // 4])
+        self._set_word("IP_ISR", (old ^ written) & 0x3)
+        self._update_line(self.bus.clock.now)
+
+    def _update_line(self, cycle: int) -> None:
+        line = bool(self._word("GIER") & 1 and self._word("IP_IER") & self._word("IP_ISR") & 1)
+        rose, self._line = line and not self._line, line
+        if rose:
+            for listener in self.interrupt_listeners:
+                listener(cycle)
 
     def _word(self, name: str) -> int:
         return int(self.registers[self._offsets[name] // 4])
@@ -220,6 +314,7 @@ class EmulatedIP:
             self.registers[0] = int(self.registers[0]) & ~(start_bit | (1 << CTRL_FIELDS["AP_IDLE"])
                                                            | (1 << CTRL_FIELDS["AP_DONE"]))
             self.starts += 1
+            start_cycle = self._start_cycle
             if self.hang:
                 continue
             try:
@@ -232,10 +327,14 @@ class EmulatedIP:
                 for i, field in enumerate(self.interface.data_fields(name)):
                     self._set_word(field, int(value) >> (32 * i))
                 self._set_word(self.interface.valid_field(name), 1)
+            # the run lasts the cycles the counters report, from the AP_START write
+            done_cycle = start_cycle + int(outputs.get("cycles", 0))
+            self.bus.clock.advance_to(done_cycle)
+            if self._word("IP_IER") & 1:
+                self._set_word("IP_ISR", self._word("IP_ISR") | 1)
+            self._update_line(done_cycle)
             done = (1 << CTRL_FIELDS["AP_DONE"]) | (1 << CTRL_FIELDS["AP_IDLE"]) | (1 << CTRL_FIELDS["AP_READY"])
             self.registers[0] = int(self.registers[0]) | done
-            if self._word("GIER") & 1 and self._word("IP_IER") & 1:
-                self._set_word("IP_ISR", self._word("IP_ISR") | 1)
 
     def _execute(self) -> Dict[str, int]:
         arrays = {}
@@ -255,6 +354,65 @@ class EmulatedIP:
         self._stop.set()
         self._ctrl_written.set()
         self._thread.join(timeout=1.0)
+
+
+class EmulatedTimer:
+    """Timer 0 of an AXI Timer (PG079) on the board's clock, as far as the driver uses it.
+
+    Counts up or down from its load value while ENT0 is set; LOAD0 loads TLR0;
+    in capture mode (MDT0) with CAPT0 a rising capture trigger latches the
+    count into TLR0 and sets T0INT (write one to clear), unless ARHT0 is clear
+    and T0INT is still set (hold). Timer 1, PWM and cascade are not modelled.
+    """
+
+    def __init__(self, bus: _Bus):
+        from .axi_timer import REGISTERS, timer_register_map
+        self.bus = bus
+        self.registers = np.zeros(max(r["address_offset"] for r in REGISTERS.values()) // 4 + 1, dtype=np.uint32)
+        self._index = {name: r["address_offset"] // 4 for name, r in REGISTERS.items()}
+        self._bits = {f: spec["bit_offset"] for f, spec in REGISTERS["TCSR0"]["fields"].items()}
+        self._base_value, self._base_cycle, self._running, self._down = 0, 0, False, False
+        self._lock = threading.Lock()
+        hooks = {self._index["TCR0"]: _Hook(before_read=self._publish_count),
+                 self._index["TCSR0"]: _Hook(after_write=self._tcsr_write)}
+        self.register_map = timer_register_map(self.bus.view(self.registers, hooks))
+
+    def _bit(self, name: str) -> bool:
+        return bool(int(self.registers[self._index["TCSR0"]]) >> self._bits[name] & 1)
+
+    def count(self, cycle: int) -> int:
+        if not self._running:
+            return self._base_value
+        elapsed = cycle - self._base_cycle
+        return (self._base_value + (-elapsed if self._down else elapsed)) & 0xFFFFFFFF
+
+    def _publish_count(self) -> None:
+        with self._lock:
+            self.registers[self._index["TCR0"]] = self.count(self.bus.clock.now)
+
+    def _tcsr_write(self, old: int) -> None:
+        with self._lock:
+            now = self.bus.clock.now
+            current = self.count(now)
+            tint = 1 << self._bits["T0INT"]
+            written = int(self.registers[self._index["TCSR0"]])
+            # T0INT: write one to clear; software cannot set it
+            self.registers[self._index["TCSR0"]] = (written & ~tint) | (old & tint & ~written)
+            self._base_value, self._base_cycle = current, now
+            self._down = self._bit("UDT0")
+            if self._bit("LOAD0"):
+                self._base_value = int(self.registers[self._index["TLR0"]])
+            self._running = self._bit("ENT0") and not self._bit("LOAD0")
+
+    def capture(self, cycle: int) -> None:
+        """The capture trigger rose at ``cycle``."""
+        with self._lock:
+            if not (self._running and self._bit("MDT0") and self._bit("CAPT0")):
+                return
+            if self._bit("T0INT") and not self._bit("ARHT0"):
+                return  # hold the first capture until software clears T0INT
+            self.registers[self._index["TLR0"]] = self.count(cycle)
+            self.registers[self._index["TCSR0"]] = int(self.registers[self._index["TCSR0"]]) | (1 << self._bits["T0INT"])
 
 
 _CTYPES = {np.dtype(np.uint32): ctypes.c_uint32, np.dtype(np.int32): ctypes.c_int32,
@@ -337,11 +495,15 @@ class EmulatedBoard:
         board: boards.ini section whose sizes the default kernel is compiled
             with (None: config.h defaults); also sets ``limits``.
         precision: "float32" or "ap_fixed<W,I>" for the default kernel.
+        timer: include the cycle timer of the block design (overlay/ip.ini [timer]),
+            its capture trigger on the IP's interrupt; False: a bitstream without it.
+        bus_access_cycles: PL cycles one AXI-Lite access from the PS costs
+            (:class:`VirtualClock`); it shifts every measurement by the same skew.
     """
 
     def __init__(self, kernel: Optional[Kernel] = None, hang: bool = False,
                  interface: Optional[TopInterface] = None, board: Optional[str] = None,
-                 precision: str = "float32"):
+                 precision: str = "float32", timer: bool = True, bus_access_cycles: int = BUS_ACCESS_CYCLES):
         from ..ip.program import board_limits
         self.interface = interface if interface is not None else load_top()
         #: the compiled maxima of the default kernel (``program.Limits``)
@@ -351,13 +513,25 @@ class EmulatedBoard:
         self.device = EmulatedDevice()
         identity = ip_identity()
         self.ip_name = f"{identity.top}_0"
-        ip = EmulatedIP(self.device, self.interface, kernel, hang)
+        #: the PL clock the bus, the IP and the timer share
+        self.clock = VirtualClock(bus_access_cycles)
+        bus = _Bus(self.clock)
+        ip = EmulatedIP(self.device, self.interface, kernel, hang, bus)
         setattr(self, self.ip_name, ip)
         self.ip_dict = {self.ip_name: {
             "type": identity.vlnv, "fullpath": self.ip_name, "phys_addr": _IP_PHYS_ADDR,
             "addr_range": 1 << max(12, (self.interface.map_size - 1).bit_length()),
             "registers": self.interface.pynq_registers(), "interrupts": {}, "device": self.device,
         }}
+        if timer:
+            from .axi_timer import REGISTERS
+            cell = timer_identity()
+            emulated_timer = EmulatedTimer(bus)
+            ip.interrupt_listeners.append(emulated_timer.capture)
+            setattr(self, cell.cell, emulated_timer)
+            self.ip_dict[cell.cell] = {"type": cell.vlnv, "fullpath": cell.cell, "phys_addr": _TIMER_PHYS_ADDR,
+                                       "addr_range": 0x10000, "registers": REGISTERS, "interrupts": {},
+                                       "device": self.device}
 
     @property
     def ip(self) -> EmulatedIP:

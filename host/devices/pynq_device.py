@@ -5,8 +5,11 @@ names, which come from the HLS top function source (host/ip/register_map.py):
 each m_axi pointer's ``<name>_1``/``<name>_2`` words take a buffer's device
 address, ``n_desc`` the program length, ``CTRL.AP_START`` starts it,
 ``CTRL.AP_DONE`` is polled until the timeout, and ``cycles_1``/``cycles_2`` are
-read back. The same code drives a real ``pynq.Overlay``, one opened on a
-``RemoteDevice`` and the :class:`~zskip.host.devices.emulated_board.EmulatedBoard`.
+read back. When the overlay holds the cycle timer (overlay/ip.ini [timer],
+host/devices/axi_timer.py), the IP's interrupt is enabled (``GIER``, ``IP_IER``)
+so ap_done latches the timer, and each run also gives ``last_measured_cycles``.
+The same code drives a real ``pynq.Overlay``, one opened on a ``RemoteDevice``
+and the :class:`~zskip.host.devices.emulated_board.EmulatedBoard`.
 
 Cache maintenance is the caller's, as on every PYNQ design: ``sync_to_device()``
 the inputs before :meth:`PynqDevice.run`, ``sync_from_device()`` the outputs after.
@@ -21,7 +24,8 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
-from ...overlay.boards import ip_identity
+from ...overlay.boards import ip_identity, load_boards, timer_identity
+from .axi_timer import CycleTimer
 from .device import DeviceError, DeviceTimeout
 from ..ip.program import board_limits
 from ..ip.register_map import TopInterface, driver_version, load_top
@@ -38,6 +42,20 @@ def _find_ip(overlay, vlnv: str):
         raise DeviceError(f"the overlay must hold exactly one IP {vlnv}; found {len(matches)} "
                           f"(IP types in the overlay: {found})")
     return matches[0], getattr(overlay, matches[0])
+
+
+def _find_timer(overlay) -> Optional[CycleTimer]:
+    """The overlay's cycle timer (None for a bitstream without one)."""
+    vlnv = timer_identity().vlnv
+    matches = [name for name, desc in overlay.ip_dict.items() if desc.get("type") == vlnv]
+    if not matches:
+        return None
+    if len(matches) > 1:
+        raise DeviceError(f"the overlay holds {len(matches)} IPs {vlnv} ({sorted(matches)}); the cycle timer is "
+                          f"the one named {timer_identity().cell}")
+    # the fastest clock any board runs the PL at bounds the 32-bit count's wrap
+    fastest = max(b.clock_mhz for b in load_boards().values())
+    return CycleTimer(getattr(overlay, matches[0]), fastest)
 
 
 def _allocate(target, shape, dtype):
@@ -86,6 +104,15 @@ class PynqDevice:
         self._closed = False
         #: argument -> its register names in this IP's map (see _resolve_fields)
         self._fields = self._resolve_fields()
+        #: the hardware timer beside the IP (None: the bitstream has none)
+        self.timer = _find_timer(overlay)
+        #: timer cycles from just before AP_START to ap_done of the last run (None: no timer or no capture)
+        self.last_measured_cycles: Optional[int] = None
+        if self.timer is not None:
+            # ap_done raises the interrupt line, which latches the timer
+            registers = self.ip.register_map
+            registers.GIER.Enable = 1
+            registers.IP_IER.CHAN0_INT_EN = 1
         atexit.register(_close_if_alive, weakref.ref(self))
         expected = expected_version if expected_version is not None else driver_version()
         found = self.version(probe_timeout_s)
@@ -217,6 +244,11 @@ class PynqDevice:
                 setattr(registers, field, (address >> (32 * i)) & _UINT32_MAX)
         (n_desc_field,) = self._fields["n_desc"]
         setattr(registers, n_desc_field, n_desc)
+        self.last_measured_cycles = None
+        if self.timer is not None:
+            if registers.IP_ISR.CHAN0_INT_ST:
+                registers.IP_ISR = 1  # toggle on write: lower the line so ap_done raises it again
+            self.timer.arm()
         registers.CTRL.AP_START = 1
 
     def _wait(self, timeout_s: float) -> None:
@@ -230,6 +262,8 @@ class PynqDevice:
                                     f"it hung or the program is wrong (the PL may need reloading)")
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
+        if self.timer is not None:
+            self.last_measured_cycles = self.timer.measured()
 
     def _read_output(self, name: str) -> int:
         registers = self.ip.register_map
