@@ -83,6 +83,24 @@ def test_accelerator_stats_carry_measured_cycles(kernel):
         device.close()
 
 
+def test_training_step_program_reports_measured_cycles(kernel):
+    from zskip.host.program_backend import ProgramBackend
+    from zskip.models.networks import get_model
+    model = get_model("lenet5")
+    device = open_device(kernel, bus_access_cycles=0)
+    backend = ProgramBackend(Accelerator(device), "emulated-board")
+    try:
+        rng = np.random.default_rng(5)
+        params, velocities = model.init_params(0), model.zero_velocities()
+        x = rng.standard_normal((2, *model.input_shape)).astype(np.float32)
+        backend.train_step(model, params, velocities, x, np.array([1, 7]), 0.01, 0.9, 0.0)
+        cycles = backend.last_cycles
+        # one start ran the whole step: the timer saw exactly the counters' total
+        assert cycles["cycles"] > 0 and cycles["measured_cycles"] == cycles["cycles"]
+    finally:
+        backend.close()
+
+
 def test_bitstream_without_timer_has_no_measurement(kernel, rng):
     device = open_device(kernel, timer=False)
     acc = Accelerator(device)

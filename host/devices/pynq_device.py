@@ -264,6 +264,9 @@ class PynqDevice:
             pause = min(pause * 2, 1e-3)
         if self.timer is not None:
             self.last_measured_cycles = self.timer.measured()
+            registers = self.ip.register_map
+            if registers.IP_ISR.CHAN0_INT_ST:
+                registers.IP_ISR = 1  # toggle on write: the line stays low between runs
 
     def _read_output(self, name: str) -> int:
         registers = self.ip.register_map

@@ -107,6 +107,9 @@ class ProgramBackend:
         self._programs: Dict[tuple, StepProgram] = {}
         #: stage timings (seconds) of the last step
         self.last_timings: Dict[str, float] = {}
+        #: the last step's program: ``cycles`` (the counters, summed over its descriptors) and, on a
+        #: device with a hardware timer, ``measured_cycles`` (the board's own count of the same run)
+        self.last_cycles: Dict[str, int] = {}
 
     # ------------------------------------------------------------------ state
     def _weights_for(self, model: Model) -> DeviceWeights:
@@ -236,6 +239,10 @@ class ProgramBackend:
                 raise
             records = self.runner.wait()
             timings["run"] = time.perf_counter() - t0
+            self.last_cycles = {"cycles": sum(r["cycles"] for r in records)}
+            measured = getattr(self.accelerator.device, "last_measured_cycles", None)
+            if measured is not None:
+                self.last_cycles["measured_cycles"] = int(measured)
             read, timings["invalidate"] = self._collect(prog, slot, records)
             t1 = time.perf_counter()
             new_params, new_velocities = weights.advance()
