@@ -14,14 +14,18 @@ Rules (names as printed):
 ``schedule-entry``
     every table entry names a pipelined loop of the sources; its II and DEPTH
     are integer literals or constants defined in schedule.h.
+``pipeline-ii``
+    the II a loop's PIPELINE pragma requests (1 when it names none, as in
+    Vitis HLS) equals its table entry's II, when both resolve to numbers: the
+    code states the II the counters assume.
 ``unroll-bound``
     a fully unrolled loop (``UNROLL`` without ``factor=``) has constant bounds.
 ``loop-bound``
     every loop has constant bounds or a ``LOOP_TRIPCOUNT`` with a named ``max``.
 ``lane-partition``
     inside a fully unrolled loop, an array subscript that depends on the loop
-    variable (directly or through a variable assigned from it) is a lane's
-    port: that dimension of the array is partitioned (``ARRAY_PARTITION`` or
+    variable or on a scalar the body writes (each unrolled copy has its own
+    value of both) is a lane's port: that dimension of the array is partitioned (``ARRAY_PARTITION`` or
     ``ARRAY_RESHAPE`` with that ``dim``, or ``dim=0``) where the array is
     declared: in the same function for a local array or parameter, or for a
     struct member (accessed as ``x.m`` / ``x->m``) in the struct body or
@@ -56,10 +60,11 @@ The parser is C++-aware but simple, and these are its limits:
   ``< <= > >= !=``, the step ``++``/``--``/``+=``/``-=``) with A, B, C made of
   literals, ``static const``/``constexpr``/enum/``#define`` names of the
   sources, non-type template parameters of the enclosing templates and
-  ``X::name`` members (``CFG::pe_lanes``, ``set_words<CFG>::value``);
+  ``X::name`` members (``CFG::pe_lanes``, ``set_words<CFG>::value``); these
+  names are collected over all the sources, not per scope;
   ``while`` and ``do`` loops never have constant bounds;
-- lane indices are followed through assignments in the unrolled loop's body
-  only (not through function calls or pointers); partitions are matched by
+- lane indices are the loop variable and the scalars the unrolled body writes
+  (not values reached through function calls or pointers); partitions are matched by
   array name and dim, not by factor, and an array reached through a pointer
   parameter must be partitioned under the parameter's name in that function;
 - types are resolved through ``typedef``/``using``/object-like ``#define``
@@ -77,7 +82,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 __all__ = ["Violation", "lint", "read_schedule", "synthesised_sources", "main", "RULES"]
 
-RULES = ("pipeline-label", "schedule-entry", "unroll-bound", "loop-bound", "lane-partition",
+RULES = ("pipeline-label", "schedule-entry", "pipeline-ii", "unroll-bound", "loop-bound", "lane-partition",
          "static-constructor", "synthesis-guard")
 
 SCHEDULE_HEADER = Path("common") / "schedule.h"
@@ -598,6 +603,25 @@ def collect_names(sources: Iterable[Source]) -> Names:
     return names
 
 
+def integer_constants(sources: Iterable[Source]) -> Dict[str, int]:
+    """``static const``/``constexpr``/``#define`` names of the sources whose value is an integer expression."""
+    pending = []
+    for src in sources:
+        for m in re.finditer(r"\b(?:static\s+)?(?:const|constexpr)\s+[\w\s]*?\b([A-Za-z_]\w*)\s*=\s*([^;{}]+);",
+                             src.synth):
+            pending.append((m.group(1), m.group(2)))
+        for m in re.finditer(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)(?![\w(])[ \t]+(.+)$", src.code, re.MULTILINE):
+            pending.append((m.group(1), m.group(2)))
+    values: Dict[str, int] = {}
+    for _ in range(4):  # constants defined from constants, in any order
+        for name, expr in pending:
+            if name not in values:
+                v = _eval_int(expr, values)
+                if v is not None:
+                    values[name] = v
+    return values
+
+
 def _is_constant_expr(expr: str, names: Names, template_values: Set[str], template_types: Set[str]) -> bool:
     expr = re.sub(r"\bsizeof\s*\([^)]*\)", "0", expr)
     # X::Y and X<...>::Y: Y must be a constant member, or X a template type parameter
@@ -661,7 +685,7 @@ class ScheduleEntry:
 
 def _eval_int(expr: str, values: Dict[str, int]) -> Optional[int]:
     expr = re.sub(r"\b(\d+)[uUlL]+\b", r"\1", expr.strip())
-    if not re.fullmatch(r"[\w\s+\-*/%()]+", expr):
+    if not re.fullmatch(r"[\w\s+\-*/%()]+", expr) or "**" in expr:
         return None
     for word in set(re.findall(r"[A-Za-z_]\w*", expr)):
         if word not in values:
@@ -748,6 +772,7 @@ def _rule_loops(sources: List[Source], names: Names, schedule: Optional[Source],
     out: List[Violation] = []
     table = {e.label: e for e in entries}
     pipelined: Dict[str, List[Loop]] = {}
+    values = integer_constants(sources)
     for src in sources:
         blocks = _blocks(src.synth)
         for loop in find_loops(src):
@@ -769,6 +794,14 @@ def _rule_loops(sources: List[Source], names: Names, schedule: Optional[Source],
                         out.append(Violation(src.display, where, "pipeline-label",
                                              f"pipelined loop {loop.label} has no ZSKIP_SCHEDULE entry in "
                                              f"{schedule.display}"))
+                    elif loop.label in table and table[loop.label].ii > 0:
+                        stated = pipes[0].get("ii", "1")
+                        requested = _eval_int(stated, values)
+                        if requested is not None and requested != table[loop.label].ii:
+                            out.append(Violation(src.display, where, "pipeline-ii",
+                                                 f"loop {loop.label} requests II={stated} ({requested}) but the "
+                                                 f"schedule table says II={table[loop.label].ii}: state the II "
+                                                 f"the hardware builds in both"))
             unrolls = [o for _, o in loop.pragma("UNROLL") if "off" not in o and o.get("off", "") != "true"]
             full_unroll = [o for o in unrolls if "factor" not in o]
             if full_unroll and not const:
@@ -822,6 +855,9 @@ def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
+#: words that may stand just before an array access without declaring it
+_NOT_TYPES = {"return", "else", "case", "delete", "throw", "sizeof", "new", "do"}
+
 _ACCESS = re.compile(r"((?:[A-Za-z_]\w*\s*(?:\[[^\]]*\]\s*)*(?:\.|->)\s*)*)([A-Za-z_]\w*)\s*\[")
 
 
@@ -831,14 +867,11 @@ def _lane_partition(src: Source, loop: Loop, blocks: List[_Block], names: Names)
     if not hm:
         return []
     body = text[loop.body[0]:loop.body[1]]
+    # every unrolled copy runs the body, so a scalar written in it (n = ..., ++n, s += ...)
+    # has one value per lane, like the loop variable
     lane = {hm.group(1)}
-    changed = True
-    while changed:
-        changed = False
-        for m in re.finditer(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\])?\s*(?:\+|-|\||\*)?=(?!=)([^;]*);", body):
-            if m.group(1) not in lane and set(re.findall(r"[A-Za-z_]\w*", m.group(2))) & lane:
-                lane.add(m.group(1))
-                changed = True
+    lane.update(re.findall(r"(?<![\w.>])([A-Za-z_]\w*)\s*(?:\+\+|--|(?:[-+*/%|&^]|<<|>>)?=(?!=))", body))
+    lane.update(re.findall(r"(?:\+\+|--)\s*([A-Za-z_]\w*)(?!\s*[\[.]|\s*->)", body))
     function = next((b for b in _enclosing(blocks, loop.start) if b.kind == "function"), None)
     fn_text = (function.header + text[function.open:function.close]) if function else ""
     fn_pragmas = [_pragma_options(m.group(1)) for m in _PRAGMA.finditer(fn_text)]
@@ -856,13 +889,10 @@ def _lane_partition(src: Source, loop: Loop, blocks: List[_Block], names: Names)
             while k < len(text) and text[k] in " \t":
                 k += 1
             i = k
-        # a declaration (type before the name) is not an access
-        before = body[:m.start()].rstrip()
-        if not path and re.search(r"(?:\b(?:%s)|[\w>]\s*[*&]?)$" % "|".join(_BUILTIN), before) and \
-                re.search(r"[A-Za-z_>]\w*\s*[*&]?$", before) and not re.search(r"(return|else)$", before):
-            decl = re.search(r"([A-Za-z_][\w:<>]*)\s*[*&]?$", before)
-            if decl and decl.group(1) not in ("return", "else", "case"):
-                continue
+        # a declaration (a type name just before the array's name) is not an access
+        before = re.search(r"([A-Za-z_]\w*|>)\s*[*&]*\s*$", body[:m.start()])
+        if not path and before and before.group(1) not in _NOT_TYPES:
+            continue
         for d, index in enumerate(dims, start=1):
             used = set(re.findall(r"[A-Za-z_]\w*", index)) & lane
             if not used or (name, d) in seen:

@@ -170,6 +170,19 @@ def test_read_schedule_resolves_named_constants(tmp_path):
         read_schedule(tmp_path / "nope.h")
 
 
+# -- pipeline-ii -------------------------------------------------------------
+@pytest.mark.parametrize("pragma, bad", [
+    ("#pragma HLS PIPELINE II=1", True),            # the table says 5: a float recurrence
+    ("#pragma HLS PIPELINE", True),                 # Vitis's default II is 1
+    ("#pragma HLS PIPELINE II = ADD_LATENCY", False),
+    ("#pragma HLS PIPELINE II=5", False),
+])
+def test_pragma_ii_equals_the_table(tmp_path, pragma, bad):
+    kernel = SCAN_AND_SUM.replace("#pragma HLS PIPELINE II=5", pragma)
+    hls = tree(tmp_path, kernel)
+    assert found(hls, "pipeline-ii") == ([("hls/k/k.h", kernel.splitlines().index("SUM:") + 2)] if bad else [])
+
+
 # -- unroll-bound ------------------------------------------------------------
 UNROLL = SCAN_AND_SUM + """
 template <class CFG>
@@ -288,6 +301,29 @@ LANE:
     hls2 = tree(tmp_path / "good", good)
     assert [v.line for v in lint(hls2) if v.rule == "lane-partition"] == [
         good.splitlines().index("        ddr[l] = v;") + 1]
+
+
+def test_a_counter_the_unrolled_body_advances_is_a_lane_index(tmp_path):
+    """A compaction that appends up to 4 items per cycle writes 4 addresses of ``out``: 4 ports."""
+    kernel = SCAN_AND_SUM + """
+void compact(const float in[4], float out[64], unsigned &count) {
+#pragma HLS ARRAY_PARTITION variable=in complete
+    unsigned n = count;
+PACK:
+    for (unsigned j = 0; j < 4; ++j) {
+#pragma HLS UNROLL
+        if (in[j] != 0) {
+            out[n] = in[j];
+            ++n;
+        }
+    }
+    count = n;
+}
+"""
+    hls = tree(tmp_path, kernel)
+    violations = [v for v in lint(hls) if v.rule == "lane-partition"]
+    assert [(v.line, v.message.split(" of ")[0]) for v in violations] == [
+        (kernel.splitlines().index("            out[n] = in[j];") + 1, "out[...] dim 1 is indexed by lane index n")]
 
 
 # -- static-constructor ------------------------------------------------------
@@ -434,6 +470,18 @@ def test_cli_prints_file_line_rule_and_exits_1(tmp_path):
 
 
 SCHEDULE_HEADER = ROOT / "hls" / "common" / "schedule.h"
+
+
+def test_the_shipped_sources_parse():
+    """Whatever the tree's state, the lint reads every shipped source and reports lines that exist."""
+    sources = hls_lint.synthesised_sources(ROOT / "hls")
+    assert ROOT / "hls" / "zskip_top" / "zskip_top.cpp" in sources
+    assert not any(p.name.endswith("_tb.cpp") or p.parent.name == "emu" for p in sources)
+    for v in lint(ROOT / "hls"):
+        assert v.rule in hls_lint.RULES
+        path = ROOT / v.path
+        if path.exists():
+            assert 1 <= v.line <= len(path.read_text().splitlines()), v
 
 
 @pytest.mark.skipif(not SCHEDULE_HEADER.exists(),
