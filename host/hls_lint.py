@@ -414,7 +414,6 @@ class Loop:
     body: Tuple[int, int]
     label: Optional[str]
     pragmas: List[Tuple[int, str]] = field(default_factory=list)  # (offset, text after "#pragma HLS")
-    children: List["Loop"] = field(default_factory=list)
 
     @property
     def line(self) -> int:
@@ -498,7 +497,7 @@ def _statement_end(text: str, i: int) -> int:
 
 
 def find_loops(src: Source) -> List[Loop]:
-    """Every loop of the synthesis view, with its label, its own pragmas and its nested loops."""
+    """Every loop of the synthesis view, with its label and its own pragmas."""
     text = src.synth
     loops: List[Loop] = []
     skip: Set[int] = set()
@@ -535,10 +534,7 @@ def find_loops(src: Source) -> List[Loop]:
             if not re.search(r"\bcase\s+[^;:]*$", before) and not re.search(r"\?[^;:]*$", before):
                 label = lm.group(1)
         loops.append(Loop(src, kw, m.start(), header, body, label))
-    # pragmas to the innermost loop holding them; nesting
-    for loop in loops:
-        inner = [o for o in loops if o is not loop and loop.body[0] <= o.start < loop.body[1]]
-        loop.children = [o for o in inner if not any(x is not o and x.body[0] <= o.start < x.body[1] for x in inner)]
+    # each pragma to the innermost loop holding it
     for pm in _PRAGMA.finditer(text):
         holders = [lp for lp in loops if lp.body[0] <= pm.start() < lp.body[1]]
         if holders:
