@@ -161,7 +161,7 @@ def _run_bench(args) -> int:
 
 
 def _add_hls_lint(sub) -> None:
-    from . import hls_lint
+    from ..overlay import hls_lint
     p = sub.add_parser("hls-lint", help="check the HLS sources against the hardware rules",
                        description="Check the synthesised HLS sources: pipelined loops labelled and in the "
                                    "schedule table, constant lane bounds, trip counts, lane-owned partitions, "
@@ -172,7 +172,7 @@ def _add_hls_lint(sub) -> None:
 
 
 def _run_hls_lint(args) -> int:
-    from . import hls_lint
+    from ..overlay import hls_lint
     return hls_lint.run(args)
 
 

@@ -1,4 +1,6 @@
-"""Board data, Vivado block-design scripts and the PYNQ overlay class.
+"""Board data, Vivado block-design scripts, the PYNQ overlay class and the HLS tool
+side: the toolchain paths, the lint of the HLS sources (``hls_lint``) and the
+Vitis HLS report readers (``vitis_reports``).
 
 ``ZskipOverlay`` is imported on first use so that reading board data does not
 import pynq.

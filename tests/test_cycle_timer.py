@@ -84,7 +84,7 @@ def test_accelerator_stats_carry_measured_cycles(kernel):
 
 
 def test_training_step_program_reports_measured_cycles(kernel):
-    from zskip.host.program_backend import ProgramBackend
+    from zskip.host.runtime.program_backend import ProgramBackend
     from zskip.models.networks import get_model
     model = get_model("lenet5")
     device = open_device(kernel, bus_access_cycles=0)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from zskip.host import hls_lint
-from zskip.host.hls_lint import lint, read_schedule
+from zskip.overlay import hls_lint
+from zskip.overlay.hls_lint import lint, read_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 

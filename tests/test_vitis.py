@@ -9,7 +9,7 @@ testbench, about an hour in all on pynq-z2's sizes). The checks:
 - csim: every testbench passes (a testbench returns 1 on a mismatch, so
   csim_design and vitis_hls fail);
 - csynth: every loop of the schedule table (hls/common/schedule.h) is in the
-  report with the table's II and depth (host/vitis_reports.schedule_mismatches);
+  report with the table's II and depth (overlay/vitis_reports.schedule_mismatches);
 - cosim: the RTL passes the testbench, and its latency (max over the
   testbench's calls of zskip_top) is within COSIM_TOLERANCE of the cycles the
   counters report for the same program (the ``N cycles`` the testbench prints,
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from zskip.host.vitis_reports import read_cosim_report, read_csynth_loops, relative_error, schedule_mismatches
+from zskip.overlay.vitis_reports import (read_cosim_report, read_csynth_loops, relative_error,
+                                         schedule_mismatches)
 
 ROOT = Path(__file__).resolve().parent.parent
 HLS = ROOT / "hls"
@@ -76,7 +77,7 @@ def test_csim_passes_every_testbench(csim_build):
 @pytest.mark.skipif(not SCHEDULE.exists(), reason="hls/common/schedule.h (the schedule table) does not exist yet")
 @pytest.mark.parametrize("kernel", TESTBENCHES)
 def test_csynth_matches_the_schedule_and_cosim_the_counters(kernel, tmp_path):
-    from zskip.host.hls_lint import read_schedule
+    from zskip.overlay.hls_lint import read_schedule
     from zskip.overlay.boards import ip_identity
     build = tmp_path / "build"
     build.mkdir()

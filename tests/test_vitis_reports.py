@@ -6,7 +6,7 @@ min for max) gets a different number.
 """
 import pytest
 
-from zskip.host.vitis_reports import (parse_cosim_report, parse_csynth_loops, read_cosim_report, read_csynth_loops,
+from zskip.overlay.vitis_reports import (parse_cosim_report, parse_csynth_loops, read_cosim_report, read_csynth_loops,
                                       relative_error, schedule_mismatches)
 
 # a module's report: a fixed-trip pipelined loop, a variable one with a nested pipelined loop

@@ -1182,11 +1182,9 @@ def lint(hls_dir: Path, schedule: Optional[Path] = None, repo_root: Optional[Pat
 
 
 def default_hls_dir() -> Path:
-    """The ``hls/`` folder of this installation: the nearest ancestor of this module holding hls/common."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "hls" / "common").is_dir():
-            return parent / "hls"
-    raise FileNotFoundError("no hls/common folder above " + str(Path(__file__).resolve()))
+    """The shipped ``hls/`` folder (``zskip.HLS_DIR``)."""
+    from .. import HLS_DIR
+    return HLS_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
