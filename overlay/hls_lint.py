@@ -420,8 +420,8 @@ class Loop:
         return self.src.line_of(self.start)
 
     def pragma(self, name: str) -> List[Tuple[int, Dict[str, str]]]:
-        return [(at, _pragma_options(text)) for at, text in self.pragmas
-                if text.split()[0].upper() == name] if self.pragmas else []
+        """(offset, options) of this loop's own ``#pragma HLS <name>`` lines."""
+        return [(at, _pragma_options(text)) for at, text in self.pragmas if text.split()[0].upper() == name]
 
     def describe(self) -> str:
         return f"loop {self.label}" if self.label else f"unlabelled {self.keyword} loop"
@@ -564,9 +564,11 @@ _TYPE_WORDS = _BUILTIN | {"const", "volatile", "static", "constexpr", "typename"
 
 
 def collect_names(sources: Iterable[Source]) -> Names:
+    """Constants, typedefs, structs and pragmas of every source's synthesis view."""
     names = Names()
     for src in sources:
         text = src.synth
+        names.pragmas.extend(_pragma_options(m.group(1)) for m in _PRAGMA.finditer(text))
         for m in re.finditer(r"\b(?:static\s+const(?:expr)?|constexpr|static\s+constexpr)\s+[\w:<>,\s]*?\b"
                              r"([A-Za-z_]\w*)\s*(?:=|\{)", text):
             names.constants.add(m.group(1))
@@ -1163,7 +1165,6 @@ def lint(hls_dir: Path, schedule: Optional[Path] = None, repo_root: Optional[Pat
 
     sources = [Source(p, display(p)) for p in synthesised_sources(hls_dir)]
     names = collect_names(sources)
-    names.pragmas = [_pragma_options(m.group(1)) for s in sources for m in _PRAGMA.finditer(s.synth)]
     out: List[Violation] = []
     sched_src, entries = None, []
     if schedule.is_file():
