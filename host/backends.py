@@ -103,8 +103,13 @@ def _accelerator():
     return Accelerator
 
 
-def _reference(account: bool = True, prune_rate: float = 0.0):
-    return OpsBackend(ReferenceOps(), "reference", account=account, prune_rate=prune_rate)
+def _reference(account: bool = True, prune_rate: float = 0.0, precision: str = "float32"):
+    from .ip.precision import is_float32, multiplier
+    if not is_float32(precision):
+        raise ValueError(f"precision: the reference backend computes in numpy float32/float64 only; {precision!r} "
+                         f"needs an accelerator backend (--backend emu); it takes float32 with any mul=")
+    return OpsBackend(ReferenceOps(mul=multiplier(precision)), "reference", account=account, precision=precision,
+                      prune_rate=prune_rate)
 
 
 #: how an accelerator backend runs a step: one program per mini-batch, or one device call per op
@@ -149,7 +154,8 @@ def make_backend(name: str, **opts) -> Backend:
     """The backend called ``name`` ("reference", "emu", "pynq" or "remote:HOST").
 
     opts go to the backend's constructor: ``account`` and ``prune_rate`` (target
-    gradient pruning rate in [0, 1), 0 = off) for every one,
+    gradient pruning rate in [0, 1), 0 = off) for every one, ``precision`` for
+    reference (float32 with a ``mul=`` multiplier, e.g. "float32,mul=mitchell") and emu,
     ``mode`` ("program" or "ops") for the accelerator backends, e.g.
     ``precision`` / ``skip_zeros`` / ``board`` for emu (``Accelerator.emulated``)
     and any compiled maximum of ``program.Limits`` (``max_features=2048``),

@@ -63,7 +63,8 @@ def _add_train(sub) -> None:
     p.add_argument("--precision", default=None, metavar="SPEC",
                    help="accelerator arithmetic per tensor class: float32, fixed16, fixed12, fixed8, ap_fixed<W,I> "
                         "or e.g. act=ap_fixed<16,6>,wgt=ap_fixed<16,4>,grad=ap_fixed<16,2>,acc=ap_fixed<32,12>,"
-                        "opt=float32 (emu backend; default float32)")
+                        "opt=float32 (emu backend; default float32); float32 may add mul=exact|bf16|mitchell|lut:FILE, the MAC "
+                        "multiplier (reference backend only for now)")
     p.add_argument("--prune-rate", type=float, default=0.0, metavar="P",
                    help="stochastic pruning of each layer's activation gradient at target rate P in [0, 1) "
                         "(SparseTrain; default 0: off)")
@@ -82,7 +83,7 @@ def _run_train(args) -> int:
     dataset = load_dataset(args.data, seed=args.seed)
     if args.limit_train is not None or args.limit_test is not None:
         dataset = dataset.subset(args.limit_train, args.limit_test)
-    from .ip.precision import is_float32
+    from .ip.precision import is_float32, multiplier
     opts = dict(args.backend_opt)
     if args.precision is not None:
         if "precision" in opts and opts["precision"] != args.precision:
@@ -92,6 +93,8 @@ def _run_train(args) -> int:
             if args.backend == "reference":
                 raise ValueError(f"--precision: the reference backend computes in numpy float32/float64 only; "
                                  f"{args.precision!r} needs an accelerator backend (--backend emu)")
+            opts["precision"] = args.precision
+        elif multiplier(args.precision) != "exact":
             opts["precision"] = args.precision
     if args.prune_rate:
         opts["prune_rate"] = args.prune_rate

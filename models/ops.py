@@ -83,23 +83,39 @@ _NO_STATS = {"cycles": 0, "macs_executed": 0, "macs_dense": 0}
 
 
 class ReferenceOps:
-    """:class:`Ops` computed by the numpy reference (the ``reference`` backend)."""
+    """:class:`Ops` computed by the numpy reference (the ``reference`` backend).
+
+    ``mul``: the multiplier of the convolution and fully-connected MACs
+    (``zskip.models.multipliers``); other than "exact" these passes run
+    ``zskip.models.mul_reference`` (products by the multiplier, float64 sums).
+    """
 
     name = "reference"
 
-    def __init__(self):
+    def __init__(self, mul: str = "exact"):
+        from .multipliers import check_multiplier
+        self.mul = check_multiplier(mul)
         self.last_stats = dict(_NO_STATS)
 
+    @property
+    def _mac(self):
+        """The module computing the MAC passes: the reference, or its pluggable-multiplier form."""
+        from . import mul_reference
+        return R if self.mul == "exact" else mul_reference
+
+    def _mul(self) -> dict:
+        return {} if self.mul == "exact" else {"mul": self.mul}
+
     def conv_forward(self, x, w, b, stride=1, pad=0, relu=True):
-        y = R.conv2d_forward(x, w, b, stride, pad)
+        y = self._mac.conv2d_forward(x, w, b, stride, pad, **self._mul())
         return R.relu_forward(y) if relu else (y, None)
 
     def conv_backward_data(self, dy, w, x_shape, stride=1, pad=0, out_mask=None):
-        dx = R.conv2d_backward_data(dy, w, x_shape, stride, pad)
+        dx = self._mac.conv2d_backward_data(dy, w, x_shape, stride, pad, **self._mul())
         return dx if out_mask is None else R.relu_backward(dx, out_mask)
 
     def conv_backward_weight(self, x, dy, w_shape, stride=1, pad=0):
-        return R.conv2d_backward_weight(x, dy, w_shape, stride, pad)
+        return self._mac.conv2d_backward_weight(x, dy, w_shape, stride, pad, **self._mul())
 
     def maxpool_forward(self, x, size=2, stride=2):
         y, argmax = R.maxpool2d_forward(x, size, stride)
@@ -109,14 +125,19 @@ class ReferenceOps:
         return R.maxpool2d_backward(dy, argmax, x_shape, size, stride)
 
     def linear_forward(self, x, w, b, relu=True):
-        y = R.linear_forward(x, w, b)
+        y = R.linear_forward(x, w, b) if self.mul == "exact" else self._mac.linear_forward(x, w, b, self.mul)
         return R.relu_forward(y) if relu else (y, None)
 
     def linear_backward_data(self, dy, w, out_mask=None):
-        dx = R.check_array("dy", dy, 2) @ R.check_array("w", w, 2)
+        if self.mul == "exact":
+            dx = R.check_array("dy", dy, 2) @ R.check_array("w", w, 2)
+        else:
+            dx = self._mac.linear_backward_data(dy, w, self.mul)
         return dx if out_mask is None else R.relu_backward(dx, out_mask)
 
     def linear_backward_weight(self, x, dy):
+        if self.mul != "exact":
+            return self._mac.linear_backward_weight(x, dy, self.mul)
         dy, x = R.check_array("dy", dy, 2), R.check_array("x", x, 2)
         return dy.T @ x, dy.sum(axis=0)
 

@@ -15,6 +15,14 @@ grad with acc ``ap_fixed<2W,2I>`` and opt float32; or ``class=type`` pairs
 separated by commas (unnamed classes are float32), e.g.
 ``act=ap_fixed<16,6>,wgt=ap_fixed<16,4>,grad=ap_fixed<16,2>,acc=ap_fixed<32,12>,opt=float32``.
 
+A spec may add ``mul=NAME`` (anywhere among its pairs, e.g. ``float32,mul=mitchell``): the
+multiplier of the MAC lanes, one of ``zskip.models.multipliers.MULTIPLIERS``
+(``exact`` by default, ``bf16``, ``mitchell``, ``lut:FILE``). The multipliers
+are float32 units, so ``mul`` other than ``exact`` needs float32 act, wgt,
+grad and acc. The reference backend trains with any of them; the HLS engine
+takes only ``exact`` until its MAC lanes take the multiplier as a template
+parameter (:func:`precision_types` refuses the others).
+
 Why the classes differ (the gradient scaling rule): each class has its own
 binary point, chosen from the range of its values in LeNet-5 / MNIST training.
 Activations reach tens (inputs are normalised images, ReLU outputs grow layer
@@ -35,7 +43,7 @@ from typing import Dict
 import numpy as np
 
 __all__ = ["CLASSES", "SHORTHANDS", "parse_precision", "precision_types", "is_float32", "loss_scale",
-           "LOSS_SCALE_HEADROOM_BITS"]
+           "LOSS_SCALE_HEADROOM_BITS", "multiplier"]
 
 #: tensor class -> the type macro of hls/common/types.h
 CLASSES = {"act": "ZSKIP_ACT_T", "wgt": "ZSKIP_WGT_T", "grad": "ZSKIP_GRAD_T", "acc": "ZSKIP_ACC_T",
@@ -77,12 +85,46 @@ def _parse_type(cls: str, text: str) -> str:
     return f"ap_fixed<{w},{i},{q},{o}>"
 
 
-def parse_precision(spec: str) -> Dict[str, str]:
-    """``{class: C++ type}`` for every class of :data:`CLASSES` (see the module docstring)."""
+_PAIR_SPLIT = re.compile(r",(?=\s*\w+\s*=)")   # the commas between pairs, not those inside ap_fixed<...>
+
+
+def _split_multiplier(spec: str):
+    """(spec without its ``mul=`` pair, the multiplier name: "exact" when absent)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"precision: expected a spec string such as 'float32', 'fixed16' or "
                          f"'act=ap_fixed<16,6>,...', got {spec!r}")
-    text = SHORTHANDS.get(spec.strip(), spec.strip())
+    parts = _PAIR_SPLIT.split(spec.strip())
+    muls = [p.split("=", 1)[1].strip() for p in parts if p.split("=", 1)[0].strip() == "mul"]
+    if len(muls) > 1:
+        raise ValueError(f"precision: mul= given {len(muls)} times in {spec!r}; give it once")
+    rest = ",".join(p for p in parts if p.split("=", 1)[0].strip() != "mul").strip()
+    return rest or "float32", muls[0] if muls else "exact"
+
+
+def multiplier(spec: str) -> str:
+    """The MAC multiplier of ``spec`` (its ``mul=`` pair; "exact" when absent), validated."""
+    parse_precision(spec)
+    return _split_multiplier(spec)[1]
+
+
+def parse_precision(spec: str) -> Dict[str, str]:
+    """``{class: C++ type}`` for every class of :data:`CLASSES` (see the module docstring).
+
+    A ``mul=`` pair is checked (a known multiplier, float32 MAC classes) and
+    left out of the result; :func:`multiplier` returns it.
+    """
+    from ...models.multipliers import check_multiplier
+    types_spec, mul = _split_multiplier(spec)
+    out = _parse_types(types_spec, spec)
+    check_multiplier(mul)
+    if mul != "exact" and any(out[c] != "float" for c in ("act", "wgt", "grad", "acc")):
+        raise ValueError(f"precision: mul={mul} is a float32 multiplier; act, wgt, grad and acc must be float32, "
+                         f"got {spec!r}")
+    return out
+
+
+def _parse_types(text: str, spec: str) -> Dict[str, str]:
+    text = SHORTHANDS.get(text, text)
     out = {c: "float" for c in CLASSES}
     if "=" not in text:
         t = _parse_type("", text)
@@ -92,7 +134,7 @@ def parse_precision(spec: str) -> Dict[str, str]:
         wide = f"ap_fixed<{min(64, 2 * int(w))},{min(64, 2 * int(i))},{q},{o}>"
         return {"act": t, "wgt": t, "grad": t, "acc": wide, "opt": "float"}
     # split on the commas between pairs, not those inside ap_fixed<...>
-    for pair in re.split(r",(?=\s*\w+\s*=)", text):
+    for pair in _PAIR_SPLIT.split(text):
         if "=" not in pair:
             raise ValueError(f"precision: expected class=type pairs separated by commas, got {pair!r} in {spec!r}")
         cls, value = (p.strip() for p in pair.split("=", 1))
@@ -108,7 +150,16 @@ def parse_precision(spec: str) -> Dict[str, str]:
 
 
 def precision_types(spec: str) -> Dict[str, str]:
-    """The type macros (``ZSKIP_*_T`` -> type) to compile the kernels for ``spec``; float32 classes omitted."""
+    """The type macros (``ZSKIP_*_T`` -> type) to compile the kernels for ``spec``; float32 classes omitted.
+
+    Refuses a ``mul=`` other than exact: the engine's MAC lanes do not take a
+    multiplier yet (``hls/common/multipliers.h`` holds the functors they will take).
+    """
+    mul = multiplier(spec)
+    if mul != "exact":
+        raise ValueError(f"precision: mul={mul}: the HLS engine's MAC lanes have only the exact multiplier so far "
+                         f"(the functors of hls/common/multipliers.h wait for the engine to take them); train with "
+                         f"the reference backend (--backend reference)")
     return {CLASSES[c]: t for c, t in parse_precision(spec).items() if t != "float"}
 
 
@@ -138,5 +189,5 @@ def loss_scale(spec: str, batch: int) -> float:
 
 
 def is_float32(spec: str) -> bool:
-    """Whether every class of ``spec`` is float32."""
-    return not precision_types(spec)
+    """Whether every class of ``spec`` is float32 (whatever its multiplier)."""
+    return all(t == "float" for t in parse_precision(spec).values())
