@@ -68,6 +68,10 @@ def _add_train(sub) -> None:
     p.add_argument("--prune-rate", type=float, default=0.0, metavar="P",
                    help="stochastic pruning of each layer's activation gradient at target rate P in [0, 1) "
                         "(SparseTrain; default 0: off)")
+    p.add_argument("--density", type=float, default=1.0, metavar="D",
+                   help="pre-defined structured sparsity: every fully-connected junction except the last keeps a "
+                        "fraction D in (0, 1] of its edges, fixed fan-in and fan-out (reference backend; default 1)")
+    p.add_argument("--density-seed", type=int, default=0, metavar="S", help="seed of the connection patterns")
     p.add_argument("--max-saturations", type=int, default=1000, metavar="N",
                    help="warn, naming the layer, when its fixed-point saturations in an epoch exceed N")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -79,7 +83,7 @@ def _run_train(args) -> int:
     from ..models.networks import get_model
     from ..models.train import train
     from .backends import make_backend
-    model = get_model(args.model)
+    model = get_model(args.model).with_density(args.density, args.density_seed)
     dataset = load_dataset(args.data, seed=args.seed)
     if args.limit_train is not None or args.limit_test is not None:
         dataset = dataset.subset(args.limit_train, args.limit_test)
@@ -104,7 +108,8 @@ def _run_train(args) -> int:
                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
                        quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt),
-                                                       "precision": args.precision or "float32"},
+                                                       "precision": args.precision or "float32",
+                                                       "density": args.density, "density_seed": args.density_seed},
                        check_every=args.check_every, max_saturations=args.max_saturations)
     finally:
         backend.close()

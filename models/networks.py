@@ -47,9 +47,17 @@ class Flatten:
 
 @dataclass(frozen=True)
 class Linear:
-    """Fully connected, weights (out, in), bias (out,), optional fused ReLU."""
+    """Fully connected, weights (out, in), bias (out,), optional fused ReLU.
+
+    ``density`` < 1: a pre-defined sparse junction (``zskip.models.structured``)
+    whose pattern comes from ``seed`` (and the layer's index) for ``lanes`` PE
+    lanes; its weights are stored compressed, (out, fan_in).
+    """
     out: int
     relu: bool = True
+    density: float = 1.0
+    seed: int = 0
+    lanes: int = 0          # 0: structured.DEFAULT_LANES
     kind = "linear"
 
 
@@ -79,9 +87,11 @@ def flatten() -> Flatten:
     return Flatten()
 
 
-def linear(out: int, relu: bool = True) -> Linear:
-    """A :class:`Linear` spec; validates ``out``."""
-    return Linear(_positive("out", out), bool(relu))
+def linear(out: int, relu: bool = True, density: float = 1.0, seed: int = 0, lanes: int = 0) -> Linear:
+    """A :class:`Linear` spec; validates every argument (density in (0, 1], 1 = dense)."""
+    from .structured import _check_density
+    return Linear(_positive("out", out), bool(relu), _check_density(density), _positive("seed", seed, 0),
+                  _positive("lanes", lanes, 0))
 
 
 #: layer kind -> the stem of its readable name (Model.layer_names)
@@ -99,7 +109,7 @@ def _describe(layer: Layer) -> str:
     if isinstance(layer, MaxPool):
         return f"maxpool {layer.size} stride {layer.stride}"
     if isinstance(layer, Linear):
-        return f"linear {layer.out}"
+        return f"linear {layer.out}" + (f" density {layer.density:g}" if layer.density < 1 else "")
     return "flatten"
 
 
@@ -169,16 +179,44 @@ class Model:
             if isinstance(layer, Conv):
                 shapes[param_key(i, "w")] = (layer.out, src[0], layer.kernel, layer.kernel)
             elif isinstance(layer, Linear):
-                shapes[param_key(i, "w")] = (layer.out, src[0])
+                pattern = self.pattern(i)
+                shapes[param_key(i, "w")] = (layer.out, src[0] if pattern is None else pattern.fan_in)
             else:
                 continue
             shapes[param_key(i, "b")] = (layer.out,)
         return shapes
 
+    def pattern(self, index: int):
+        """The ``structured.ConnectionPattern`` of layer ``index``, or None for a dense layer.
+
+        Seeded by (the layer's seed, index), so two sparse layers of one model differ.
+        """
+        layer = self.layers[index]
+        if not isinstance(layer, Linear) or layer.density >= 1.0:
+            return None
+        from .structured import DEFAULT_LANES, connection_pattern
+        n_in = self.shapes()[index][0][0]
+        return connection_pattern(n_in, layer.out, layer.density, seed=(layer.seed, index),
+                                  lanes=layer.lanes or DEFAULT_LANES)
+
+    def with_density(self, density: float, seed: int = 0, lanes: int = 0) -> "Model":
+        """This model with every fully-connected layer except the last sparse at ``density`` (1: unchanged)."""
+        import dataclasses
+        linears = [i for i, l in enumerate(self.layers) if isinstance(l, Linear)]
+        checked = linear(1, density=density, seed=seed, lanes=lanes)
+        if checked.density >= 1.0:
+            return self
+        layers = list(self.layers)
+        for i in linears[:-1]:
+            layers[i] = dataclasses.replace(layers[i], density=checked.density, seed=checked.seed,
+                                            lanes=checked.lanes)
+        return Model(self.name, self.input_shape, tuple(layers))
+
     def init_params(self, seed: int = 0) -> Dict[str, np.ndarray]:
         """He (Kaiming) normal weights, zero biases, float32; same seed -> same arrays.
 
-        Layers followed by a ReLU get std sqrt(2 / fan_in); the logits layer
+        Layers followed by a ReLU get std sqrt(2 / fan_in) (a sparse junction's
+        own fan-in: its compressed weights are (out, fan_in)); the logits layer
         gets sqrt(1 / fan_in) so the initial softmax is not saturated.
         """
         rng = np.random.default_rng(_positive("seed", seed, 0))

@@ -12,6 +12,13 @@ with respect to the layer's pre-activation output. Masks are bool arrays:
 ``mask = y > 0`` of the op's output. ``out_mask`` given to a backward-data op
 is the ReLU mask of that op's *input* (the previous layer's output): the
 gradient is never computed (left zero) where it is False.
+
+Pre-defined sparse junctions (``Linear`` layers with density < 1,
+``zskip.models.structured``) need three more ops, ``sparse_linear_forward(x,
+w, b, pattern, relu)``, ``sparse_linear_backward_data(dy, w, pattern,
+out_mask)`` and ``sparse_linear_backward_weight(x, dy, pattern)``, with ``w``
+the compressed (J, fan_in) weights; only ``ReferenceOps`` has them so far,
+and the training step refuses a sparse model on Ops without them.
 """
 from __future__ import annotations
 
@@ -140,6 +147,21 @@ class ReferenceOps:
             return self._mac.linear_backward_weight(x, dy, self.mul)
         dy, x = R.check_array("dy", dy, 2), R.check_array("x", x, 2)
         return dy.T @ x, dy.sum(axis=0)
+
+    # pre-defined sparse junctions (zskip.models.structured): w is the compressed (J, fan_in) values
+    def sparse_linear_forward(self, x, w, b, pattern, relu=True):
+        from .structured import sparse_linear_forward
+        y = sparse_linear_forward(x, w, b, pattern, self.mul)
+        return R.relu_forward(y) if relu else (y, None)
+
+    def sparse_linear_backward_data(self, dy, w, pattern, out_mask=None):
+        from .structured import sparse_linear_backward_data
+        dx = sparse_linear_backward_data(dy, w, pattern, self.mul)
+        return dx if out_mask is None else R.relu_backward(dx, out_mask)
+
+    def sparse_linear_backward_weight(self, x, dy, pattern):
+        from .structured import sparse_linear_backward_weight
+        return sparse_linear_backward_weight(x, dy, pattern, self.mul)
 
     def softmax_xent(self, logits, labels, grad_scale=1.0):
         loss, dlogits = R.softmax_cross_entropy(logits, labels)

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import reference as R
 from .networks import Conv, Flatten, Linear, MaxPool, Model, param_key
+from .structured import sparse_linear_macs
 
 __all__ = ["Batch", "StepResult", "check_prune_rate", "train_step", "predict", "forward", "prune_seeds"]
 
@@ -62,6 +63,7 @@ class StepResult:
     ``loss``: mean softmax cross-entropy of the batch before the update.
     ``logits``: (N, classes) of the forward pass before the update.
     ``layers``: per layer with parameters, a dict with ``index``, ``kind``,
+    ``density`` (1, or a sparse junction's fan_in / inputs), ``edges`` (stored weights),
     ``input_sparsity`` (fraction of zeros of its input activation),
     ``grad_sparsity`` (fraction of zeros of dy, the gradient of its
     pre-activation output, before pruning), ``pruned_grad_sparsity`` and
@@ -113,6 +115,20 @@ def _zero_fraction(a: np.ndarray) -> float:
     return float(np.count_nonzero(a == 0)) / a.size if a.size else 0.0
 
 
+#: the ops a pre-defined sparse junction needs (zskip.models.ops docstring)
+SPARSE_OPS = ("sparse_linear_forward", "sparse_linear_backward_data", "sparse_linear_backward_weight")
+
+
+def _sparse_pattern(ops, model: Model, index: int):
+    """Layer ``index``'s connection pattern (None when dense); refuses Ops without the sparse ops."""
+    pattern = model.pattern(index)
+    if pattern is not None and not all(hasattr(ops, op) for op in SPARSE_OPS):
+        raise ValueError(f"density: layer {index} of model {model.name!r} is a pre-defined sparse junction "
+                         f"(density {model.layers[index].density:g}), which {type(ops).__name__} cannot run yet "
+                         f"(the HLS engine does not take connection patterns so far); use the reference backend")
+    return pattern
+
+
 def forward(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray):
     """Run the forward pass; returns (logits (N, classes), per-layer records)."""
     x = R.check_array("x", x, 4)
@@ -128,8 +144,13 @@ def forward(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray):
                                          stride=layer.stride, pad=layer.pad, relu=layer.relu)
             rec.fwd_stats = dict(ops.last_stats)
         elif isinstance(layer, Linear):
-            act, mask = ops.linear_forward(act, params[param_key(i, "w")], params[param_key(i, "b")],
-                                           relu=layer.relu)
+            pattern = _sparse_pattern(ops, model, i)
+            if pattern is None:
+                act, mask = ops.linear_forward(act, params[param_key(i, "w")], params[param_key(i, "b")],
+                                               relu=layer.relu)
+            else:
+                act, mask = ops.sparse_linear_forward(act, params[param_key(i, "w")], params[param_key(i, "b")],
+                                                      pattern, relu=layer.relu)
             rec.fwd_stats = dict(ops.last_stats)
         elif isinstance(layer, MaxPool):
             act, rec.argmax, pool_mask = ops.maxpool_forward(act, size=layer.size, stride=layer.stride)
@@ -197,9 +218,11 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
             grad = ops.maxpool_backward(grad, rec.argmax, rec.x.shape, size=layer.size, stride=layer.stride)
             continue
         w = params[param_key(i, "w")]
+        pattern = _sparse_pattern(ops, model, i)
         kernel = {"fwd": rec.fwd_stats}
         info = {"index": i, "name": names[i], "kind": layer.kind,
-                "input_sparsity": _zero_fraction(rec.x), "grad_sparsity": _zero_fraction(grad)}
+                "input_sparsity": _zero_fraction(rec.x), "grad_sparsity": _zero_fraction(grad),
+                "density": 1.0 if pattern is None else pattern.density, "edges": int(w.size)}
         if prune_rate and i > first_param:
             # a one-word view: on a device program the seed is a word of memory the host rewrites per batch
             grad = ops.prune_grad(grad, prune_rate, prune_seeds[i:i + 1])
@@ -208,6 +231,8 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
         if account:
             if isinstance(layer, Conv):
                 macs = R.conv_macs(rec.x, grad, w.shape, layer.stride, layer.pad, out_mask=rec.in_mask)
+            elif pattern is not None:
+                macs = sparse_linear_macs(rec.x, grad, pattern, out_mask=rec.in_mask)
             else:
                 macs = R.linear_macs(rec.x, grad, out_mask=rec.in_mask)
             if i == first_param:
@@ -219,6 +244,12 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
             if i > first_param:
                 grad = ops.conv_backward_data(grad, w, rec.x.shape, stride=layer.stride, pad=layer.pad,
                                               out_mask=rec.in_mask)
+                kernel["bwd_data"] = dict(ops.last_stats)
+        elif pattern is not None:
+            dw, db = ops.sparse_linear_backward_weight(rec.x, grad, pattern)
+            kernel["bwd_weight"] = dict(ops.last_stats)
+            if i > first_param:
+                grad = ops.sparse_linear_backward_data(grad, w, pattern, out_mask=rec.in_mask)
                 kernel["bwd_data"] = dict(ops.last_stats)
         else:
             dw, db = ops.linear_backward_weight(rec.x, grad)

@@ -76,7 +76,7 @@ def _accumulate(totals: dict, result, y: np.ndarray) -> None:
     for info in result.layers:
         acc = totals["layers"].setdefault(str(info["index"]), {
             "name": info["name"], "kind": info["kind"], "input_zero_sum": 0.0, "grad_zero_sum": 0.0, "steps": 0,
-            "macs": {}, "kernel": {}})
+            "macs": {}, "kernel": {}, "density": info.get("density", 1.0), "edges": info.get("edges")})
         acc["input_zero_sum"] += info["input_sparsity"]
         acc["grad_zero_sum"] += info["grad_sparsity"]
         if "pruned_grad_sparsity" in info:
@@ -109,7 +109,8 @@ def _layer_report(index: str, acc: dict) -> dict:
     for pass_name, c in acc["macs"].items():
         nonzero = c["macs_nonzero"]
         macs[pass_name] = dict(c, ideal_speedup=(c["macs_dense"] / nonzero) if nonzero else None)
-    out = {"index": int(index), "name": acc["name"], "kind": acc["kind"],
+    out = {"index": int(index), "name": acc["name"], "kind": acc["kind"], "density": acc.get("density", 1.0),
+           "edges": acc.get("edges"),
            "input_sparsity": acc["input_zero_sum"] / acc["steps"],
            "grad_sparsity": acc["grad_zero_sum"] / acc["steps"],
            "macs": macs, "kernel": acc["kernel"],
@@ -161,7 +162,8 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
 
     Returns a :class:`TrainResult`; its ``report`` holds ``config`` and, per
     completed epoch, ``train_loss``, ``train_acc``, ``test_accuracy``,
-    ``seconds`` and per-layer ``input_sparsity`` / ``grad_sparsity`` (mean
+    ``seconds`` and per-layer ``density`` / ``edges`` (pre-defined sparsity:
+    fan_in / inputs and stored weights), ``input_sparsity`` / ``grad_sparsity`` (mean
     fraction of zeros), reference ``macs`` per pass (summed over the epoch,
     with ``ideal_speedup`` = dense / nonzero) and the kernels' counters;
     ``check`` (``batches_checked``, ``max_rel_error``, ``max_abs_error``,
