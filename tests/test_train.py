@@ -108,7 +108,7 @@ def test_unknown_backend_lists_known_ones():
     with pytest.raises(ValueError, match="^backend: unknown backend 'fpga'; known: reference, emu, pynq"):
         make_backend("fpga")
     with pytest.raises(ValueError, match="^backend: bad options"):
-        make_backend("reference", precision="float32")
+        make_backend("reference", bitfile="zskip.bit")  # precision= is an option of reference now (mul=)
 
 
 def test_accelerator_backends_report_a_missing_accelerator_module(monkeypatch):
