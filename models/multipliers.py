@@ -99,25 +99,38 @@ def _approximate(a: np.ndarray, b: np.ndarray, fraction_product: Callable) -> np
     """The shared sign / exponent / special-value logic of mitchell and lut (module docstring).
 
     ``fraction_product(fa, fb)`` takes the 23-bit fraction fields (uint32) and
-    returns (carry, fraction) of the approximate significand product.
+    returns (carry, fraction) of the approximate significand product. The
+    normal case is computed everywhere; the few elements with a special
+    operand or an out-of-range exponent are then redone by the full rules.
     """
     a, b = np.broadcast_arrays(a, b)
-    ua = np.ascontiguousarray(a).view(_U32)
-    ub = np.ascontiguousarray(b).view(_U32)
+    shape = a.shape
+    ua = np.ascontiguousarray(a).view(_U32).reshape(-1)
+    ub = np.ascontiguousarray(b).view(_U32).reshape(-1)
     sign = (ua ^ ub) & _SIGN
-    ea, eb = ((ua >> _U32(23)) & _U32(0xFF)).astype(np.int32), ((ub >> _U32(23)) & _U32(0xFF)).astype(np.int32)
+    ea, eb = (ua >> _U32(23)) & _U32(0xFF), (ub >> _U32(23)) & _U32(0xFF)
     fa, fb = ua & _FRAC, ub & _FRAC
     carry, frac = fraction_product(fa, fb)
-    e = ea + eb - 127 + carry.astype(np.int32)
-    normal = sign | (np.clip(e, 0, 255).astype(_U32) << _U32(23)) | frac
-    out = np.where(e >= 255, sign | _INF, np.where(e <= 0, sign, normal))
-    zero_a, zero_b = ea == 0, eb == 0            # zeros and subnormals (denormals-are-zero)
-    inf_a, inf_b = (ea == 255) & (fa == 0), (eb == 255) & (fb == 0)
-    nan = ((ea == 255) & (fa != 0)) | ((eb == 255) & (fb != 0)) | (inf_a & zero_b) | (inf_b & zero_a)
-    out = np.where(zero_a | zero_b, sign, out)
-    out = np.where(inf_a | inf_b, sign | _INF, out)
-    out = np.where(nan, _QNAN, out)
-    return out.astype(_U32).view(np.float32).reshape(a.shape)
+    with np.errstate(over="ignore"):
+        e = ea + eb + carry - _U32(127)           # wraps below zero: caught by the range test
+        out = sign | (e << _U32(23)) | frac
+    zero = (ea == 0) | (eb == 0)                  # zeros and subnormals (denormals-are-zero): common in ReLU nets
+    out = np.where(zero, sign, out)
+    # the rare rest: an inf/NaN operand, or a result outside the normal range ((e - 1) mod 2^32 >= 254)
+    with np.errstate(over="ignore"):
+        special = (ea == _U32(255)) | (eb == _U32(255)) | (((e - _U32(1)) >= _U32(254)) & ~zero)
+    k = np.flatnonzero(special)
+    if k.size:
+        sk, eak, ebk, fak, fbk = sign[k], ea[k], eb[k], fa[k], fb[k]
+        ek = eak.astype(np.int32) + ebk.astype(np.int32) - 127 + carry[k].astype(np.int32)
+        fix = np.where(ek >= 255, sk | _INF, np.where(ek <= 0, sk, out[k]))
+        zero_a, zero_b = eak == 0, ebk == 0       # zeros and subnormals (denormals-are-zero)
+        inf_a, inf_b = (eak == 255) & (fak == 0), (ebk == 255) & (fbk == 0)
+        nan = ((eak == 255) & (fak != 0)) | ((ebk == 255) & (fbk != 0)) | (inf_a & zero_b) | (inf_b & zero_a)
+        fix = np.where(zero_a | zero_b, sk, fix)
+        fix = np.where(inf_a | inf_b, sk | _INF, fix)
+        out[k] = np.where(nan, _QNAN, fix)
+    return out.view(np.float32).reshape(shape)
 
 
 def _mitchell_fractions(fa, fb):
