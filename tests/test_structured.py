@@ -157,3 +157,17 @@ def test_cli_density_on_the_reference_and_refused_by_emu(tmp_path, capsys):
     assert "is a pre-defined sparse junction (density 0.5)" in capsys.readouterr().err
     assert cli.main(args + ["--backend", "reference", "--density", "1.5"]) == 2
     assert "density: must be a number in (0, 1]" in capsys.readouterr().err
+
+
+def test_sparse_passes_take_the_multiplier(rng):
+    """With mul=mitchell the sparse forward equals the dense pluggable-multiplier forward on the expanded weights
+    (zero weights contribute exact zeros to the float64 sums)."""
+    from zskip.models import mul_reference as MR
+    p = S.connection_pattern(64, 20, 0.25, seed=3)
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    values = rng.standard_normal((20, p.fan_in)).astype(np.float32)
+    b = np.zeros(20, np.float32)
+    ops = ReferenceOps(mul="mitchell")
+    y, _ = ops.sparse_linear_forward(x, values, b, p, relu=False)
+    np.testing.assert_allclose(y, MR.linear_forward(x, p.expand(values), b, "mitchell"), rtol=1e-6, atol=1e-7)
+    assert np.abs(y - S.sparse_linear_forward(x, values, b, p)).max() > 1e-3
