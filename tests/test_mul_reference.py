@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zskip.host import cli
-from zskip.host.precision import is_float32, multiplier, parse_precision, precision_types
+from zskip.host.ip.precision import is_float32, multiplier, parse_precision, precision_types
 from zskip.models import mul_reference as MR
 from zskip.models import reference as R
 from zskip.models.multipliers import multiply

@@ -226,7 +226,7 @@ MUL_IDS = {"exact": 0, "bf16": 1, "mitchell": 2, "lut": 3}
 @pytest.fixture(scope="module")
 def hls_multipliers(tmp_path_factory):
     """hls/emu/multipliers_bridge.cpp compiled with g++ and the emulator's ap_types, a 7-bit exact-model table baked in."""
-    from zskip.host.emu import ap_types_dir
+    from zskip.overlay.toolchain import ap_types_dir
     tmp = tmp_path_factory.mktemp("mul")
     table = make_table(tmp, "exact", 7)
     (tmp / "table.h").write_text(M.lut_cpp_header(M.read_lut(table)))
