@@ -38,7 +38,8 @@ from .step import Batch
 __all__ = ["train", "evaluate", "epoch_permutation", "TrainResult"]
 
 # Settings that decide the trajectory: a resumed run must use the same ones.
-_TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train", "prune_rate")
+_TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train", "prune_rate",
+                    "sparse_junctions")
 
 
 @dataclass
@@ -191,6 +192,11 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
               "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "momentum": float(momentum),
               "weight_decay": float(weight_decay), "seed": int(seed), "n_train": n_train,
               "n_test": len(dataset.x_test), "prune_rate": float(getattr(backend, "prune_rate", 0.0))}
+    # pre-defined sparse layers: two patterns of one shape differ only in their seed, which the
+    # checkpoint's shapes cannot tell apart
+    config["sparse_junctions"] = {name: [layer.density, layer.seed, layer.lanes]
+                                  for name, layer in zip(model.layer_names(), model.layers)
+                                  if getattr(layer, "density", 1.0) < 1.0}
     config.update(extra_config or {})
 
     params, velocities = model.init_params(seed), model.zero_velocities()

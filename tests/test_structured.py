@@ -171,3 +171,20 @@ def test_sparse_passes_take_the_multiplier(rng):
     y, _ = ops.sparse_linear_forward(x, values, b, p, relu=False)
     np.testing.assert_allclose(y, MR.linear_forward(x, p.expand(values), b, "mitchell"), rtol=1e-6, atol=1e-7)
     assert np.abs(y - S.sparse_linear_forward(x, values, b, p)).max() > 1e-3
+
+
+def test_resume_refuses_another_connection_pattern(tmp_path, mnist5k):
+    """Two densities' or seeds' patterns can have the same weight shapes: the checkpoint's config tells them apart."""
+    from zskip.host.backends import make_backend
+    from zskip.models.train import train
+    data = mnist5k.subset(64, 16)
+    ckpt = tmp_path / "run.npz"
+    backend = make_backend("reference", account=False)
+    model = get_model("lenet5").with_density(0.5, seed=1)
+    r = train(backend, model, data, epochs=1, batch_size=32, quiet=True, checkpoint=str(ckpt), max_steps=1)
+    assert r.report["config"]["sparse_junctions"] == {"fc1": [0.5, 1, 0], "fc2": [0.5, 1, 0]}
+    with pytest.raises(ValueError, match=r"was written with sparse_junctions=.*resuming needs the same value"):
+        train(backend, get_model("lenet5").with_density(0.5, seed=2), data, epochs=1, batch_size=32, quiet=True,
+              checkpoint=str(ckpt), resume=True)
+    r = train(backend, model, data, epochs=1, batch_size=32, quiet=True, checkpoint=str(ckpt), resume=True)
+    assert len(r.report["epochs"]) == 1
