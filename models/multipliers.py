@@ -103,14 +103,13 @@ def _approximate(a: np.ndarray, b: np.ndarray, fraction_product: Callable) -> np
     normal case is computed everywhere; the few elements with a special
     operand or an out-of-range exponent are then redone by the full rules.
     """
-    a, b = np.broadcast_arrays(a, b)
-    shape = a.shape
-    ua = np.ascontiguousarray(a).view(_U32).reshape(-1)
-    ub = np.ascontiguousarray(b).view(_U32).reshape(-1)
-    sign = (ua ^ ub) & _SIGN
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    # fields of each operand at its own size (an im2col operand is broadcast many times over)
+    ua, ub = np.ascontiguousarray(a).view(_U32), np.ascontiguousarray(b).view(_U32)
     ea, eb = (ua >> _U32(23)) & _U32(0xFF), (ub >> _U32(23)) & _U32(0xFF)
     fa, fb = ua & _FRAC, ub & _FRAC
-    carry, frac = fraction_product(fa, fb)
+    carry, frac = fraction_product(fa, fb)        # full shape from here on
+    sign = (ua & _SIGN) ^ (ub & _SIGN)
     with np.errstate(over="ignore"):
         e = ea + eb + carry - _U32(127)           # wraps below zero: caught by the range test
         out = sign | (e << _U32(23)) | frac
@@ -119,12 +118,13 @@ def _approximate(a: np.ndarray, b: np.ndarray, fraction_product: Callable) -> np
     # the rare rest: an inf/NaN operand, or a result outside the normal range ((e - 1) mod 2^32 >= 254)
     with np.errstate(over="ignore"):
         special = (ea == _U32(255)) | (eb == _U32(255)) | (((e - _U32(1)) >= _U32(254)) & ~zero)
-    k = np.flatnonzero(special)
-    if k.size:
-        sk, eak, ebk, fak, fbk = sign[k], ea[k], eb[k], fa[k], fb[k]
+    k = np.nonzero(special)
+    if k[0].size:
+        full = lambda v: np.broadcast_to(v, shape)[k]
+        sk, eak, ebk, fak, fbk = sign[k], full(ea), full(eb), full(fa), full(fb)
         ek = eak.astype(np.int32) + ebk.astype(np.int32) - 127 + carry[k].astype(np.int32)
         fix = np.where(ek >= 255, sk | _INF, np.where(ek <= 0, sk, out[k]))
-        zero_a, zero_b = eak == 0, ebk == 0       # zeros and subnormals (denormals-are-zero)
+        zero_a, zero_b = eak == 0, ebk == 0
         inf_a, inf_b = (eak == 255) & (fak == 0), (ebk == 255) & (fbk == 0)
         nan = ((eak == 255) & (fak != 0)) | ((ebk == 255) & (fbk != 0)) | (inf_a & zero_b) | (inf_b & zero_a)
         fix = np.where(zero_a | zero_b, sk, fix)
