@@ -123,7 +123,8 @@ def _sparse_pattern(ops, model: Model, index: int):
     """Layer ``index``'s connection pattern (None when dense); refuses Ops without the sparse ops."""
     pattern = model.pattern(index)
     if pattern is not None and not all(hasattr(ops, op) for op in SPARSE_OPS):
-        raise ValueError(f"density: layer {index} of model {model.name!r} is a pre-defined sparse junction "
+        raise ValueError(f"density: layer {model.layer_names()[index]} of model {model.name!r} is a pre-defined "
+                         f"sparse junction "
                          f"(density {model.layers[index].density:g}), which {type(ops).__name__} cannot run yet "
                          f"(the HLS engine does not take connection patterns so far); use the reference backend")
     return pattern
