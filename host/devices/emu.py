@@ -9,6 +9,12 @@ library (dlopen caches by path); it is cached under ``$ZSKIP_CACHE_DIR`` or
 ``~/.cache/zskip`` and written to a temporary name first, then renamed, so
 concurrent builds are safe.
 
+Each :class:`EmuDevice` loads its own copy of the library (``dlopen`` returns
+one handle per path, and the kernels' function-local statics are the IP's
+on-chip memory): two emulators in one process, in one thread or several,
+never share scratch buffers. Calls on one device are serialised by its lock,
+as a board runs one program at a time. ``close()`` unloads the copy.
+
 :class:`EmuDevice` implements :class:`zskip.host.devices.device.Device`. Its buffers
 are numpy arrays whose *device copy* is separate: the kernels see only what
 ``sync_to_device()`` copied and the host sees results only after
@@ -23,6 +29,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import weakref
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
@@ -93,6 +101,28 @@ def build_library(defines: Mapping[str, object], cxx: Optional[str] = None) -> P
     return target
 
 
+def load_private_copy(path: Path) -> ctypes.CDLL:
+    """``path`` loaded from a private copy (RTLD_LOCAL), so its statics belong to this load alone.
+
+    The copy lives in the cache directory (a temporary directory may be
+    mounted noexec) and is unlinked as soon as it is mapped.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f"tmp-{os.getpid()}-", suffix=".so", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out)
+        return ctypes.CDLL(tmp, mode=os.RTLD_LOCAL)
+    except OSError as e:
+        raise DeviceError(f"cannot load the emulation library {path}: {e}") from e
+    finally:
+        os.unlink(tmp)
+
+
+def unload(lib: ctypes.CDLL) -> None:
+    import _ctypes
+    _ctypes.dlclose(lib._handle)
+
+
 class EmuBuffer(np.ndarray):
     """A ``pynq.allocate``-like buffer: host array plus a separate device copy."""
 
@@ -149,7 +179,7 @@ class EmuDevice:
         defines = dict(self.limits.defines())
         defines.update(precision_types(precision))
         self.library_path = build_library(defines)
-        lib = ctypes.CDLL(str(self.library_path))
+        lib = load_private_copy(self.library_path)
         u32p = ndpointer(np.uint32, flags="C_CONTIGUOUS")
         f32p = ndpointer(np.float32, flags="C_CONTIGUOUS")
         lib.zskip_emu_run.argtypes = [u32p, f32p, f32p, f32p, u32p, u32p, ctypes.c_uint32,
@@ -164,8 +194,22 @@ class EmuDevice:
         self.config = dict(zip(_CONFIG_FIELDS, (int(v) for v in cfg)))
         self._buffers = []
         self._version = None
+        self._lock = threading.Lock()
+        # unloaded when the device is closed or garbage-collected, whichever comes first
+        self._unload = weakref.finalize(self, unload, lib)
+
+    def _call(self, *args) -> Tuple[int, int]:
+        """zskip_emu_run(*args) under the device lock; (version, cycles) registers."""
+        ver, cyc = ctypes.c_uint32(0), ctypes.c_uint64(0)
+        with self._lock:
+            if self._lib is None:
+                raise DeviceError("emu: the device was closed; create a new one (Accelerator.emulated())")
+            self._lib.zskip_emu_run(*args, ctypes.byref(ver), ctypes.byref(cyc))
+        return ver.value, cyc.value
 
     def allocate(self, shape, dtype=np.float32) -> EmuBuffer:
+        if self._lib is None:
+            raise DeviceError("emu: the device was closed; create a new one (Accelerator.emulated())")
         buf = EmuBuffer(shape, dtype)
         self._buffers.append(buf)
         return buf
@@ -175,10 +219,7 @@ class EmuDevice:
         if self._version is None:
             empty_u = np.zeros(1, np.uint32)
             empty_f = np.zeros(1, np.float32)
-            ver, cyc = ctypes.c_uint32(0), ctypes.c_uint64(0)
-            self._lib.zskip_emu_run(empty_u, empty_f, empty_f, empty_f, empty_u, empty_u, 0,
-                                    ctypes.byref(ver), ctypes.byref(cyc))
-            self._version = ver.value
+            self._version, _ = self._call(empty_u, empty_f, empty_f, empty_f, empty_u, empty_u, 0)
         return self._version
 
     def run(self, buffers: Mapping[str, EmuBuffer], n_desc: int, timeout_s: float = 30.0) -> int:
@@ -209,13 +250,16 @@ class EmuDevice:
                 if end > sizes[arena]:
                     raise DeviceError(f"run: descriptor {i} reaches word {end} of the {arena} arena, "
                                       f"which has {sizes[arena]} words")
-        ver, cyc = ctypes.c_uint32(0), ctypes.c_uint64(0)
-        self._lib.zskip_emu_run(dev["program"], dev["act"], dev["wgt"], dev["grad"], dev["bits"], dev["stats"],
-                                int(n_desc), ctypes.byref(ver), ctypes.byref(cyc))
-        self._version = ver.value
-        return int(cyc.value)
+        self._version, cycles = self._call(dev["program"], dev["act"], dev["wgt"], dev["grad"], dev["bits"],
+                                           dev["stats"], int(n_desc))
+        return int(cycles)
 
     def close(self) -> None:
-        for b in self._buffers:
-            b.freebuffer()
-        self._buffers.clear()
+        """Free every buffer and unload this device's copy of the library (later runs raise DeviceError)."""
+        with self._lock:
+            for b in self._buffers:
+                b.freebuffer()
+            self._buffers.clear()
+            if self._lib is not None:
+                self._lib = None
+                self._unload()

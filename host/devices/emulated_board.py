@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import weakref
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -444,7 +445,9 @@ def emu_kernel(board: Optional[str] = None, precision: str = "float32",
     interface = interface if interface is not None else load_top()
     defines = dict(Limits.defaults().defines() if board is None else board_profile(board).hls_defines)
     defines.update(emu.precision_types(precision))
-    run = ctypes.CDLL(str(emu.build_library(defines))).zskip_emu_run
+    # its own copy of the library: two boards (or a board and an emu device) share no on-chip statics
+    lib = emu.load_private_copy(emu.build_library(defines))
+    run = lib.zskip_emu_run
     argtypes = []
     for a in interface.arguments:
         dtype = np.dtype(_C_DTYPES[a.c_type])
@@ -481,6 +484,7 @@ def emu_kernel(board: Optional[str] = None, precision: str = "float32",
         run(*args)
         return {name: int(value.value) for name, value in outputs.items()}
 
+    weakref.finalize(kernel, emu.unload, lib)
     return kernel
 
 
