@@ -6,12 +6,22 @@ string with ``model``, ``epoch`` (the epoch in progress), ``step`` (batches
 of that epoch already done), ``config`` (the run's settings) and ``state``
 (the loop's running totals, so a resumed run reports what an uninterrupted
 one would).
+
+A checkpoint holds finite values only: writing one with inf/NaN is refused,
+and so is loading one (naming the file and the array). A damaged file
+(truncated, corrupted, not an npz) or malformed meta is a ValueError
+``checkpoint: cannot read PATH: ...``. Partial files of a writer that was
+killed (``.ckpt-PID-*.npz`` of a process that no longer runs) are removed
+by the next write in that directory.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict
 
@@ -42,13 +52,19 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
     A crash mid-write leaves the previous checkpoint intact.
     """
     path = os.fspath(path)
+    for what, arrays in (("param", ckpt.params), ("velocity", ckpt.velocities)):
+        for key, value in arrays.items():
+            problem = _nonfinite(value)
+            if problem:
+                raise ValueError(f"checkpoint: refusing to write {path}: {what} {key} {problem}")
     meta = {"model": ckpt.model, "epoch": int(ckpt.epoch), "step": int(ckpt.step),
             "config": ckpt.config, "state": ckpt.state}
     arrays = {"format": np.array(FORMAT_VERSION), "meta": np.array(json.dumps(meta))}
     arrays.update({f"param/{k}": np.asarray(v) for k, v in ckpt.params.items()})
     arrays.update({f"velocity/{k}": np.asarray(v) for k, v in ckpt.velocities.items()})
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=directory)
+    remove_stale_partials(directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".ckpt-{os.getpid()}-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -61,6 +77,50 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
         raise
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(directory) -> list:
+    """Remove ``.ckpt-PID-*.npz`` partial checkpoints whose writer process is gone; returns their paths."""
+    removed = []
+    for tmp in glob.glob(os.path.join(glob.escape(os.fspath(directory)), ".ckpt-*-*.npz")):
+        pid = os.path.basename(tmp).split("-")[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(tmp)
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
+def _nonfinite(a) -> str:
+    """'' when float array ``a`` is finite, else what is wrong (count and first index)."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        return f"has dtype {a.dtype}, not a float type"
+    bad = ~np.isfinite(a)
+    if not bad.any():
+        return ""
+    first = tuple(int(i) for i in np.argwhere(bad)[0]) if a.ndim else ()
+    return f"holds {int(bad.sum())} non-finite values (inf/NaN), the first at index {first}"
+
+
+def _meta_int(path, meta: dict, key: str) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 31:
+        raise ValueError(f"checkpoint: cannot read {path}: meta {key!r} must be an integer in [0, {2 ** 31 - 1}], "
+                         f"got {value!r}")
+    return value
+
+
 def load_checkpoint(path, model: Model | None = None) -> Checkpoint:
     """Read a checkpoint (``allow_pickle=False``); with ``model``, check it belongs to it.
 
@@ -71,18 +131,38 @@ def load_checkpoint(path, model: Model | None = None) -> Checkpoint:
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ValueError("a single .npy array, not an npz archive")
             files = {name: f[name] for name in f.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"checkpoint: cannot read {path}: {e}") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise ValueError(f"checkpoint: cannot read {path}: the file does not exist") from None
+        raise ValueError(f"checkpoint: cannot read {path}: {type(e).__name__}: {e or 'empty or truncated file'} "
+                         f"(damaged or not a checkpoint)") from None
     if "format" not in files or "meta" not in files:
         raise ValueError(f"checkpoint: {path} is not a zskip checkpoint (no format/meta entries)")
-    if int(files["format"]) != FORMAT_VERSION:
-        raise ValueError(f"checkpoint: {path} has format {int(files['format'])}, this zskip reads {FORMAT_VERSION}")
-    meta = json.loads(str(files["meta"]))
+    if files["format"].shape != () or files["format"].dtype.kind not in "iu" or \
+            int(files["format"]) != FORMAT_VERSION:
+        raise ValueError(f"checkpoint: {path} has format {files['format']!r}, this zskip reads {FORMAT_VERSION}")
+    try:
+        meta = json.loads(str(files["meta"]))
+    except ValueError as e:
+        raise ValueError(f"checkpoint: cannot read {path}: meta is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
+        raise ValueError(f"checkpoint: cannot read {path}: meta must be a JSON object with a model name")
+    epoch, step = _meta_int(path, meta, "epoch"), _meta_int(path, meta, "step")
+    for key in ("config", "state"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise ValueError(f"checkpoint: cannot read {path}: meta {key!r} must be a JSON object, "
+                             f"got {type(meta[key]).__name__}")
     params = {k[6:]: v for k, v in files.items() if k.startswith("param/")}
     velocities = {k[9:]: v for k, v in files.items() if k.startswith("velocity/")}
-    ckpt = Checkpoint(meta["model"], params, velocities, meta["epoch"], meta["step"],
-                      meta.get("config", {}), meta.get("state", {}))
+    for what, arrays in (("param", params), ("velocity", velocities)):
+        for key, value in arrays.items():
+            problem = _nonfinite(value)
+            if problem:
+                raise ValueError(f"checkpoint: {path}: {what} {key} {problem}; refusing to resume from it")
+    ckpt = Checkpoint(meta["model"], params, velocities, epoch, step, meta.get("config", {}), meta.get("state", {}))
     if model is not None:
         _check_matches(path, ckpt, model)
     return ckpt

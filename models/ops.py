@@ -39,6 +39,22 @@ OP_OUTPUTS = {
 }
 
 
+class NonFinite(ValueError):
+    """An op produced inf or NaN; the message names the tensor (and, from ``zskip.models.step``, the layer)."""
+
+
+def check_finite(op: str, name: str, a) -> None:
+    """Raise :class:`NonFinite` when float array ``a``, output ``name`` of ``op``, holds inf or NaN."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0]) if a.ndim else ()
+        raise NonFinite(f"{op} produced {int(bad.sum())} non-finite values (inf/NaN) in {name}, "
+                        f"the first at index {first}")
+
+
 class Ops(Protocol):
     """What a backend must provide for one training step."""
 
@@ -86,6 +102,17 @@ class Ops(Protocol):
         """
 
 
+def _relu(op: str, y):
+    """The fused ReLU of a forward op; its pre-activation must be finite (as the kernels count it)."""
+    check_finite(op, "y (pre-activation)", y)
+    return R.relu_forward(y)
+
+
+def _masked(op: str, dx, out_mask):
+    check_finite(op, "dx", dx)
+    return R.relu_backward(dx, out_mask)
+
+
 _NO_STATS = {"cycles": 0, "macs_executed": 0, "macs_dense": 0}
 
 
@@ -115,11 +142,11 @@ class ReferenceOps:
 
     def conv_forward(self, x, w, b, stride=1, pad=0, relu=True):
         y = self._mac.conv2d_forward(x, w, b, stride, pad, **self._mul())
-        return R.relu_forward(y) if relu else (y, None)
+        return _relu("linear_forward", y) if relu else (y, None)
 
     def conv_backward_data(self, dy, w, x_shape, stride=1, pad=0, out_mask=None):
         dx = self._mac.conv2d_backward_data(dy, w, x_shape, stride, pad, **self._mul())
-        return dx if out_mask is None else R.relu_backward(dx, out_mask)
+        return dx if out_mask is None else _masked("linear_backward_data", dx, out_mask)
 
     def conv_backward_weight(self, x, dy, w_shape, stride=1, pad=0):
         return self._mac.conv2d_backward_weight(x, dy, w_shape, stride, pad, **self._mul())
@@ -133,14 +160,14 @@ class ReferenceOps:
 
     def linear_forward(self, x, w, b, relu=True):
         y = R.linear_forward(x, w, b) if self.mul == "exact" else self._mac.linear_forward(x, w, b, self.mul)
-        return R.relu_forward(y) if relu else (y, None)
+        return _relu("linear_forward", y) if relu else (y, None)
 
     def linear_backward_data(self, dy, w, out_mask=None):
         if self.mul == "exact":
             dx = R.check_array("dy", dy, 2) @ R.check_array("w", w, 2)
         else:
             dx = self._mac.linear_backward_data(dy, w, self.mul)
-        return dx if out_mask is None else R.relu_backward(dx, out_mask)
+        return dx if out_mask is None else _masked("linear_backward_data", dx, out_mask)
 
     def linear_backward_weight(self, x, dy):
         if self.mul != "exact":
@@ -152,12 +179,12 @@ class ReferenceOps:
     def sparse_linear_forward(self, x, w, b, pattern, relu=True):
         from .structured import sparse_linear_forward
         y = sparse_linear_forward(x, w, b, pattern, self.mul)
-        return R.relu_forward(y) if relu else (y, None)
+        return _relu("sparse_linear_forward", y) if relu else (y, None)
 
     def sparse_linear_backward_data(self, dy, w, pattern, out_mask=None):
         from .structured import sparse_linear_backward_data
         dx = sparse_linear_backward_data(dy, w, pattern, self.mul)
-        return dx if out_mask is None else R.relu_backward(dx, out_mask)
+        return dx if out_mask is None else _masked("sparse_linear_backward_data", dx, out_mask)
 
     def sparse_linear_backward_weight(self, x, dy, pattern):
         from .structured import sparse_linear_backward_weight

@@ -24,6 +24,11 @@ kernel is bound by the scan of the input image rather than by dy's nonzeros
 pruning costs two passes over that gradient, the network's largest (110k
 cycles).
 
+Every op's outputs are checked for inf/NaN as they come (:class:`NonFinite`
+names the layer, the op and the tensor): a backend whose kernels count the
+non-finite values they store (``last_stats["nonfinite"]``, the device's own
+counter) is believed when it counts none; otherwise the outputs are scanned.
+
 Statistics (fractions of zeros, the reference MAC accounting, the ops'
 ``last_stats``) are read from the tensors after the fact and never feed back
 into the arithmetic.
@@ -38,8 +43,9 @@ import numpy as np
 from . import reference as R
 from .networks import Conv, Flatten, Linear, MaxPool, Model, param_key
 from .structured import sparse_linear_macs
+from .ops import OP_OUTPUTS, NonFinite, check_finite
 
-__all__ = ["Batch", "StepResult", "check_prune_rate", "train_step", "predict", "forward", "prune_seeds"]
+__all__ = ["Batch", "StepResult", "NonFinite", "check_prune_rate", "train_step", "predict", "forward", "prune_seeds"]
 
 
 @dataclass
@@ -53,6 +59,33 @@ class Batch:
     y: np.ndarray
     check: bool = False
     prune_seeds: Optional[np.ndarray] = None
+
+
+def _run(ops, where: str, op: str, *args, **kw):
+    """``ops.<op>(*args, **kw)``, refusing outputs that hold inf or NaN (see the module docstring)."""
+    try:
+        # overflow is detected below and reported with the layer, not as a numpy warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = getattr(ops, op)(*args, **kw)
+    except NonFinite as e:
+        raise NonFinite(f"{where}: {e}") from None
+    stats = getattr(ops, "last_stats", None)
+    counted = stats.get("nonfinite") if isinstance(stats, dict) else None
+    if counted == 0:
+        return out
+    values = out if isinstance(out, tuple) else (out,)
+    try:
+        # a sparse op returns what its dense form does
+        for name, value in zip(OP_OUTPUTS[op.replace("sparse_", "", 1)], values):
+            check_finite(op, name, value)
+    except NonFinite as e:
+        detail = f" (the kernel counted {counted})" if counted else ""
+        raise NonFinite(f"{where}: {e}{detail}") from None
+    if counted:
+        # counted by the kernel but in no stored tensor: a forward pre-activation the ReLU turned into 0
+        raise NonFinite(f"{where}: {op} produced {counted} non-finite values (inf/NaN) in y (pre-activation, "
+                        f"counted by the kernel)")
+    return out
 
 
 @dataclass
@@ -140,21 +173,22 @@ def forward(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray):
     act, mask = x, None
     for i, layer in enumerate(model.layers):
         rec = _Record(act, mask)
+        where = f"layer {i} ({layer.kind})"
         if isinstance(layer, Conv):
-            act, mask = ops.conv_forward(act, params[param_key(i, "w")], params[param_key(i, "b")],
+            act, mask = _run(ops, where, "conv_forward", act, params[param_key(i, "w")], params[param_key(i, "b")],
                                          stride=layer.stride, pad=layer.pad, relu=layer.relu)
             rec.fwd_stats = dict(ops.last_stats)
         elif isinstance(layer, Linear):
             pattern = _sparse_pattern(ops, model, i)
             if pattern is None:
-                act, mask = ops.linear_forward(act, params[param_key(i, "w")], params[param_key(i, "b")],
+                act, mask = _run(ops, where, "linear_forward", act, params[param_key(i, "w")], params[param_key(i, "b")],
                                                relu=layer.relu)
             else:
-                act, mask = ops.sparse_linear_forward(act, params[param_key(i, "w")], params[param_key(i, "b")],
+                act, mask = _run(ops, where, "sparse_linear_forward", act, params[param_key(i, "w")], params[param_key(i, "b")],
                                                       pattern, relu=layer.relu)
             rec.fwd_stats = dict(ops.last_stats)
         elif isinstance(layer, MaxPool):
-            act, rec.argmax, pool_mask = ops.maxpool_forward(act, size=layer.size, stride=layer.stride)
+            act, rec.argmax, pool_mask = _run(ops, where, "maxpool_forward", act, size=layer.size, stride=layer.stride)
             # max of non-negative values is zero exactly where the ReLU derivative
             # of its argmax is zero, so y > 0 is the ReLU mask of the pooled output
             mask = pool_mask if mask is not None else None
@@ -204,7 +238,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     logits, records = forward(ops, model, params, x)
     # passed only when used, so Ops written before loss scaling keep working
     scaled = {} if grad_scale == 1.0 else {"grad_scale": grad_scale}
-    loss, grad = ops.softmax_xent(logits, y, **scaled)
+    loss, grad = _run(ops, "loss", "softmax_xent", logits, y, **scaled)
     first_param = min(i for i, l in enumerate(model.layers) if isinstance(l, (Conv, Linear)))
 
     grads: Dict[str, np.ndarray] = {}
@@ -212,11 +246,12 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     names = model.layer_names()
     for i in range(len(model.layers) - 1, -1, -1):
         layer, rec = model.layers[i], records[i]
+        where = f"layer {i} ({layer.kind})"
         if isinstance(layer, Flatten):
             grad = grad.reshape(rec.x.shape)
             continue
         if isinstance(layer, MaxPool):
-            grad = ops.maxpool_backward(grad, rec.argmax, rec.x.shape, size=layer.size, stride=layer.stride)
+            grad = _run(ops, where, "maxpool_backward", grad, rec.argmax, rec.x.shape, size=layer.size, stride=layer.stride)
             continue
         w = params[param_key(i, "w")]
         pattern = _sparse_pattern(ops, model, i)
@@ -226,7 +261,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
                 "density": 1.0 if pattern is None else pattern.density, "edges": int(w.size)}
         if prune_rate and i > first_param:
             # a one-word view: on a device program the seed is a word of memory the host rewrites per batch
-            grad = ops.prune_grad(grad, prune_rate, prune_seeds[i:i + 1])
+            grad = _run(ops, where, "prune_grad", grad, prune_rate, prune_seeds[i:i + 1])
             info["prune"] = dict(ops.last_stats)
             info["pruned_grad_sparsity"] = _zero_fraction(grad)
         if account:
@@ -240,23 +275,23 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
                 del macs["bwd_data"]
             info["macs"] = macs
         if isinstance(layer, Conv):
-            dw, db = ops.conv_backward_weight(rec.x, grad, w.shape, stride=layer.stride, pad=layer.pad)
+            dw, db = _run(ops, where, "conv_backward_weight", rec.x, grad, w.shape, stride=layer.stride, pad=layer.pad)
             kernel["bwd_weight"] = dict(ops.last_stats)
             if i > first_param:
-                grad = ops.conv_backward_data(grad, w, rec.x.shape, stride=layer.stride, pad=layer.pad,
+                grad = _run(ops, where, "conv_backward_data", grad, w, rec.x.shape, stride=layer.stride, pad=layer.pad,
                                               out_mask=rec.in_mask)
                 kernel["bwd_data"] = dict(ops.last_stats)
         elif pattern is not None:
-            dw, db = ops.sparse_linear_backward_weight(rec.x, grad, pattern)
+            dw, db = _run(ops, where, "sparse_linear_backward_weight", rec.x, grad, pattern)
             kernel["bwd_weight"] = dict(ops.last_stats)
             if i > first_param:
-                grad = ops.sparse_linear_backward_data(grad, w, pattern, out_mask=rec.in_mask)
+                grad = _run(ops, where, "sparse_linear_backward_data", grad, w, pattern, out_mask=rec.in_mask)
                 kernel["bwd_data"] = dict(ops.last_stats)
         else:
-            dw, db = ops.linear_backward_weight(rec.x, grad)
+            dw, db = _run(ops, where, "linear_backward_weight", rec.x, grad)
             kernel["bwd_weight"] = dict(ops.last_stats)
             if i > first_param:
-                grad = ops.linear_backward_data(grad, w, out_mask=rec.in_mask)
+                grad = _run(ops, where, "linear_backward_data", grad, w, out_mask=rec.in_mask)
                 kernel["bwd_data"] = dict(ops.last_stats)
         info["kernel"] = kernel
         grads[param_key(i, "w")], grads[param_key(i, "b")] = dw, db
@@ -266,8 +301,8 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
 
     new_params, new_velocities = {}, {}
     for key in params:
-        new_params[key], new_velocities[key] = ops.sgd_update(
-            params[key], grads[key], velocities[key], lr, momentum, weight_decay, **scaled)
+        new_params[key], new_velocities[key] = _run(
+            ops, f"parameter {key}", "sgd_update", params[key], grads[key], velocities[key], lr, momentum, weight_decay, **scaled)
     layer_stats.reverse()
     return StepResult(loss=float(loss), logits=logits, params=new_params,
                       velocities=new_velocities, layers=layer_stats)

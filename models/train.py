@@ -32,10 +32,13 @@ from tqdm import tqdm
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .datasets import Dataset
 from .networks import Model
-from .step import prune_seeds
-from .step import Batch
+from .step import Batch, NonFinite, prune_seeds
 
-__all__ = ["train", "evaluate", "epoch_permutation", "TrainResult"]
+__all__ = ["train", "evaluate", "epoch_permutation", "TrainResult", "Diverged"]
+
+
+class Diverged(ValueError):
+    """Training produced inf or NaN; the message names the step, the layer, the op and the tensor."""
 
 # Settings that decide the trajectory: a resumed run must use the same ones.
 _TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train", "prune_rate",
@@ -141,10 +144,67 @@ def _check_compatible(model: Model, dataset: Dataset) -> None:
 
 
 def _check_resume(path, saved: dict, config: dict) -> None:
-    for key in _TRAJECTORY_KEYS:
-        if key in saved and saved[key] != config[key]:
+    """Refuse a checkpoint of another trajectory; warn (and record in the config) where only the backend differs."""
+    for key in _TRAJECTORY_KEYS + ("precision",):
+        if key in saved and key in config and saved[key] != config[key]:
             raise ValueError(f"checkpoint: {path} was written with {key}={saved[key]!r}, this run has "
                              f"{key}={config[key]!r}; resuming needs the same value")
+    changed = {key: saved[key] for key in ("backend", "backend_opts")
+               if key in saved and key in config and saved[key] != config[key]}
+    if changed:
+        config["resumed_from"] = changed
+        warnings.warn(f"checkpoint: {path} was written with {changed}, this run has "
+                      f"{ {k: config[k] for k in changed} }; the result will not be bit-identical to an "
+                      f"uninterrupted run (recorded as config.resumed_from in the report)", RuntimeWarning,
+                      stacklevel=3)
+
+
+_NUMBER = (int, float)
+#: the loop's running state as written by save(): key -> allowed types
+_STATE_SCHEMA = {
+    "totals": {"loss_sum": _NUMBER, "correct": int, "seen": int, "steps": int, "seconds": _NUMBER, "layers": dict},
+    "check": {"batches_checked": int, "max_rel_error": _NUMBER, "max_abs_error": _NUMBER,
+              "worst": (dict, type(None))},
+}
+
+
+def _check_state(path, ckpt, steps_per_epoch: int) -> None:
+    """Refuse a checkpoint whose position or running totals this loop could not continue from."""
+    def bad(what):
+        return ValueError(f"checkpoint: cannot read {path}: {what}")
+    if ckpt.step >= steps_per_epoch:
+        raise bad(f"meta step {ckpt.step} must be below {steps_per_epoch} (the batches of an epoch)")
+    history = ckpt.state.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise bad("state.history must be a list of epoch records")
+    for part, schema in _STATE_SCHEMA.items():
+        value = ckpt.state.get(part)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise bad(f"state.{part} must be a JSON object, got {type(value).__name__}")
+        for key, types in schema.items():
+            if key not in value or isinstance(value[key], bool) or not isinstance(value[key], types):
+                raise bad(f"state.{part}.{key} is missing or has the wrong type ({value.get(key)!r})")
+    totals = ckpt.state.get("totals")
+    if totals is not None and (totals["steps"] != ckpt.step or totals["seen"] < 0 or totals["correct"] < 0):
+        raise bad(f"state.totals counts {totals['steps']} steps but meta step is {ckpt.step}")
+
+
+def _stop_on_nonfinite(stream, position, steps_per_epoch: int, lr: float):
+    """``stream``'s items; a :class:`NonFinite` from a step becomes :class:`Diverged` naming that step."""
+    items = iter(stream)
+    while True:
+        try:
+            out = next(items)
+        except StopIteration:
+            return
+        except NonFinite as e:
+            epoch, step = position()
+            raise Diverged(f"training diverged at step {epoch * steps_per_epoch + step + 1} (epoch {epoch + 1}, "
+                           f"batch {step + 1} of {steps_per_epoch}): {e}; nothing of this step was kept (the last "
+                           f"checkpoint holds finite values); lower the learning rate (lr={lr:g})") from None
+        yield out
 
 
 def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: int = 64, lr: float = 0.02,
@@ -203,9 +263,11 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     epoch, step, history, totals = 0, 0, [], _new_totals()
     check = {"batches_checked": 0, "max_rel_error": 0.0, "max_abs_error": 0.0, "worst": None}
     timings: dict = {}
+    steps_per_epoch = -(-n_train // batch_size)
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         ckpt = load_checkpoint(checkpoint, model)
         _check_resume(checkpoint, ckpt.config, config)
+        _check_state(checkpoint, ckpt, steps_per_epoch)
         params, velocities, epoch, step = ckpt.params, ckpt.velocities, ckpt.epoch, ckpt.step
         history = ckpt.state.get("history", [])
         totals = ckpt.state.get("totals") or _new_totals()
@@ -223,7 +285,6 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
         timings["steps"] = steps
         return out
 
-    steps_per_epoch = -(-n_train // batch_size)
     show = not quiet and sys.stderr.isatty()
     done_here = 0
     while epoch < epochs:
@@ -246,7 +307,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
                                 weight_decay=weight_decay)
         try:
             t0 = time.perf_counter()
-            for out in stream:
+            for out in _stop_on_nonfinite(stream, lambda: (epoch, step), steps_per_epoch, lr):
                 result = out.result
                 totals["seconds"] += time.perf_counter() - t0
                 y = dataset.y_train[perm[step * batch_size:(step + 1) * batch_size]]

@@ -125,6 +125,8 @@ enum zskip_stat {
     S_SATURATIONS_LO = 20,
     S_SATURATIONS_HI = 21,
     S_TAU_F32 = 22,
+    S_NONFINITE_LO = 23,  // inf/NaN values the descriptor stored (types.h nonfinite_count)
+    S_NONFINITE_HI = 24,
     S_WORDS = 32,
 };
 

@@ -53,6 +53,29 @@ inline uint64_t &saturation_count() {
     return count;
 }
 
+// Non-finite counter of the running descriptor (zskip_top clears it before and
+// stores it after each one, S_NONFINITE): every loss, gradient, pre-activation
+// and updated weight a kernel stores is counted when it is inf or NaN, so the
+// host notices a diverging run without reading the tensors back. On the board
+// it is an exponent compare and an adder beside each write-back port.
+inline uint64_t &nonfinite_count() {
+    static uint64_t count = 0;
+    return count;
+}
+
+// A float32 is inf or NaN when its exponent field is all ones.
+inline void count_nonfinite(float v) {
+    union {
+        float f;
+        uint32_t u;
+    } cvt;
+    cvt.f = v;
+    if (((cvt.u >> 23) & 0xFFu) == 0xFFu) nonfinite_count()++;
+}
+// Fixed-point values are finite by construction: no hardware.
+template <class T>
+inline void count_nonfinite(const T &) {}
+
 constexpr double pow2(int e) { return e >= 0 ? (e == 0 ? 1.0 : 2.0 * pow2(e - 1)) : 0.5 * pow2(e + 1); }
 
 // Whether v meets the range limit of T. A value *at* the limit counts too: the

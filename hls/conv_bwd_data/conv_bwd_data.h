@@ -105,6 +105,7 @@ IMAGE:
                     grad_t v = grad_t(acc[wp * C + wc]);
                     acc[wp * C + wc] = 0;
                     if (has_mask && !((buf.sets[bank][wp][wc >> 5] >> (wc & 31)) & 1u)) v = 0;
+                    count_nonfinite(v);
                     dxn[i0 + j] = to_f32(v);
                     if (++wp == PLANE) {
                         wp = 0;

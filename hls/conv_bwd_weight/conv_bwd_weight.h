@@ -116,7 +116,9 @@ WB_BEAT:
 // one beat of dw in DDR order [k][c][r][s]
 #pragma HLS UNROLL
             if (i0 + j < K * C * RS) {
-                dw[i0 + j] = to_f32(grad_t(buf.w[(wk * RS + wt) * C + wc]));
+                const grad_t g = grad_t(buf.w[(wk * RS + wt) * C + wc]);
+                count_nonfinite(g);
+                dw[i0 + j] = to_f32(g);
                 if (++wt == RS) {
                     wt = 0;
                     if (++wc == C) {
@@ -135,7 +137,11 @@ WB_B:
         for (unsigned j = 0; j < BEAT_WORDS; ++j) {
 // one beat of db
 #pragma HLS UNROLL
-            if (k0 + j < K) db[k0 + j] = to_f32(grad_t(buf.bias[k0 + j]));
+            if (k0 + j < K) {
+                const grad_t g = grad_t(buf.bias[k0 + j]);
+                count_nonfinite(g);
+                db[k0 + j] = to_f32(g);
+            }
         }
     }
     uint64_t wb = beats((uint64_t)K * C * RS) + beats(K);

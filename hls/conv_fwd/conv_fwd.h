@@ -103,6 +103,7 @@ IMAGE:
                 if (i0 + j < K * OPLANE) {
                     act_t v = act_t(acc[wp * K + wk] + buf.bias[wk]);
                     acc[wp * K + wk] = 0;
+                    count_nonfinite(v);  // before ReLU, which would turn a NaN into 0
                     bool live = v > 0;
                     if (relu && !live) v = 0;
                     yn[i0 + j] = to_f32(v);

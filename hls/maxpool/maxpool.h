@@ -152,7 +152,9 @@ PLANE_LOOP:
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 // store and clear for the next plane
 #pragma HLS PIPELINE II=1
-            dx[(uint64_t)pl * PLANE + i] = to_f32(grad_t(buf.plane[i]));
+            const grad_t g = grad_t(buf.plane[i]);
+            count_nonfinite(g);
+            dx[(uint64_t)pl * PLANE + i] = to_f32(g);
             buf.plane[i] = 0;
         }
     }

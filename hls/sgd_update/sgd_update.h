@@ -36,9 +36,12 @@ UPDATE:
         float g = to_f32(from_f32<grad_t>(grad[i])) * grad_unscale;
         float v = to_f32(from_f32<opt_t>(velocity[i]));
         float nv = momentum * v + (g + weight_decay * p);
+        const float np = p - lr * nv;
+        count_nonfinite(nv);
+        count_nonfinite(np);
         opt_t v_q = from_f32<opt_t>(nv);
         velocity[i] = to_f32(v_q);
-        param[i] = to_f32(from_f32<opt_t>(p - lr * nv));
+        param[i] = to_f32(from_f32<opt_t>(np));
     }
     cnt.load_iters += count;
     cnt.wb_iters += count;

@@ -67,9 +67,11 @@ SAMPLE:
 // one dlogit per cycle
 #pragma HLS PIPELINE II=1
             float p = buf.z[j] / sum - (j == label ? 1.0f : 0.0f);
+            count_nonfinite(p * dlogit_scale);
             drow[j] = to_f32(from_f32<grad_t>(p * dlogit_scale));
         }
     }
+    count_nonfinite(total * inv_n);
     *loss = total * inv_n;
     uint64_t elements = (uint64_t)n * classes;
     cnt.load_iters += 2 * elements;

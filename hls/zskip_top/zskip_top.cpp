@@ -171,6 +171,7 @@ DESC:
         kernel_counters cnt;
         clear(cnt);
         saturation_count() = 0;
+        nonfinite_count() = 0;
         float tau = 0.0f;
         const unsigned err = run_descriptor(d, act, wgt, grad, bits, mem, cnt, tau);
         cnt.cycles += DESC_OVERHEAD;
@@ -189,6 +190,7 @@ DESC:
         put64(rec, S_MAC_STALLS_LO, cnt.mac_stalls);
         put64(rec, S_SATURATIONS_LO, saturation_count());
         rec[S_TAU_F32] = bits_from_f32(tau);
+        put64(rec, S_NONFINITE_LO, nonfinite_count());
         if (err) break;
     }
     *cycles = total;

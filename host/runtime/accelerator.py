@@ -31,7 +31,7 @@ from ..ip.program import (ARENA_DTYPES, ARENAS, D_WORDS, OPCODES, S_WORDS, ZSKIP
                       bit_words, decode_stats, encode)
 
 _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters", "enc_iters",
-             "mac_iters", "mac_stalls", "wb_iters", "saturations")
+             "mac_iters", "mac_stalls", "wb_iters", "saturations", "nonfinite")
 
 
 class Accelerator:
