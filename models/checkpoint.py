@@ -130,9 +130,10 @@ def load_checkpoint(path, model: Model | None = None) -> Checkpoint:
     """
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise ValueError("a single .npy array, not an npz archive")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an npz archive")
+        with loaded as f:
             files = {name: f[name] for name in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
         if isinstance(e, FileNotFoundError):
