@@ -15,11 +15,18 @@
   loaded with ``allow_pickle=False``;
 - ``synthetic:CxHxW`` (optionally ``synthetic:CxHxW:CLASSES``): images drawn
   around one smooth random pattern per class, deterministic from ``seed``.
+
+Every problem with a file is a ValueError ``data: PATH: ...`` saying what is
+wrong (missing, not an npz/idx/gzip file, truncated, empty arrays, a split
+without train or test samples). Float images in [0, 255] are scaled to
+[0, 1] with a warning.
 """
 from __future__ import annotations
 
 import gzip
 import os
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
@@ -76,7 +83,13 @@ def _stratified_split(y: np.ndarray, test_fraction: float) -> Tuple[np.ndarray, 
 
 
 def _from_arrays(name: str, x: np.ndarray, y: np.ndarray, test_fraction: float = _TEST_FRACTION) -> Dataset:
+    if len(y) == 0:
+        raise ValueError(f"data: {name}: x and y hold 0 samples")
     train, test = _stratified_split(y, test_fraction)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"data: {name}: {len(y)} samples split {round(100 * (1 - test_fraction))}/"
+                         f"{round(100 * test_fraction)} by class leave {len(train)} for training and {len(test)} "
+                         f"for testing; both need at least one (give more samples, or x_train/x_test arrays)")
     return Dataset(name, x[train], y[train], x[test], y[test], int(y.max()) + 1)
 
 
@@ -93,6 +106,11 @@ def _as_images(name: str, x: np.ndarray) -> np.ndarray:
         raise ValueError(f"{name}: expected uint8 or float images, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name}: images contain non-finite values")
+    if x.size and x.min() >= 0 and 1.5 < x.max() <= 255:
+        warnings.warn(f"{name}: float images with values up to {float(x.max()):g} look like 0..255 pixels; scaled "
+                      f"by 1/255 to [0, 1] (store uint8, or floats in [0, 1], to avoid this)", UserWarning,
+                      stacklevel=3)
+        return (x / np.float32(255)).astype(np.float32)
     return x.astype(np.float32)
 
 
@@ -128,16 +146,27 @@ def read_idx(path) -> np.ndarray:
     """The array stored in an idx file (MNIST's format), raw or gzip-compressed."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ValueError(f"data: {path}: the file does not exist") from None
+    except (OSError, EOFError, zlib.error) as e:
+        what = "a truncated gzip file" if isinstance(e, EOFError) else "not a valid gzip file" \
+            if path.suffix == ".gz" else "unreadable"
+        raise ValueError(f"data: {path}: {what} ({type(e).__name__}: {e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an idx file (bad magic number {data[:4].hex()})")
+        raise ValueError(f"data: {path}: not an idx file (bad magic number {data[:4].hex() or 'empty file'})")
     dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     start = 4 + 4 * ndim
+    if len(data) < start:
+        raise ValueError(f"data: {path}: truncated idx header ({ndim} dimensions need {start} header bytes, the "
+                         f"file has {len(data)})")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - start != expected:
-        raise ValueError(f"{path}: header says shape {dims} ({expected} bytes) but {len(data) - start} bytes follow")
+        raise ValueError(f"data: {path}: header says shape {dims} ({expected} bytes) but {len(data) - start} "
+                         f"bytes follow (truncated or not an idx file)")
     return np.frombuffer(data, dtype, offset=start).reshape(dims)
 
 
@@ -166,12 +195,24 @@ def idx_dataset(prefix: str) -> Dataset:
 
 def npz_dataset(path: str) -> Dataset:
     """(x_train, y_train, x_test, y_test) or (x, y) arrays in an .npz file (never unpickled)."""
+    if not os.path.exists(path):
+        raise ValueError(f"data: {path}: the file does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise ValueError(f"data: {path}: not an npz archive (" + ("empty file" if not magic else
+                         f"starts with {magic!r}") + "); save one with numpy.savez(path, x=..., y=...)")
     try:
         return _npz_dataset(path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zlib.error) as e:
         if str(e).startswith("data:"):
             raise
-        raise ValueError(f"data: cannot read {path}: {e}") from e
+        raise ValueError(f"data: {path}: cannot read it: {type(e).__name__}: {e}") from None
+    except Exception as e:
+        import zipfile
+        if isinstance(e, zipfile.BadZipFile):
+            raise ValueError(f"data: {path}: a damaged npz archive ({e})") from None
+        raise
 
 
 def _npz_dataset(path: str) -> Dataset:
@@ -179,6 +220,10 @@ def _npz_dataset(path: str) -> Dataset:
         keys = set(f.files)
         if {"x_train", "y_train", "x_test", "y_test"} <= keys:
             xtr, xte = _as_images("x_train", f["x_train"]), _as_images("x_test", f["x_test"])
+            for name, x in (("x_train", xtr), ("x_test", xte)):
+                if len(x) == 0:
+                    raise ValueError(f"data: {path}: {name} holds 0 samples; training and testing each need "
+                                     f"at least one")
             ytr = _as_labels("y_train", f["y_train"], len(xtr))
             yte = _as_labels("y_test", f["y_test"], len(xte))
             return Dataset(f"npz:{path}", xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1)
@@ -252,8 +297,11 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
         return idx_dataset(spec[4:])
     if spec.startswith("npz:"):
         return npz_dataset(spec[4:])
-    if spec.endswith(".npz") and os.path.isfile(spec):
+    if spec.endswith(".npz"):
         return npz_dataset(spec)
     if os.path.isdir(spec):
         return idx_dataset(spec)
+    if os.sep in spec or spec.endswith((".gz", "-ubyte")):
+        raise ValueError(f"data: {spec}: no such file or directory (a dataset name, npz:PATH, idx:PATH or a "
+                         f"directory of idx files; known: {', '.join(KNOWN_DATASETS)})")
     raise ValueError(f"data: unknown dataset {spec!r}; known: {', '.join(KNOWN_DATASETS)}")

@@ -135,6 +135,10 @@ def _warn_saturations(epoch_report: dict, max_saturations: int) -> None:
 
 
 def _check_compatible(model: Model, dataset: Dataset) -> None:
+    for split, x in (("training", dataset.x_train), ("test", dataset.x_test)):
+        if len(x) == 0:
+            raise ValueError(f"data: dataset {dataset.name!r} has {len(dataset.x_train)} training and "
+                             f"{len(dataset.x_test)} test samples; the {split} split needs at least one")
     if dataset.input_shape != tuple(model.input_shape):
         raise ValueError(f"data: dataset {dataset.name!r} has samples {'x'.join(map(str, dataset.input_shape))} "
                          f"but model {model.name!r} expects {'x'.join(map(str, model.input_shape))}")

@@ -96,7 +96,7 @@ def test_npz_with_split_or_with_x_y(tmp_path, rng):
 def test_npz_with_objects_is_refused(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4, int))
-    with pytest.raises(ValueError, match="^data: cannot read .*pickle"):
+    with pytest.raises(ValueError, match="^data: .*evil.npz: cannot read it: .*pickle"):
         load_dataset(str(path))
 
 
@@ -111,7 +111,7 @@ def test_synthetic_is_deterministic_and_learnable():
     assert np.mean(dist.argmin(axis=1) == a.y_test) > 0.5
 
 
-@pytest.mark.parametrize("spec", ["cifar100", "synthetic:3x32", "synthetic:0x4x4", "", "/no/such/file.npz"])
+@pytest.mark.parametrize("spec", ["cifar100", "synthetic:3x32", "synthetic:0x4x4", ""])
 def test_unknown_dataset_lists_known_ones(spec):
     with pytest.raises(ValueError) as info:
         load_dataset(spec)
