@@ -68,8 +68,15 @@ class OpsBackend:
         self.precision = precision
         self.prune_rate = check_prune_rate(prune_rate)
 
+    def _check_model(self, model) -> None:
+        """A model beyond the compiled maxima of ``ops`` (when it has them) is an error naming the option."""
+        limits = getattr(self.ops, "limits", None)
+        if limits is not None and hasattr(limits, "check_model"):
+            limits.check_model(model, f"the {self.name} backend")
+
     def stream(self, model, params, velocities, batches, lr, momentum, weight_decay):
         """One step after the other (``zskip.host.runtime.streaming.sequential_stream``)."""
+        self._check_model(model)
         from .runtime.streaming import sequential_stream
         from .ip.precision import loss_scale
         return sequential_stream(self.ops, model, params, velocities, batches, lr, momentum, weight_decay,
@@ -79,12 +86,14 @@ class OpsBackend:
     def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None):
         """See :meth:`Backend.train_step`; ``prune_seeds`` as in ``zskip.host.runtime.streaming.Batch``."""
         from .ip.precision import loss_scale
+        self._check_model(model)
         return _step.train_step(self.ops, model, params, velocities, x, y, lr, momentum, weight_decay,
                                 account=self.account, prune_rate=self.prune_rate, prune_seeds=prune_seeds,
                                 grad_scale=loss_scale(self.precision, len(y)))
 
     def predict(self, model, params, x):
         """See :meth:`Backend.predict`."""
+        self._check_model(model)
         return _step.predict(self.ops, model, params, x)
 
     def close(self) -> None:
@@ -127,14 +136,24 @@ def _on_accelerator(accelerator, name: str, account: bool, mode: str, precision:
     raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
 
 
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: must be true or false, got {value!r}")
+    return bool(value)
+
+
 def _emu(account: bool = True, mode: str = "program", prune_rate: float = 0.0, **opts):
     import dataclasses
     from .ip.program import Limits
+    account = _check_bool("account", account)
+    if "skip_zeros" in opts:
+        opts["skip_zeros"] = _check_bool("skip_zeros", opts["skip_zeros"])
     overrides = {f.name: opts.pop(f.name) for f in dataclasses.fields(Limits) if f.name in opts}
     if overrides:
         # compiled maxima given one by one (e.g. max_features=2048 for vgg_tiny) replace the board's or config.h's
         from .ip.program import board_limits
         opts["limits"] = dataclasses.replace(opts.get("limits") or board_limits(opts.pop("board", None)), **overrides)
+        opts["limits"].check()      # before compiling: a bad size is an error naming it, not a g++ failure
     prune_rate = check_prune_rate(prune_rate)
     return _on_accelerator(_accelerator().emulated(**opts), "emu", account, mode, opts.get("precision", "float32"),
                            prune_rate)
@@ -142,6 +161,9 @@ def _emu(account: bool = True, mode: str = "program", prune_rate: float = 0.0, *
 
 def _pynq(bitfile: str = "zskip.bit", account: bool = True, mode: str = "program", prune_rate: float = 0.0,
           **opts):
+    account = _check_bool("account", account)
+    if "skip_zeros" in opts:
+        opts["skip_zeros"] = _check_bool("skip_zeros", opts["skip_zeros"])
     prune_rate = check_prune_rate(prune_rate)
     return _on_accelerator(_accelerator().pynq(bitfile, **opts), "pynq", account, mode, prune_rate=prune_rate)
 
@@ -164,7 +186,9 @@ def make_backend(name: str, **opts) -> Backend:
     if not isinstance(name, str):
         raise ValueError(f"backend: expected a name, got {name!r}; known: {', '.join(BACKENDS)}")
     if name.startswith("remote:") and len(name) > len("remote:"):
-        account, mode = opts.pop("account", True), opts.pop("mode", "program")
+        account, mode = _check_bool("account", opts.pop("account", True)), opts.pop("mode", "program")
+        if "skip_zeros" in opts:
+            opts["skip_zeros"] = _check_bool("skip_zeros", opts["skip_zeros"])
         prune_rate = check_prune_rate(opts.pop("prune_rate", 0.0))
         return _on_accelerator(_accelerator().remote(name[len("remote:"):], **opts), name, account, mode,
                                prune_rate=prune_rate)

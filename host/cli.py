@@ -3,8 +3,10 @@
 One function per subcommand: ``_add_<name>(subparsers)`` declares its
 arguments and sets ``func`` to ``_run_<name>(args) -> exit status``. Adding a
 subcommand means writing that pair and listing the adder in ``SUBCOMMANDS``.
-Errors the user can fix (bad names, bad values, mismatched checkpoints) are
-printed as ``zskip: error: ...`` with exit status 2.
+Errors the user can fix (bad names, bad values, mismatched or damaged
+checkpoints, unreadable data, unwritable output paths, device and build
+failures, a diverging run) are printed as one line ``zskip: error: ...`` with
+exit status 2. Output paths are checked before any work starts.
 """
 from __future__ import annotations
 
@@ -15,6 +17,21 @@ import sys
 from typing import List, Optional
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
+
+
+def check_output_path(option: str, path: Optional[str]) -> None:
+    """ValueError naming ``option`` unless ``path`` can be written as a file (checked before any work)."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise ValueError(f"{option}: {path} is a directory; give a file path")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{option}: directory {directory} does not exist (create it first)")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: directory {directory} is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"{option}: {path} exists and is not writable")
 
 
 def _parse_opt(text: str):
@@ -83,6 +100,8 @@ def _run_train(args) -> int:
     from ..models.networks import get_model
     from ..models.train import train
     from .backends import make_backend
+    check_output_path("--report", args.report)
+    check_output_path("--checkpoint", args.checkpoint)
     model = get_model(args.model).with_density(args.density, args.density_seed)
     dataset = load_dataset(args.data, seed=args.seed)
     if args.limit_train is not None or args.limit_test is not None:
@@ -151,6 +170,8 @@ def _add_bench(sub) -> None:
 
 def _run_bench(args) -> int:
     from .bench.report import run_bench, summary_lines
+    check_output_path("--report", args.report)
+    check_output_path("--plot", args.plot)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = run_bench(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, batches=args.batches,
                        lr=args.lr, momentum=args.momentum, seed=args.seed, limit_train=args.limit_train,
@@ -200,12 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``zskip`` console script; returns the exit status."""
     from ..models.check import CheckFailed
+    from .device import DeviceError
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, CheckFailed) as e:
-        print(f"zskip: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, CheckFailed, DeviceError) as e:
+        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"zskip: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -92,8 +92,11 @@ def build_library(defines: Mapping[str, object], cxx: Optional[str] = None) -> P
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise DeviceError(f"building the emulation library failed (exit {proc.returncode}):\n"
-                              f"{' '.join(cmd)}\n{proc.stderr.strip()}")
+            log = target.with_suffix(".log")
+            log.write_text(f"{' '.join(cmd)}\n{proc.stderr}")
+            errors = [l for l in proc.stderr.splitlines() if "error" in l] or proc.stderr.strip().splitlines() or [""]
+            raise DeviceError(f"building the emulation library failed ({cxx} exit {proc.returncode}): "
+                              f"{errors[0].strip()} (command and full output in {log})")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -175,7 +178,7 @@ class EmuDevice:
 
     def __init__(self, precision: str = "float32", limits: Optional[Limits] = None):
         self.precision = precision
-        self.limits = limits or Limits.defaults()
+        self.limits = (limits or Limits.defaults()).check()
         defines = dict(self.limits.defines())
         defines.update(precision_types(precision))
         self.library_path = build_library(defines)

@@ -249,6 +249,7 @@ class PynqDevice:
             if registers.IP_ISR.CHAN0_INT_ST:
                 registers.IP_ISR = 1  # toggle on write: lower the line so ap_done raises it again
             self.timer.arm()
+        self._fault_before_start = getattr(self.ip, "fault", None)
         registers.CTRL.AP_START = 1
 
     def _wait(self, timeout_s: float) -> None:
@@ -257,6 +258,10 @@ class PynqDevice:
         pause = 1e-5
         # AP_DONE is clear-on-read in hardware: each read is a decision
         while not registers.CTRL.AP_DONE:
+            # an emulated IP records the bus fault that stalled it: report it now, not as a timeout
+            fault = getattr(self.ip, "fault", None)
+            if fault is not None and fault is not getattr(self, "_fault_before_start", None):
+                raise DeviceError(f"IP {self.ip_name} stalled on a bus fault: {fault}")
             if time.monotonic() > deadline:
                 raise DeviceTimeout(f"IP {self.ip_name} did not raise AP_DONE within {timeout_s} s: "
                                     f"it hung or the program is wrong (the PL may need reloading)")

@@ -115,6 +115,45 @@ class Limits:
         """``{macro: value}`` to compile the kernels with these maxima."""
         return {"ZSKIP_" + k.upper(): v for k, v in self.__dict__.items()}
 
+    def check(self) -> "Limits":
+        """``self`` when every maximum is an integer in :data:`LIMIT_RANGES`; ValueError naming it otherwise."""
+        for name, (lo, hi) in LIMIT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+                raise ValueError(f"{name}: must be an integer in [{lo}, {hi}], got {value!r}")
+        return self
+
+    def check_model(self, model, backend: str = "the accelerator") -> None:
+        """ValueError naming the layer and the option to set when ``model`` exceeds these maxima.
+
+        ``model``: a :class:`zskip.models.networks.Model` (its layers' shapes).
+        """
+        need: Dict[str, tuple] = {}   # option -> (largest value needed, where)
+
+        def want(option, value, where):
+            if value > getattr(self, option) and value > need.get(option, (0,))[0]:
+                need[option] = (value, where)
+
+        for i, (layer, (shape_in, shape_out)) in enumerate(zip(model.layers, model.shapes())):
+            where = f"layer {i} ({layer.kind})"
+            if layer.kind in ("conv", "maxpool"):
+                want("max_ch", max(shape_in[0], shape_out[0]), f"{where} has {{}} channels")
+                want("max_dim", max(shape_in[1:]), f"{where} has a {{}}-pixel input side")
+                want("max_ksize", getattr(layer, "kernel", getattr(layer, "size", 1)), f"{where} has a {{}}-wide window")
+            elif layer.kind == "linear":
+                want("max_features", max(shape_in[0], shape_out[0]), f"{where} has {{}} features")
+        if need:
+            option, (value, where) = next(iter(need.items()))
+            others = "".join(f" --backend-opt {o}={v}" for o, (v, _) in list(need.items())[1:])
+            raise ValueError(f"model {model.name!r}: {where.format(value)}, more than {backend}'s compiled "
+                             f"{option}={getattr(self, option)}; set --backend-opt {option}={value}{others}")
+
+
+#: allowed range of each compiled maximum (max_dim and max_ksize: 8-bit coordinates, see config.h;
+#: the other upper bounds keep the emulator's static on-chip arrays within memory)
+LIMIT_RANGES = {"pe_lanes": (1, 256), "max_ch": (1, 4096), "max_dim": (1, 255), "max_ksize": (1, 255),
+                "max_features": (1, 65536)}
+
 
 def f32_bits(value: float) -> int:
     """The uint32 bit pattern of ``value`` as float32."""

@@ -110,11 +110,16 @@ class ProgramBackend:
         #: the last step's program: ``cycles`` (the counters, summed over its descriptors) and, on a
         #: device with a hardware timer, ``measured_cycles`` (the board's own count of the same run)
         self.last_cycles: Dict[str, int] = {}
+        self._closed = False
 
     # ------------------------------------------------------------------ state
     def _weights_for(self, model: Model) -> DeviceWeights:
+        if self._closed:
+            from .device import DeviceError
+            raise DeviceError(f"{self.name}: the backend was closed; make a new one (make_backend)")
         if self.weights is None or self.weights.model.name != model.name or \
                 self.weights.shapes != model.param_shapes():
+            self.accelerator.limits.check_model(model, f"the {self.name} backend")
             self._free_programs()
             if self.weights is not None:
                 self.weights.close()
@@ -286,6 +291,9 @@ class ProgramBackend:
 
     def close(self) -> None:
         """Read the device weights back (mirrors stay valid), free every buffer and the device."""
+        if self._closed:
+            return
+        self._closed = True
         self.runner.close()
         if self.weights is not None:
             self.weights.close()
