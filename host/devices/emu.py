@@ -163,7 +163,10 @@ class EmuBuffer(np.ndarray):
         np.copyto(np.asarray(self), self.device_copy)
 
     def freebuffer(self) -> None:
+        """Release the device copy (as pynq frees the contiguous memory); later syncs raise DeviceError."""
         self.freed = True
+        if self.device_copy is not None:
+            self.device_copy = np.zeros(0, dtype=self.dtype)
 
 
 class EmuDevice:
@@ -214,7 +217,9 @@ class EmuDevice:
         if self._lib is None:
             raise DeviceError("emu: the device was closed; create a new one (Accelerator.emulated())")
         buf = EmuBuffer(shape, dtype)
-        self._buffers.append(buf)
+        # weak references: a buffer the host dropped is freed with it, not kept until close()
+        self._buffers = [r for r in self._buffers if r() is not None and not r().freed]
+        self._buffers.append(weakref.ref(buf))
         return buf
 
     def version(self) -> int:
@@ -260,8 +265,10 @@ class EmuDevice:
     def close(self) -> None:
         """Free every buffer and unload this device's copy of the library (later runs raise DeviceError)."""
         with self._lock:
-            for b in self._buffers:
-                b.freebuffer()
+            for ref in self._buffers:
+                b = ref()
+                if b is not None:
+                    b.freebuffer()
             self._buffers.clear()
             if self._lib is not None:
                 self._lib = None

@@ -10,6 +10,7 @@ other buffer set (``streaming``).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
@@ -24,7 +25,10 @@ from .device_weights import DeviceWeights
 from ..ip.program import ArenaLayout
 from .step_recorder import Call, ProgramRecorder, ReplayOps
 
-__all__ = ["StepProgram", "ProgramBackend", "record_program"]
+__all__ = ["StepProgram", "ProgramBackend", "record_program", "MAX_PROGRAMS"]
+
+#: programs (with their device buffers) a backend keeps, least recently used out first
+MAX_PROGRAMS = 4
 
 
 @dataclass
@@ -104,7 +108,9 @@ class ProgramBackend:
         self.precision = precision
         self.runner = DeviceRunner(accelerator.device)
         self.weights: Optional[DeviceWeights] = None
-        self._programs: Dict[tuple, StepProgram] = {}
+        # least recently used last-out: every batch size (predict) or optimiser setting (train) records its
+        # own program and buffers, so the cache is bounded
+        self._programs: "OrderedDict[tuple, StepProgram]" = OrderedDict()
         #: stage timings (seconds) of the last step
         self.last_timings: Dict[str, float] = {}
         #: the last step's program: ``cycles`` (the counters, summed over its descriptors) and, on a
@@ -145,6 +151,8 @@ class ProgramBackend:
         weights = self._weights_for(model)
         key = (kind, batch, lr, momentum, weight_decay, self.prune_rate) if kind == "train" else (kind, batch)
         prog = self._programs.get(key)
+        if prog is not None:
+            self._programs.move_to_end(key)
         if prog is None:
             from ..ip.precision import loss_scale
             prog = record_program(self.accelerator, weights, kind, batch, lr, momentum, weight_decay,
@@ -157,14 +165,15 @@ class ProgramBackend:
                 bufs["program"].sync_to_device()          # written once, run many times
                 prog.slots.append(bufs)
             self._programs[key] = prog
+            # the two most recent stay: a streamed step runs one program while the next one is staged
+            while len(self._programs) > MAX_PROGRAMS:
+                _, old = self._programs.popitem(last=False)
+                _free_slots(old)
         return prog
 
     def _free_programs(self) -> None:
         for prog in self._programs.values():
-            for bufs in prog.slots:
-                for name, buf in bufs.items():
-                    if name != "wgt":
-                        buf.freebuffer()
+            _free_slots(prog)
         self._programs.clear()
 
     # ------------------------------------------------------------------ one run, in stages
@@ -301,6 +310,15 @@ class ProgramBackend:
         close = getattr(self.accelerator.device, "close", None)
         if close is not None:
             close()
+
+
+def _free_slots(prog: StepProgram) -> None:
+    """Free a program's buffers (not the shared weights arena)."""
+    for bufs in prog.slots:
+        for name, buf in bufs.items():
+            if name != "wgt":
+                buf.freebuffer()
+    prog.slots.clear()
 
 
 def _with_updated_weights(outputs, params: Mapping, velocities: Mapping):
