@@ -205,8 +205,33 @@ def _run_hls_lint(args) -> int:
     return hls_lint.run(args)
 
 
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list or clear the compiled emulation libraries",
+                       description="The emu backend's compiled libraries ($ZSKIP_CACHE_DIR or ~/.cache/zskip): "
+                                   "at most $ZSKIP_CACHE_MAX (default 64), least recently used out first.")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="list the libraries, most recently used first (default)")
+    what.add_argument("--clear", action="store_true", help="remove every library, build log and temporary")
+    p.set_defaults(func=_run_cache)
+
+
+def _run_cache(args) -> int:
+    import time
+    from .emu import cache_dir, cache_entries, clear_cache
+    directory = cache_dir()
+    if args.clear:
+        gone = clear_cache(directory) if directory.is_dir() else []
+        print(f"removed {len(gone)} files from {directory}")
+        return 0
+    entries = cache_entries(directory) if directory.is_dir() else []
+    for path, size, used in entries:
+        print(f"{size / 2 ** 20:8.2f} MB  {time.strftime('%Y-%m-%d %H:%M', time.localtime(used))}  {path.name}")
+    print(f"{len(entries)} libraries, {sum(e[1] for e in entries) / 2 ** 20:.2f} MB in {directory}")
+    return 0
+
+
 #: Adders of every subcommand, in --help order.
-SUBCOMMANDS = [_add_train, _add_bench, _add_hls_lint]
+SUBCOMMANDS = [_add_train, _add_bench, _add_hls_lint, _add_cache]
 
 
 def build_parser() -> argparse.ArgumentParser:

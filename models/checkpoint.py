@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -88,16 +89,22 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_partials(directory) -> list:
-    """Remove ``.ckpt-PID-*.npz`` partial checkpoints whose writer process is gone; returns their paths."""
+    """Remove ``.ckpt-PID-*.npz`` partial checkpoints whose writer process is gone; returns their paths.
+
+    A partial without a process id (an older zskip) goes when it is over an hour old.
+    """
     removed = []
-    for tmp in glob.glob(os.path.join(glob.escape(os.fspath(directory)), ".ckpt-*-*.npz")):
+    now = time.time()
+    for tmp in glob.glob(os.path.join(glob.escape(os.fspath(directory)), ".ckpt-*.npz")):
         pid = os.path.basename(tmp).split("-")[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            try:
+        try:
+            # without a process id (an older zskip): stale after an hour
+            stale = not _pid_alive(int(pid)) if pid.isdigit() else now - os.path.getmtime(tmp) > 3600
+            if stale:
                 os.unlink(tmp)
                 removed.append(tmp)
-            except OSError:
-                pass
+        except OSError:
+            pass
     return removed
 
 

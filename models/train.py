@@ -29,7 +29,7 @@ from typing import Dict, Optional
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, remove_stale_partials, save_checkpoint
 from .datasets import Dataset
 from .networks import Model
 from .step import Batch, NonFinite, prune_seeds
@@ -268,6 +268,8 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     check = {"batches_checked": 0, "max_rel_error": 0.0, "max_abs_error": 0.0, "worst": None}
     timings: dict = {}
     steps_per_epoch = -(-n_train // batch_size)
+    if checkpoint is not None and os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
+        remove_stale_partials(os.path.dirname(os.path.abspath(checkpoint)))   # of a run that was killed
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         ckpt = load_checkpoint(checkpoint, model)
         _check_resume(checkpoint, ckpt.config, config)

@@ -7,7 +7,10 @@ hls4ml package ships. The library's file name carries a hash of every HLS
 source and of the flags, so a changed source or precision builds a new
 library (dlopen caches by path); it is cached under ``$ZSKIP_CACHE_DIR`` or
 ``~/.cache/zskip`` and written to a temporary name first, then renamed, so
-concurrent builds are safe.
+concurrent builds are safe. Every build first removes stale temporaries
+(``tmp-PID-*.so`` of a process that is gone) and keeps the cache to
+``$ZSKIP_CACHE_MAX`` (default 64) libraries, least recently used out first;
+``zskip cache --list/--clear`` shows and empties it.
 
 Each :class:`EmuDevice` loads its own copy of the library (``dlopen`` returns
 one handle per path, and the kernels' function-local statics are the IP's
@@ -30,6 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
@@ -60,6 +64,91 @@ def ap_types_dir() -> Path:
         raise DeviceError(str(e)) from None
 
 
+#: compiled libraries kept in the cache (least recently used out first); ``$ZSKIP_CACHE_MAX`` overrides
+CACHE_MAX_LIBRARIES = 64
+#: a temporary without a live owner process id older than this is stale (seconds)
+STALE_AGE_S = 3600
+
+
+def _cache_max() -> int:
+    raw = os.environ.get("ZSKIP_CACHE_MAX")
+    if raw is None:
+        return CACHE_MAX_LIBRARIES
+    if not raw.isdigit() or int(raw) < 1:
+        raise DeviceError(f"ZSKIP_CACHE_MAX: must be an integer >= 1 (libraries kept), got {raw!r}")
+    return int(raw)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_stale(path: Path, now: float) -> bool:
+    """A temporary ``tmp-PID-*`` whose process is gone, or an older ``tmp*`` left by a killed build."""
+    parts = path.name.split("-")
+    if len(parts) >= 3 and parts[0] == "tmp" and parts[1].isdigit():
+        return not _pid_alive(int(parts[1]))
+    try:
+        return now - path.stat().st_mtime > STALE_AGE_S
+    except FileNotFoundError:
+        return False
+
+
+def cache_entries(directory: Optional[Path] = None):
+    """The compiled libraries in the cache: (path, bytes, last use as a POSIX time), most recent first."""
+    directory = directory or cache_dir()
+    out = []
+    for path in directory.glob("libzskip_*.so"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        out.append((path, st.st_size, st.st_mtime))
+    return sorted(out, key=lambda e: -e[2])
+
+
+def tidy_cache(directory: Optional[Path] = None, keep: Optional[int] = None) -> list:
+    """Remove stale temporaries and all but the ``keep`` most recently used libraries; returns what went."""
+    directory = directory or cache_dir()
+    keep = _cache_max() if keep is None else keep
+    now = time.time()
+    removed = [p for p in directory.glob("tmp*.so") if _is_stale(p, now)]
+    removed += [p for p, _, _ in cache_entries(directory)[keep:]]
+    removed += [p.with_suffix(".log") for p in removed if p.with_suffix(".log").exists()]
+    gone = []
+    for path in removed:
+        try:
+            path.unlink()
+            gone.append(path)
+        except FileNotFoundError:
+            pass
+    return gone
+
+
+def clear_cache(directory: Optional[Path] = None) -> list:
+    """Remove every compiled library, build log and temporary of the cache; returns what went.
+
+    A library that a running process has loaded stays mapped there; the next
+    device compiles it again.
+    """
+    directory = directory or cache_dir()
+    gone = []
+    for pattern in ("libzskip_*.so", "libzskip_*.log", "tmp*.so"):
+        for path in directory.glob(pattern):
+            try:
+                path.unlink()
+                gone.append(path)
+            except FileNotFoundError:
+                pass
+    return gone
+
+
 def _source_hash(flags) -> str:
     h = hashlib.sha256()
     for path in sorted(HLS_DIR.rglob("*")):
@@ -81,12 +170,20 @@ def build_library(defines: Mapping[str, object], cxx: Optional[str] = None) -> P
     flags = compile_flags(defines)
     target = cache_dir() / f"libzskip_{_source_hash(flags + (cxx,))}.so"
     if target.is_file():
+        try:
+            os.utime(target)        # its last use: the cache keeps the most recently used ones
+        except OSError:
+            pass
+    if target.parent.is_dir():
+        tidy_cache(target.parent)
+    if target.is_file():
         return target
     if shutil.which(cxx) is None:
         raise DeviceError(f"C++ compiler {cxx!r} not found on PATH: the emulation backend needs g++ "
                           f"(apt-get install g++, or set CXX)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    tidy_cache(target.parent, keep=_cache_max() - 1)
+    fd, tmp = tempfile.mkstemp(prefix=f"tmp-{os.getpid()}-", suffix=".so", dir=target.parent)
     os.close(fd)
     cmd = [cxx, *flags, *map(str, SOURCES), "-o", tmp]
     try:
