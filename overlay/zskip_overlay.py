@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import pynq
-
+from . import import_pynq
 from .boards import ip_identity
+
+pynq = import_pynq()
 
 #: default bitstream: ``make -C overlay`` copies zskip.bit and zskip.hwh here
 DEFAULT_BITFILE = Path(__file__).resolve().parent / "zskip.bit"

@@ -271,7 +271,11 @@ class EmulatedIP:
                  self._offsets["IP_IER"] // 4: _Hook(after_write=lambda old: self._update_line(self.bus.clock.now))}
         #: the register words as the AXI bus sees them
         self.bus_view = self.bus.view(self.registers, hooks)
-        from pynq.registers import RegisterMap
+        from ...overlay import PynqImportError, import_pynq
+        try:
+            RegisterMap = import_pynq().registers.RegisterMap
+        except PynqImportError as e:
+            raise DeviceError(str(e)) from e
         self.register_map = RegisterMap.create_subclass(interface.function, interface.pynq_registers())(self.bus_view)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._hardware, name=f"emulated-{interface.function}", daemon=True)

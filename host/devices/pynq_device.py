@@ -58,9 +58,17 @@ def _find_timer(overlay) -> Optional[CycleTimer]:
     return CycleTimer(getattr(overlay, matches[0]), fastest)
 
 
+def _pynq():
+    """The pynq module; a DeviceError saying the fix when it cannot be imported."""
+    from ...overlay import PynqImportError, import_pynq
+    try:
+        return import_pynq()
+    except PynqImportError as e:
+        raise DeviceError(str(e)) from e
+
+
 def _allocate(target, shape, dtype):
-    import pynq
-    return pynq.allocate(shape, dtype=dtype, target=target)
+    return _pynq().allocate(shape, dtype=dtype, target=target)
 
 
 class PynqDevice:
@@ -89,6 +97,7 @@ class PynqDevice:
                  expected_version: Optional[int] = None, probe_timeout_s: float = 5.0,
                  board: Optional[str] = None, close_overlay: bool = False):
         if overlay is None or isinstance(overlay, (str, os.PathLike)):
+            _pynq()
             from ...overlay.zskip_overlay import ZskipOverlay
             overlay = ZskipOverlay(overlay)
         self.overlay = overlay
@@ -297,6 +306,7 @@ def open_pynq_device(bitfile: Optional[str] = None, board: Optional[str] = None)
 
     ``board``: the boards.ini section the bitstream was built for (its maxima).
     """
+    _pynq()
     from ...overlay.zskip_overlay import ZskipOverlay
     return PynqDevice(ZskipOverlay(bitfile), board=board)
 
@@ -306,6 +316,7 @@ def open_remote_device(host: str, bitfile: Optional[str] = None, port: Optional[
     """Load the zskip overlay on the PYNQ board at ``host`` through PYNQ's RemoteDevice (pynq >= 3.1)."""
     if not host or not isinstance(host, str):
         raise ValueError(f"host must be a board's host name or IP address, got {host!r}")
+    _pynq()
     try:
         from pynq.pl_server.remote_device import PYNQ_PORT, RemoteDevice
     except ImportError as exc:
