@@ -217,7 +217,7 @@ def _add_cache(sub) -> None:
 
 def _run_cache(args) -> int:
     import time
-    from .emu import cache_dir, cache_entries, clear_cache
+    from .devices.emu import cache_dir, cache_entries, clear_cache
     directory = cache_dir()
     if args.clear:
         gone = clear_cache(directory) if directory.is_dir() else []
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``zskip`` console script; returns the exit status."""
     from ..models.check import CheckFailed
-    from .device import DeviceError
+    from .devices.device import DeviceError
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

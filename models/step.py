@@ -171,9 +171,10 @@ def forward(ops, model: Model, params: Dict[str, np.ndarray], x: np.ndarray):
                          f"{model.name!r}, got batch shape {x.shape}")
     records: List[_Record] = []
     act, mask = x, None
+    names = model.layer_names()
     for i, layer in enumerate(model.layers):
         rec = _Record(act, mask)
-        where = f"layer {i} ({layer.kind})"
+        where = f"layer {names[i]}"
         if isinstance(layer, Conv):
             act, mask = _run(ops, where, "conv_forward", act, params[param_key(i, "w")], params[param_key(i, "b")],
                                          stride=layer.stride, pad=layer.pad, relu=layer.relu)
@@ -246,7 +247,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     names = model.layer_names()
     for i in range(len(model.layers) - 1, -1, -1):
         layer, rec = model.layers[i], records[i]
-        where = f"layer {i} ({layer.kind})"
+        where = f"layer {names[i]}"
         if isinstance(layer, Flatten):
             grad = grad.reshape(rec.x.shape)
             continue
@@ -302,7 +303,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     new_params, new_velocities = {}, {}
     for key in params:
         new_params[key], new_velocities[key] = _run(
-            ops, f"parameter {key}", "sgd_update", params[key], grads[key], velocities[key], lr, momentum, weight_decay, **scaled)
+            ops, f"parameter {key} ({names[int(key[5:].split('.')[0])]})", "sgd_update", params[key], grads[key], velocities[key], lr, momentum, weight_decay, **scaled)
     layer_stats.reverse()
     return StepResult(loss=float(loss), logits=logits, params=new_params,
                       velocities=new_velocities, layers=layer_stats)

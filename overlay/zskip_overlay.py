@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from . import import_pynq
+from .pynq_import import import_pynq
 from .boards import ip_identity
 
 pynq = import_pynq()

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from zskip.host import emu
+from zskip.host.devices import emu
 from zskip.host.cli import main
 
 

@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from zskip.host import emu
-from zskip.host.accelerator import Accelerator
+from zskip.host.devices import emu
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.host.backends import make_backend
 from zskip.host.cli import main
-from zskip.host.device import DeviceError
+from zskip.host.devices.device import DeviceError
 
 TINY = ["--model", "lenet5", "--data", "synthetic:1x28x28", "--limit-train", "64", "--limit-test", "16",
         "--batch-size", "32", "--epochs", "1", "--quiet"]
@@ -43,7 +43,7 @@ def test_output_paths_are_checked_before_training(option, tmp_path, capsys, no_t
 
 
 def test_bench_output_paths_are_checked_first(tmp_path, capsys, monkeypatch):
-    import zskip.host.bench as B
+    import zskip.host.bench.report as B
     monkeypatch.setattr(B, "run_bench", lambda *a, **k: (_ for _ in ()).throw(AssertionError("bench started")))
     _one_error(capsys, main(["bench", "--report", str(tmp_path / "x" / "b.json")]), "--report", "does not exist")
     _one_error(capsys, main(["bench", "--plot", str(tmp_path)]), "--plot", "is a directory")
@@ -63,7 +63,7 @@ def test_backend_options_are_validated_before_compiling(opt, words, capsys, monk
 
 def test_a_model_beyond_the_compiled_maxima_names_the_option(capsys):
     _one_error(capsys, main(["train", "--model", "vgg_tiny", "--data", "synthetic:3x32x32"] + TINY[4:]),
-               "vgg_tiny", "layer 9 (linear) has 2048 features", "--backend-opt max_features=2048")
+               "vgg_tiny", "layer fc1 has 2048 features", "--backend-opt max_features=2048")
 
 
 def test_an_unreachable_remote_board_is_one_line(capsys):
@@ -78,8 +78,8 @@ def test_a_compiler_failure_is_one_line_with_a_log(capsys, monkeypatch, tmp_path
 
 
 def test_a_bus_fault_on_the_emulated_board_is_reported_at_once():
-    from zskip.host.pynq_device import open_emulated_board_device
-    from zskip.host.program import ArenaLayout, encode
+    from zskip.host.devices.pynq_device import open_emulated_board_device
+    from zskip.host.ip.program import ArenaLayout, encode
     import time
     device = open_emulated_board_device()
     try:

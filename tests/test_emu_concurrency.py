@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.models import reference as R
 
 
@@ -78,7 +78,7 @@ _CHILD = """
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
 from test_emu_concurrency import _cases, _run
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 acc = Accelerator.emulated()
 np.save(sys.argv[1], np.stack(_run(acc, _cases(int(sys.argv[2]), 6))))
 """

@@ -4,7 +4,7 @@ import gc
 import numpy as np
 
 from zskip.host.backends import make_backend
-from zskip.host.program_backend import MAX_PROGRAMS
+from zskip.host.runtime.program_backend import MAX_PROGRAMS
 from zskip.models.networks import get_model
 
 

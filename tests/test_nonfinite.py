@@ -3,7 +3,7 @@ and no checkpoint with a non-finite value is written or resumed from (issue 13, 
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
+from zskip.host.runtime.accelerator import Accelerator
 from zskip.host.cli import main
 from zskip.models import checkpoint as C
 from zskip.models.networks import get_model

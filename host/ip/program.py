@@ -134,8 +134,8 @@ class Limits:
             if value > getattr(self, option) and value > need.get(option, (0,))[0]:
                 need[option] = (value, where)
 
-        for i, (layer, (shape_in, shape_out)) in enumerate(zip(model.layers, model.shapes())):
-            where = f"layer {i} ({layer.kind})"
+        for name, layer, (shape_in, shape_out) in zip(model.layer_names(), model.layers, model.shapes()):
+            where = f"layer {name}"
             if layer.kind in ("conv", "maxpool"):
                 want("max_ch", max(shape_in[0], shape_out[0]), f"{where} has {{}} channels")
                 want("max_dim", max(shape_in[1:]), f"{where} has a {{}}-pixel input side")

@@ -121,7 +121,7 @@ class ProgramBackend:
     # ------------------------------------------------------------------ state
     def _weights_for(self, model: Model) -> DeviceWeights:
         if self._closed:
-            from .device import DeviceError
+            from ..devices.device import DeviceError
             raise DeviceError(f"{self.name}: the backend was closed; make a new one (make_backend)")
         if self.weights is None or self.weights.model.name != model.name or \
                 self.weights.shapes != model.param_shapes():
