@@ -93,3 +93,31 @@ def test_two_emulators_in_two_processes_give_the_sequential_results(tmp_path):
     acc = Accelerator.emulated()
     for i in range(2):
         assert np.array_equal(np.load(tmp_path / f"{i}.npy"), np.stack(_run(acc, _cases(5 + i, 6))))
+
+
+def test_two_emu_backends_training_in_two_threads_match_sequential_training():
+    from zskip.host.backends import make_backend
+    from zskip.models.datasets import load_dataset
+    from zskip.models.networks import get_model
+    from zskip.models.train import train
+    model = get_model("lenet5")
+    data = [load_dataset("synthetic:1x28x28", seed=s).subset(96, 16) for s in (1, 2)]
+
+    def run(i):
+        backend = make_backend("emu")
+        try:
+            return train(backend, model, data[i], epochs=1, batch_size=32, lr=0.05, seed=i, quiet=True)
+        finally:
+            backend.close()
+
+    sequential = [run(0), run(1)]
+    results = [None, None]
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, run(i))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, sequential):
+        assert got.report["epochs"][0]["train_loss"] == want.report["epochs"][0]["train_loss"]
+        for key in want.params:
+            assert np.array_equal(got.params[key], want.params[key]), key
