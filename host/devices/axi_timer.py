@@ -63,8 +63,8 @@ for _name, _reg in REGISTERS.items():
 
 def timer_register_map(buffer):
     """A PYNQ ``RegisterMap`` of :data:`REGISTERS` over ``buffer`` (uint32 words), as PYNQ builds it from a .hwh."""
-    from pynq.registers import RegisterMap
-    return RegisterMap.create_subclass("axi_timer", REGISTERS)(buffer)
+    from ...overlay import import_pynq
+    return import_pynq().registers.RegisterMap.create_subclass("axi_timer", REGISTERS)(buffer)
 
 
 class CycleTimer:
