@@ -3,9 +3,11 @@
 Layout: ``param/<key>`` and ``velocity/<key>`` float arrays (keys as in
 ``zskip.models.networks.param_key``), ``format`` (int), and ``meta``: a JSON
 string with ``model``, ``epoch`` (the epoch in progress), ``step`` (batches
-of that epoch already done), ``config`` (the run's settings) and ``state``
+of that epoch already done), ``config`` (the run's settings), ``state``
 (the loop's running totals, so a resumed run reports what an uninterrupted
-one would).
+one would) and ``architecture`` (``networks.model_to_dict``: the layer specs,
+so a model imported from PyTorch or ONNX can be rebuilt without its source;
+absent from older files).
 
 A checkpoint holds finite values only: writing one with inf/NaN is refused,
 and so is loading one (naming the file and the array). A damaged file
@@ -24,13 +26,13 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
-from .networks import Model
+from .networks import Model, get_model, model_from_dict, model_to_dict
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT_VERSION"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_model", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -45,6 +47,8 @@ class Checkpoint:
     step: int
     config: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict)
+    #: ``networks.model_to_dict`` of the model, None in files written before it was stored
+    architecture: Optional[dict] = None
 
 
 def save_checkpoint(path, ckpt: Checkpoint) -> None:
@@ -60,6 +64,8 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
                 raise ValueError(f"checkpoint: refusing to write {path}: {what} {key} {problem}")
     meta = {"model": ckpt.model, "epoch": int(ckpt.epoch), "step": int(ckpt.step),
             "config": ckpt.config, "state": ckpt.state}
+    if ckpt.architecture is not None:
+        meta["architecture"] = ckpt.architecture
     arrays = {"format": np.array(FORMAT_VERSION), "meta": np.array(json.dumps(meta))}
     arrays.update({f"param/{k}": np.asarray(v) for k, v in ckpt.params.items()})
     arrays.update({f"velocity/{k}": np.asarray(v) for k, v in ckpt.velocities.items()})
@@ -170,10 +176,22 @@ def load_checkpoint(path, model: Model | None = None) -> Checkpoint:
             problem = _nonfinite(value)
             if problem:
                 raise ValueError(f"checkpoint: {path}: {what} {key} {problem}; refusing to resume from it")
-    ckpt = Checkpoint(meta["model"], params, velocities, epoch, step, meta.get("config", {}), meta.get("state", {}))
+    architecture = meta.get("architecture")
+    if architecture is not None and not isinstance(architecture, dict):
+        raise ValueError(f"checkpoint: cannot read {path}: meta 'architecture' must be a JSON object, "
+                         f"got {type(architecture).__name__}")
+    ckpt = Checkpoint(meta["model"], params, velocities, epoch, step, meta.get("config", {}), meta.get("state", {}),
+                      architecture)
     if model is not None:
         _check_matches(path, ckpt, model)
     return ckpt
+
+
+def checkpoint_model(ckpt: Checkpoint) -> Model:
+    """The model ``ckpt`` was written for: its stored architecture, else the known model of that name."""
+    if ckpt.architecture is not None:
+        return model_from_dict(ckpt.architecture)
+    return get_model(ckpt.model)
 
 
 def _check_matches(path: str, ckpt: Checkpoint, model: Model) -> None:

@@ -11,13 +11,13 @@ can name them without knowing the model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
 __all__ = ["Conv", "MaxPool", "Flatten", "Linear", "Model", "conv", "maxpool", "flatten", "linear",
-           "MODELS", "get_model", "param_key"]
+           "MODELS", "get_model", "param_key", "model_to_dict", "model_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -293,3 +293,33 @@ def get_model(name: str) -> Model:
     if name not in MODELS:
         raise ValueError(f"model: unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     return MODELS[name]()
+
+
+#: layer kind -> spec builder (validates its arguments), for models read back from data
+_BUILDERS = {"conv": conv, "maxpool": maxpool, "flatten": flatten, "linear": linear}
+
+
+def model_to_dict(model: Model) -> dict:
+    """JSON-ready description of ``model`` (name, input shape, layer specs): what a checkpoint stores
+    of an architecture that is not in :data:`MODELS` (an imported one)."""
+    return {"name": model.name, "input_shape": list(model.input_shape),
+            "layers": [{"kind": layer.kind, **asdict(layer)} for layer in model.layers]}
+
+
+def model_from_dict(data: dict) -> Model:
+    """The :class:`Model` that :func:`model_to_dict` described; a ValueError names what is malformed."""
+    try:
+        name, input_shape, layers = data["name"], data["input_shape"], data["layers"]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"architecture: expected a dict with name, input_shape and layers, got {data!r}") from e
+    specs = []
+    for i, layer in enumerate(layers):
+        args = dict(layer)
+        kind = args.pop("kind", None)
+        if kind not in _BUILDERS:
+            raise ValueError(f"architecture: layers[{i}] has kind {kind!r}; known kinds: {', '.join(_BUILDERS)}")
+        try:
+            specs.append(_BUILDERS[kind](**args))
+        except TypeError as e:
+            raise ValueError(f"architecture: layers[{i}] ({kind}): {e}") from e
+    return Model(str(name), tuple(input_shape), tuple(specs))

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint, remove_stale_partials, save_checkpoint
 from .datasets import Dataset
-from .networks import Model
+from .networks import Model, model_to_dict
 from .step import Batch, NonFinite, prune_seeds
 
 __all__ = ["train", "evaluate", "epoch_permutation", "TrainResult", "Diverged"]
@@ -147,6 +147,23 @@ def _check_compatible(model: Model, dataset: Dataset) -> None:
                          f"{model.name!r} has {model.num_classes} outputs")
 
 
+def _initial_params(model: Model, seed: int, init_params) -> Dict[str, np.ndarray]:
+    if init_params is None:
+        return model.init_params(seed)
+    expected = model.param_shapes()
+    if set(init_params) != set(expected):
+        raise ValueError(f"init_params: has entries {sorted(init_params)}, model {model.name!r} needs {sorted(expected)}")
+    out = {}
+    for key, shape in expected.items():
+        value = np.asarray(init_params[key])
+        if value.shape != shape:
+            raise ValueError(f"init_params: {key} has shape {value.shape}, model {model.name!r} needs {shape}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"init_params: {key} contains non-finite values")
+        out[key] = value.astype(np.float32)   # a copy: training never writes into the caller's arrays
+    return out
+
+
 def _check_resume(path, saved: dict, config: dict) -> None:
     """Refuse a checkpoint of another trajectory; warn (and record in the config) where only the backend differs."""
     for key in _TRAJECTORY_KEYS + ("precision",):
@@ -215,7 +232,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
           momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False, max_steps: Optional[int] = None,
           quiet: bool = False, extra_config: Optional[dict] = None, check_every: int = 0,
-          max_saturations: int = 1000) -> TrainResult:
+          max_saturations: int = 1000, init_params: Optional[Dict[str, np.ndarray]] = None) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``backend`` for ``epochs`` epochs.
 
     checkpoint: path of the .npz checkpoint, written at the end of every epoch
@@ -240,6 +257,9 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     gradients (its ``prune_rate``), ``pruned_grad_sparsity`` and the mean
     ``prune_tau``. Each batch carries its pruning seeds, a function of
     (seed, global step, layer), so a resumed run prunes identically.
+
+    init_params: the starting weights (e.g. imported by ``zskip.models.interop``)
+    instead of ``model.init_params(seed)``; a resumed checkpoint takes precedence.
     """
     for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                                  ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0),
@@ -263,7 +283,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
                                   if getattr(layer, "density", 1.0) < 1.0}
     config.update(extra_config or {})
 
-    params, velocities = model.init_params(seed), model.zero_velocities()
+    params, velocities = _initial_params(model, seed, init_params), model.zero_velocities()
     epoch, step, history, totals = 0, 0, [], _new_totals()
     check = {"batches_checked": 0, "max_rel_error": 0.0, "max_abs_error": 0.0, "worst": None}
     timings: dict = {}
@@ -282,7 +302,8 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     def save(at_epoch: int, at_step: int) -> None:
         if checkpoint is not None:
             save_checkpoint(checkpoint, Checkpoint(model.name, params, velocities, at_epoch, at_step, config,
-                                                   {"history": history, "totals": totals, "check": check}))
+                                                   {"history": history, "totals": totals, "check": check},
+                                                   model_to_dict(model)))
 
     def report(**extra) -> dict:
         steps = timings.pop("steps", 0)
