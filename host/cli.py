@@ -56,7 +56,12 @@ def _add_train(sub) -> None:
     from .backends import BACKENDS
     p = sub.add_parser("train", help="train a model on a dataset with a backend",
                        description="Train a model with SGD (momentum, weight decay) and write a JSON report.")
-    p.add_argument("--model", default="lenet5", help=f"one of {', '.join(sorted(MODELS))} (default lenet5)")
+    p.add_argument("--model", default=None, help=f"one of {', '.join(sorted(MODELS))} (default lenet5)")
+    p.add_argument("--init-from", default=None, metavar="FILE.onnx|FILE.pt",
+                   help="architecture and initial weights from an ONNX file or a whole saved PyTorch module "
+                        "(instead of --model; needs zskip[interop])")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="let --init-from unpickle a .pt of your own module classes (runs code from the file)")
     p.add_argument("--data", default="mnist5k", help=f"one of {', '.join(KNOWN_DATASETS)} (default mnist5k)")
     p.add_argument("--backend", default="emu", help=f"one of {', '.join(BACKENDS)} (default emu: the HLS kernels in C simulation)")
     p.add_argument("--backend-opt", action="append", type=_parse_opt, default=[], metavar="KEY=VALUE",
@@ -102,10 +107,21 @@ def _run_train(args) -> int:
     from .backends import make_backend
     check_output_path("--report", args.report)
     check_output_path("--checkpoint", args.checkpoint)
-    model = get_model(args.model).with_density(args.density, args.density_seed)
     dataset = load_dataset(args.data, seed=args.seed)
     if args.limit_train is not None or args.limit_test is not None:
         dataset = dataset.subset(args.limit_train, args.limit_test)
+    init_params = None
+    if args.init_from is not None:
+        if args.model is not None:
+            raise ValueError(f"--model and --init-from: give one (the file {args.init_from} holds the architecture)")
+        if args.density != 1.0:
+            raise ValueError(f"--density: {args.init_from} brings dense weights; a sparse junction starts from its own "
+                             f"initial weights (use --model)")
+        from ..models.interop import load_model_file
+        model, init_params = load_model_file(args.init_from, input_shape=dataset.input_shape,
+                                             trust_pickle=args.trust_pickle)
+    else:
+        model = get_model(args.model or "lenet5").with_density(args.density, args.density_seed)
     from .ip.precision import is_float32, multiplier
     opts = dict(args.backend_opt)
     if args.precision is not None:
@@ -128,8 +144,10 @@ def _run_train(args) -> int:
                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
                        quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt),
                                                        "precision": args.precision or "float32",
-                                                       "density": args.density, "density_seed": args.density_seed},
-                       check_every=args.check_every, max_saturations=args.max_saturations)
+                                                       "density": args.density, "density_seed": args.density_seed,
+                                                       "init_from": args.init_from},
+                       check_every=args.check_every, max_saturations=args.max_saturations,
+                       init_params=init_params)
     finally:
         backend.close()
     if args.report:
@@ -230,8 +248,64 @@ def _run_cache(args) -> int:
     return 0
 
 
+EXPORT_FORMATS = ("torch", "onnx", "hls4ml")
+#: board whose part an hls4ml export targets when neither --board, --part nor the checkpoint names one
+DEFAULT_EXPORT_BOARD = "pynq-z2"
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a trained checkpoint as PyTorch, ONNX or an hls4ml project",
+                       description="Export the weights of a training checkpoint: a whole PyTorch module (.pt), an "
+                                   "ONNX file, or an hls4ml project for inference (needs zskip[interop]).")
+    p.add_argument("--checkpoint", required=True, metavar="PATH.npz", help="checkpoint written by zskip train")
+    p.add_argument("--to", required=True, choices=EXPORT_FORMATS, help="output format")
+    p.add_argument("out", metavar="OUT", help="output file (torch, onnx) or project directory (hls4ml)")
+    p.add_argument("--precision", default=None, metavar="SPEC",
+                   help="hls4ml: numeric types, a training precision spec as for train --precision (default: the "
+                        "checkpoint's training precision; float32 becomes hls4ml's float)")
+    p.add_argument("--board", default=None, metavar="BOARD",
+                   help=f"hls4ml: boards.ini section whose part the project targets (default: the checkpoint's "
+                        f"board, else {DEFAULT_EXPORT_BOARD})")
+    p.add_argument("--part", default=None, help="hls4ml: FPGA part, overriding --board")
+    p.add_argument("--hls-backend", default="Vitis", choices=("Vitis", "Vivado"), help="hls4ml backend (default Vitis)")
+    p.add_argument("--io-type", default="io_stream", choices=("io_stream", "io_parallel"),
+                   help="hls4ml io_type (default io_stream; io_parallel needs an ap_fixed precision)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from ..models.checkpoint import checkpoint_model, load_checkpoint
+    from ..models import interop
+    ckpt = load_checkpoint(args.checkpoint)
+    model = checkpoint_model(ckpt)
+    ckpt = load_checkpoint(args.checkpoint, model)   # checks every parameter's name and shape
+    if args.to != "hls4ml":
+        given = [f"--{n.replace('_', '-')}" for n in ("precision", "board", "part") if getattr(args, n) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only apply to --to hls4ml")
+    if args.to == "torch":
+        interop.save_torch_file(model, ckpt.params, args.out)
+        what = "PyTorch module (torch.load)"
+    elif args.to == "onnx":
+        interop.to_onnx(model, ckpt.params, args.out)
+        what = "ONNX model"
+    else:
+        from ..overlay.boards import board
+        from .ip.precision import parse_precision
+        spec = args.precision or ckpt.config.get("precision") or "float32"
+        part = args.part
+        if part is None:
+            name = args.board or (ckpt.config.get("backend_opts") or {}).get("board") or DEFAULT_EXPORT_BOARD
+            part = board(name).part
+        interop.to_hls4ml(model, ckpt.params, args.out, precision=parse_precision(spec), backend=args.hls_backend,
+                          io_type=args.io_type, part=part)
+        what = f"hls4ml {args.hls_backend} project ({args.io_type}, precision {spec}, part {part})"
+    print(f"wrote {args.out}: {what} of {model.name}, epoch {ckpt.epoch} step {ckpt.step} of {args.checkpoint}")
+    return 0
+
+
 #: Adders of every subcommand, in --help order.
-SUBCOMMANDS = [_add_train, _add_bench, _add_hls_lint, _add_cache]
+SUBCOMMANDS = [_add_train, _add_bench, _add_hls_lint, _add_cache, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,11 +321,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``zskip`` console script; returns the exit status."""
     from ..models.check import CheckFailed
     from .devices.device import DeviceError
+    from ..models.interop.chain import MissingExtra
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, CheckFailed, DeviceError) as e:
+    except (ValueError, FileNotFoundError, MissingExtra, CheckFailed, DeviceError) as e:
         message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"zskip: error: {message}", file=sys.stderr)
         return 2

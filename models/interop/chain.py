@@ -21,7 +21,11 @@ import numpy as np
 
 from ..networks import Conv, Flatten, Linear, MaxPool, Model, conv, flatten, linear, maxpool, param_key
 
-__all__ = ["Step", "assemble", "layer_names", "require", "check_params", "ImportRefused"]
+__all__ = ["Step", "assemble", "layer_names", "require", "check_params", "ImportRefused", "MissingExtra"]
+
+
+class MissingExtra(ImportError):
+    """A package of the optional extra ``zskip[interop]`` is not installed; the message says how to install it."""
 
 
 class ImportRefused(ValueError):
@@ -33,7 +37,7 @@ def require(module: str, feature: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"{feature} needs the '{module.split('.')[0]}' package, which is not installed: "
+        raise MissingExtra(f"{feature} needs the '{module.split('.')[0]}' package, which is not installed: "
                           f"pip install 'zskip[interop]'") from e
 
 
