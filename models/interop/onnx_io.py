@@ -85,6 +85,21 @@ def _dims(value_info) -> Optional[Tuple]:
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
 
 
+#: batch of the probe run that resolves computed reshape targets when the graph's batch is symbolic
+_PROBE_BATCH = 3
+
+
+def _probe_shapes(proto, input_name: str, in_shape) -> Dict[str, Tuple[int, ...]]:
+    """Shape of every tensor when onnx's reference evaluator runs the graph on a zero batch."""
+    from onnx.reference import ReferenceEvaluator
+    x = np.zeros((in_shape[0] or _PROBE_BATCH,) + tuple(in_shape[1:]), np.float32)
+    try:
+        values = ReferenceEvaluator(proto).run(None, {input_name: x}, intermediate=True)
+    except Exception as e:
+        raise ImportRefused(f"cannot run the graph to resolve its reshape targets: {e}") from e
+    return {k: tuple(np.shape(v)) for k, v in values.items()}
+
+
 def from_onnx(source, name: Optional[str] = None) -> Tuple[Model, Dict[str, np.ndarray]]:
     """(Model, params) of an ONNX file or ``ModelProto``.
 
@@ -116,7 +131,6 @@ def from_onnx(source, name: Optional[str] = None) -> Tuple[Model, Dict[str, np.n
     for n in g.node:
         if n.op_type == "Constant" and "value" in _attrs(n):
             consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
-    shapes = {vi.name: _dims(vi) for vi in list(g.value_info) + list(g.input) + list(g.output)}
     inputs = [i for i in g.input if i.name not in consts]
     if len(inputs) != 1:
         raise ImportRefused(f"the graph has {len(inputs)} data inputs; zskip imports single-input networks")
@@ -137,6 +151,7 @@ def from_onnx(source, name: Optional[str] = None) -> Tuple[Model, Dict[str, np.n
         return consts[node.input[index]]
 
     steps: List[Step] = []
+    probe_shapes = None
     current, shape = inputs[0].name, in_shape
     while current != g.output[0].name:
         users = [n for n in consumers.get(current, []) if n.op_type != "Shape"]
@@ -193,8 +208,11 @@ def from_onnx(source, name: Optional[str] = None) -> Tuple[Model, Dict[str, np.n
                     got = None
                 new = flat if got == (batch, flat[1]) else None
             else:
-                inferred = shapes.get(out)
-                new = flat if inferred is not None and len(inferred) == 2 and inferred[1] == flat[1] else None
+                # the target shape is computed in the graph (Shape -> Gather -> Concat): run it on a probe batch
+                if probe_shapes is None:
+                    probe_shapes = _probe_shapes(proto, inputs[0].name, in_shape)
+                batch = in_shape[0] or _PROBE_BATCH
+                new = flat if probe_shapes.get(out) == (batch, flat[1]) else None
             if new is None:
                 raise ImportRefused(f"node {nm!r} ({op}): not a flatten of each sample, (N, ...) -> (N, features), "
                                     f"or its target shape is not known statically")

@@ -106,41 +106,42 @@ def _steps(gm, torch) -> List[Step]:
                                 f"previous layer's output {current.name!r} alone: branches and residual "
                                 f"connections are not supported")
         what = _describe(n, modules)
+        label = str(n.target) if n.op == "call_module" else n.name   # the module's path in the model
         if n.op == "call_module":
             m = modules[n.target]
             if isinstance(m, nn.Conv2d):
-                steps.append(_conv_step(n.name, m))
+                steps.append(_conv_step(label, m))
             elif isinstance(m, nn.Linear):
-                steps.append(Step("linear", n.name, m.weight.detach().cpu().numpy(),
+                steps.append(Step("linear", label, m.weight.detach().cpu().numpy(),
                                   None if m.bias is None else m.bias.detach().cpu().numpy()))
             elif isinstance(m, nn.ReLU):
-                steps.append(Step("relu", n.name))
+                steps.append(Step("relu", label))
             elif isinstance(m, nn.MaxPool2d):
-                steps.append(_pool_step(n.name, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                steps.append(_pool_step(label, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
                                         m.return_indices))
             elif isinstance(m, nn.Flatten):
-                steps.append(_flatten_step(n.name, shape(current), shape(n)))
+                steps.append(_flatten_step(label, shape(current), shape(n)))
             elif isinstance(m, nn.Identity):
                 pass
             else:
-                raise _unsupported(n.name, what)
+                raise _unsupported(label, what)
         elif n.op == "call_function" and n.target in (F.relu, torch.relu):
-            steps.append(Step("relu", n.name))
+            steps.append(Step("relu", label))
         elif n.op == "call_function" and n.target is F.max_pool2d:
             a = _bind(n.args, n.kwargs, ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
                                          "return_indices"),
                       {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False})
-            steps.append(_pool_step(n.name, a["kernel_size"], a["stride"], a["padding"], a["dilation"],
+            steps.append(_pool_step(label, a["kernel_size"], a["stride"], a["padding"], a["dilation"],
                                     a["ceil_mode"], a["return_indices"]))
         elif (n.op == "call_function" and n.target in (torch.flatten, torch.reshape)) or \
                 (n.op == "call_method" and n.target in ("flatten", "view", "reshape")):
-            steps.append(_flatten_step(n.name, shape(current), shape(n)))
+            steps.append(_flatten_step(label, shape(current), shape(n)))
         elif n.op == "call_method" and n.target in ("relu", "relu_"):
-            steps.append(Step("relu", n.name))
+            steps.append(Step("relu", label))
         elif n.op == "call_method" and n.target in ("contiguous",):
             pass
         else:
-            raise _unsupported(n.name, what)
+            raise _unsupported(label, what)
         current = n
     return steps
 
