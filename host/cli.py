@@ -282,7 +282,7 @@ def _run_export(args) -> int:
     if args.to != "hls4ml":
         given = [f"--{n.replace('_', '-')}" for n in ("precision", "board", "part") if getattr(args, n) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)}: only apply to --to hls4ml")
+            raise ValueError(f"{', '.join(given)}: {'applies' if len(given) == 1 else 'apply'} only to --to hls4ml")
     if args.to == "torch":
         interop.save_torch_file(model, ckpt.params, args.out)
         what = "PyTorch module (torch.load)"

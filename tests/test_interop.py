@@ -313,3 +313,68 @@ def test_model_dict_round_trip_and_layer_names():
     assert layer_names(get_model("lenet5")) == ["conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "fc3"]
     with pytest.raises(ValueError, match="architecture: layers\\[0\\] has kind 'lstm'"):
         model_from_dict({"name": "x", "input_shape": [1, 4, 4], "layers": [{"kind": "lstm"}]})
+
+
+# --------------------------------------------------------------------------- CLI
+CLI_TINY = ["--data", "mnist5k", "--backend", "reference", "--epochs", "1", "--limit-train", "128",
+            "--limit-test", "64", "--batch-size", "32", "--quiet"]
+
+
+def _yaml_value(path, key: str) -> str:
+    """The value of a top-level ``key: value`` line of hls4ml_config.yml."""
+    lines = [l for l in path.read_text().splitlines() if l.startswith(f"{key}: ")]
+    assert len(lines) == 1, (key, lines)
+    return lines[0].split(": ", 1)[1]
+
+
+def test_cli_init_from_and_export(tmp_path, capsys):
+    torch, _ = _torch(), _onnx()
+    from zskip.host.backends import make_backend
+    from zskip.host.cli import main
+    from zskip.models.checkpoint import checkpoint_model, load_checkpoint, save_checkpoint
+    from zskip.models.datasets import load_dataset
+    from zskip.models.train import train
+    from zskip.overlay.boards import board
+    torch.manual_seed(3)
+    source = tmp_path / "mine.onnx"
+    torch.onnx.export(_torch_lenet5(torch), (torch.zeros(1, 1, 28, 28),), str(source), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    ckpt_path = tmp_path / "run.npz"
+    assert main(["train", "--init-from", str(source), "--checkpoint", str(ckpt_path)] + CLI_TINY) == 0
+    ckpt = load_checkpoint(ckpt_path)
+    model = checkpoint_model(ckpt)       # rebuilt from the stored architecture, not from a known name
+    imported, init = from_onnx(source)
+    assert model.layers == imported.layers and ckpt.config["init_from"] == str(source)
+    # the run started from the file's weights: the same training through the API gives the same weights
+    expected = train(make_backend("reference"), imported, load_dataset("mnist5k").subset(128, 64), epochs=1,
+                     batch_size=32, quiet=True, init_params=init)
+    assert all(np.array_equal(ckpt.params[k], expected.params[k]) for k in init)
+
+    for fmt, out in (("onnx", tmp_path / "out.onnx"), ("torch", tmp_path / "out.pt")):
+        assert main(["export", "--checkpoint", str(ckpt_path), "--to", fmt, str(out)]) == 0
+        back, params = load_model_file(out, input_shape=model.input_shape)
+        assert back.layers == model.layers and all(np.array_equal(params[k], ckpt.params[k]) for k in params)
+
+    # hls4ml: the part comes from boards.ini, the types from the checkpoint's training precision
+    assert main(["export", "--checkpoint", str(ckpt_path), "--to", "hls4ml", str(tmp_path / "hls"),
+                 "--board", "kv260"]) == 0
+    assert _yaml_value(tmp_path / "hls" / "hls4ml_config.yml", "Part") == board("kv260").part
+    assert "weight: float" in (tmp_path / "hls" / "hls4ml_config.yml").read_text()
+    ckpt.config["precision"] = "fixed16"
+    save_checkpoint(ckpt_path, ckpt)
+    assert main(["export", "--checkpoint", str(ckpt_path), "--to", "hls4ml", str(tmp_path / "hls16")]) == 0
+    text = (tmp_path / "hls16" / "hls4ml_config.yml").read_text()
+    assert _yaml_value(tmp_path / "hls16" / "hls4ml_config.yml", "Part") == board("pynq-z2").part
+    assert "weight: ap_fixed<16,4,AP_RND,AP_SAT>" in text and "result: ap_fixed<16,6,AP_RND,AP_SAT>" in text
+    capsys.readouterr()
+
+    assert main(["train", "--init-from", str(source), "--model", "lenet5"] + CLI_TINY) == 2
+    assert "--model and --init-from: give one" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(ckpt_path), "--to", "onnx", str(tmp_path / "x.onnx"),
+                 "--precision", "fixed16"]) == 2
+    assert "--precision: applies only to --to hls4ml" in capsys.readouterr().err
+    assert main(["train", "--init-from", str(tmp_path / "missing.onnx")] + CLI_TINY) == 2
+    assert "ONNX file not found" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(ckpt_path), "--to", "hls4ml", str(tmp_path / "h"),
+                 "--board", "zedboard"]) == 2
+    assert "board must be one of" in capsys.readouterr().err
