@@ -264,9 +264,9 @@ def _add_export(sub) -> None:
                    help="hls4ml: numeric types, a training precision spec as for train --precision (default: the "
                         "checkpoint's training precision; float32 becomes hls4ml's float)")
     p.add_argument("--board", default=None, metavar="BOARD",
-                   help=f"hls4ml: boards.ini section whose part the project targets (default: the checkpoint's "
-                        f"board, else {DEFAULT_EXPORT_BOARD})")
-    p.add_argument("--part", default=None, help="hls4ml: FPGA part, overriding --board")
+                   help=f"hls4ml: boards.ini section whose part and clock the project targets (default: the "
+                        f"checkpoint's board, else {DEFAULT_EXPORT_BOARD})")
+    p.add_argument("--part", default=None, help="hls4ml: FPGA part, overriding --board (hls4ml's default clock)")
     p.add_argument("--hls-backend", default="Vitis", choices=("Vitis", "Vivado"), help="hls4ml backend (default Vitis)")
     p.add_argument("--io-type", default="io_stream", choices=("io_stream", "io_parallel"),
                    help="hls4ml io_type (default io_stream; io_parallel needs an ap_fixed precision)")
@@ -293,12 +293,12 @@ def _run_export(args) -> int:
         from ..overlay.boards import board
         from .ip.precision import parse_precision
         spec = args.precision or ckpt.config.get("precision") or "float32"
-        part = args.part
+        part, clock_period = args.part, None
         if part is None:
-            name = args.board or (ckpt.config.get("backend_opts") or {}).get("board") or DEFAULT_EXPORT_BOARD
-            part = board(name).part
+            profile = board(args.board or (ckpt.config.get("backend_opts") or {}).get("board") or DEFAULT_EXPORT_BOARD)
+            part, clock_period = profile.part, profile.clock_period_ns
         interop.to_hls4ml(model, ckpt.params, args.out, precision=parse_precision(spec), backend=args.hls_backend,
-                          io_type=args.io_type, part=part)
+                          io_type=args.io_type, part=part, clock_period=clock_period)
         what = f"hls4ml {args.hls_backend} project ({args.io_type}, precision {spec}, part {part})"
     print(f"wrote {args.out}: {what} of {model.name}, epoch {ckpt.epoch} step {ckpt.step} of {args.checkpoint}")
     return 0

@@ -30,7 +30,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .networks import Model, get_model, model_from_dict, model_to_dict
+from .networks import Model, get_model, model_from_dict
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_model", "FORMAT_VERSION"]
 

@@ -157,7 +157,7 @@ def test_from_onnx_reads_pytorch_exporter_output(tmp_path, rng):
 
 
 def test_from_onnx_matmul_add_and_reshape(rng):
-    onnx = _onnx()
+    _onnx()
     from onnx import TensorProto, helper, numpy_helper
     w = rng.standard_normal((12, 3)).astype(np.float32)     # MatMul weight is (in, out)
     b = rng.standard_normal(3).astype(np.float32)
@@ -226,6 +226,8 @@ def test_hls4ml_precision_from_training_spec(tmp_path):
     layer = {l.name: l for l in hls_model.get_layers()}["fc1"]
     assert str(layer.get_attr("weight_t").precision).replace(" ", "").startswith("fixed<16,4")
     assert str(layer.get_attr("result_t").precision).replace(" ", "").startswith("fixed<16,6")
+    vivado = to_hls4ml(model, model.init_params(0), tmp_path / "v", backend="Vivado", write=False)
+    assert vivado.config.get_config_value("Backend") == "Vivado"
     with pytest.raises(ValueError, match="io_parallel"):
         to_hls4ml(model, model.init_params(0), tmp_path / "p2", precision="float", io_type="io_parallel")
     with pytest.raises(ValueError, match="backend: must be one of"):
@@ -282,6 +284,26 @@ def test_shape_mismatches_are_clear_errors(trained_lenet5):
         to_torch(model, bad)
     with pytest.raises(ValueError, match="params: model 'lenet5' needs entries"):
         to_onnx(model, {k: v for k, v in params.items() if k != "layer0.b"})
+
+
+def test_onnx_refusals_name_node_and_op(trained_lenet5):
+    onnx = _onnx()
+    from onnx import helper
+    model, params, _, _ = trained_lenet5
+    proto = to_onnx(model, params)
+    proto.graph.node[-1].output[0] = "fc3_out"
+    proto.graph.node.append(helper.make_node("Softmax", ["fc3_out"], ["logits"], name="probs", axis=1))
+    with pytest.raises(ImportRefused, match="node 'probs' has op type Softmax.*loss applies softmax"):
+        from_onnx(proto)
+    bad = to_onnx(model, params)     # fc1's weight made (120, 250) while its input has 256 features
+    init = {t.name: t for t in bad.graph.initializer}["fc1.weight"]
+    init.dims[1] = 250
+    del init.float_data[:]
+    init.raw_data = np.zeros((120, 250), np.float32).tobytes()
+    with pytest.raises(ImportRefused, match=r"node 'fc1': weight has shape \(120, 250\).*\(shape mismatch\)"):
+        from_onnx(bad)
+    with pytest.raises(ValueError, match="cannot read it as an ONNX model"):
+        from_onnx(__file__)
 
 
 def test_missing_extras_say_which_extra_to_install(monkeypatch, tmp_path):
@@ -359,6 +381,7 @@ def test_cli_init_from_and_export(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(ckpt_path), "--to", "hls4ml", str(tmp_path / "hls"),
                  "--board", "kv260"]) == 0
     assert _yaml_value(tmp_path / "hls" / "hls4ml_config.yml", "Part") == board("kv260").part
+    assert float(_yaml_value(tmp_path / "hls" / "hls4ml_config.yml", "ClockPeriod")) == board("kv260").clock_period_ns
     assert "weight: float" in (tmp_path / "hls" / "hls4ml_config.yml").read_text()
     ckpt.config["precision"] = "fixed16"
     save_checkpoint(ckpt_path, ckpt)

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..networks import Conv, Flatten, Linear, MaxPool, Model, conv, flatten, linear, maxpool, param_key
+from ..networks import Flatten, MaxPool, Model, conv, flatten, linear, maxpool, param_key
 
 __all__ = ["Step", "assemble", "layer_names", "require", "check_params", "ImportRefused", "MissingExtra"]
 

@@ -71,8 +71,8 @@ def to_hls4ml(model: Model, params: Dict[str, np.ndarray], output_dir, precision
     hls4ml's default). clock_period: ns (None: hls4ml's default). Call
     ``.compile()`` on the result for C simulation, ``.build()`` with Vitis HLS.
     """
-    hls4ml = require("hls4ml", "to_hls4ml")
     require("torch", "to_hls4ml (through hls4ml's PyTorch converter)")
+    import hls4ml  # a dependency of zskip itself (its ap_types headers)
     from hls4ml.converters import convert_from_pytorch_model
     from hls4ml.utils.config import config_from_pytorch_model
     if backend not in HLS4ML_BACKENDS:

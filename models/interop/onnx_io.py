@@ -174,11 +174,12 @@ def from_onnx(source, name: Optional[str] = None) -> Tuple[Model, Dict[str, np.n
                                     f"pads={pads}, auto_pad={a.get('auto_pad')}; zskip supports group 1, dilation 1 "
                                     f"and equal explicit pads")
             strides = list(a.get("strides", [1, 1]))
-            if len(set(strides)) != 1:
-                raise ImportRefused(f"node {nm!r} (Conv): strides {strides} differ per axis")
+            if len(set(strides)) != 1 or w.ndim != 4 or w.shape[2] != w.shape[3]:
+                raise ImportRefused(f"node {nm!r} (Conv): strides {strides}, weight shape {w.shape}; zskip supports "
+                                    f"square 2-D kernels with equal strides")
             b = weight(n, 2, "bias") if len(n.input) > 2 and n.input[2] else None
             steps.append(Step("conv", nm, w, b, {"stride": strides[0], "pad": pads[0]}))
-            c, h, wd = shape[1], shape[2], shape[3]
+            h, wd = shape[2], shape[3]
             r = w.shape[2]
             shape = (shape[0], w.shape[0], (h + 2 * pads[0] - r) // strides[0] + 1,
                      (wd + 2 * pads[0] - r) // strides[0] + 1)
