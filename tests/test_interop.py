@@ -287,7 +287,7 @@ def test_shape_mismatches_are_clear_errors(trained_lenet5):
 
 
 def test_onnx_refusals_name_node_and_op(trained_lenet5):
-    onnx = _onnx()
+    _onnx()
     from onnx import helper
     model, params, _, _ = trained_lenet5
     proto = to_onnx(model, params)

@@ -21,14 +21,15 @@ __all__ = ["from_torch", "to_torch", "load_torch_file", "save_torch_file", "from
 
 def load_model_file(path, input_shape=None, name=None, trust_pickle: bool = False):
     """(Model, params) from ``path``: ``.onnx`` through :func:`from_onnx`, ``.pt`` / ``.pth`` (a whole
-    ``nn.Module``) through :func:`load_torch_file` and :func:`from_torch` with ``input_shape`` (C, H, W)."""
+    ``nn.Module``) through :func:`load_torch_file` and :func:`from_torch` with ``input_shape`` (C, H, W).
+    The model is called ``name``, by default the file's name without its suffix."""
     import os
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    stem, suffix = os.path.splitext(os.path.basename(os.fspath(path)))
+    suffix = suffix.lower()
     if suffix == ".onnx":
-        return from_onnx(path, name=name)
+        return from_onnx(path, name=name or stem)
     if suffix in (".pt", ".pth"):
         if input_shape is None:
             raise ValueError(f"input_shape: needed to trace the PyTorch module in {path} (one sample's C, H, W)")
-        stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
         return from_torch(load_torch_file(path, trust_pickle=trust_pickle), input_shape, name=name or stem)
     raise ValueError(f"model file: {path} must end in .onnx, .pt or .pth")
