@@ -10,13 +10,13 @@ package works without them, and each function that needs one says which
 extra installs it. ``to_hls4ml`` goes through hls4ml's own PyTorch converter
 (so it needs torch as well).
 """
-from .chain import ImportRefused, MissingExtra, layer_names
+from .chain import ImportRefused, MissingExtra
 from .hls4ml_io import hls4ml_precision, predict_hls4ml, to_hls4ml
 from .onnx_io import from_onnx, to_onnx
 from .torch_io import from_torch, load_torch_file, save_torch_file, to_torch
 
 __all__ = ["from_torch", "to_torch", "load_torch_file", "save_torch_file", "from_onnx", "to_onnx", "to_hls4ml",
-           "predict_hls4ml", "hls4ml_precision", "layer_names", "ImportRefused", "MissingExtra", "load_model_file"]
+           "predict_hls4ml", "hls4ml_precision", "ImportRefused", "MissingExtra", "load_model_file"]
 
 
 def load_model_file(path, input_shape=None, name=None, trust_pickle: bool = False):

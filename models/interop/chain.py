@@ -8,8 +8,8 @@ layer before it; a ReLU that follows a max-pool or a flatten is moved back
 over them (both commute with ReLU: max and reordering preserve the sign
 test), so ``relu(maxpool(conv(x)))`` imports as ``maxpool(conv(x, relu))``.
 
-:func:`layer_names` gives each zskip layer the readable name (``conv1``,
-``pool1``, ``flatten``, ``fc1``...) that exported graphs use for their nodes.
+Exported graphs name their nodes after the layers' readable names
+(``Model.layer_names()``: conv1, pool1, flatten1, fc1...).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..networks import Flatten, MaxPool, Model, conv, flatten, linear, maxpool, param_key
 
-__all__ = ["Step", "assemble", "layer_names", "require", "check_params", "ImportRefused", "MissingExtra"]
+__all__ = ["Step", "assemble", "require", "check_params", "ImportRefused", "MissingExtra"]
 
 
 class MissingExtra(ImportError):
@@ -116,19 +116,6 @@ def assemble(name: str, input_shape: Tuple[int, int, int], steps: List[Step]) ->
     return model, params
 
 
-def layer_names(model: Model) -> List[str]:
-    """Readable name of each layer of ``model``: conv1, conv2, pool1, flatten, fc1... (numbered per kind)."""
-    prefix = {"conv": "conv", "maxpool": "pool", "linear": "fc", "flatten": "flatten"}
-    counts: Dict[str, int] = {}
-    names = []
-    for layer in model.layers:
-        p = prefix.get(layer.kind, layer.kind)
-        counts[p] = counts.get(p, 0) + 1
-        names.append(p if p == "flatten" and sum(l.kind == "flatten" for l in model.layers) == 1
-                     else f"{p}{counts[p]}")
-    return names
-
-
 def check_params(model: Model, params) -> Dict[str, np.ndarray]:
     """``params`` as float32 arrays, or a ValueError naming the entry that does not fit ``model``."""
     if not isinstance(model, Model):
@@ -137,7 +124,7 @@ def check_params(model: Model, params) -> Dict[str, np.ndarray]:
     if not isinstance(params, dict) or set(params) != set(expected):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"params: model {model.name!r} needs entries {sorted(expected)}, got {got}")
-    owner = {param_key(i, p): name for i, name in enumerate(layer_names(model)) for p in ("w", "b")}
+    owner = {param_key(i, p): name for i, name in enumerate(model.layer_names()) for p in ("w", "b")}
     out = {}
     for key, shape in expected.items():
         value = np.asarray(params[key])

@@ -3,7 +3,7 @@
 The model goes out through :func:`~.torch_io.to_torch` and in through hls4ml's
 own PyTorch converter, so the project is exactly what hls4ml would make of
 the same network written in PyTorch. The numeric types come from the
-training precision spec's classes (``zskip.host.precision.parse_precision``:
+training precision spec's classes (``zskip.host.ip.precision.parse_precision``:
 ``act``, ``wgt``, ``acc``; ``grad`` and ``opt`` exist only in training):
 weights and biases take ``wgt``, layer results ``act`` and accumulators
 ``acc``; a float32 spec gives hls4ml's ``float``.
@@ -43,7 +43,7 @@ def hls4ml_precision(precision: Union[str, Dict[str, str]]) -> Dict[str, str]:
 
     precision: one type for everything (``"float32"``/``"float"`` or an
     ``ap_fixed<W,I>``), or the training spec's classes as a dict (what
-    ``zskip.host.precision.parse_precision`` returns) with at least ``act``,
+    ``zskip.host.ip.precision.parse_precision`` returns) with at least ``act``,
     ``wgt`` and ``acc``.
     """
     if isinstance(precision, str):

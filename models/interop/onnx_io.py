@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..networks import Conv, Flatten, Linear, MaxPool, Model, param_key
-from .chain import ImportRefused, Step, assemble, check_params, layer_names, require
+from .chain import ImportRefused, Step, assemble, check_params, require
 
 __all__ = ["from_onnx", "to_onnx", "OPSET"]
 
@@ -36,7 +36,7 @@ def to_onnx(model: Model, params: Dict[str, np.ndarray], path=None):
     params = check_params(model, params)
     nodes, inits = [], []
     current = "input"
-    for i, (layer, name, (src, _)) in enumerate(zip(model.layers, layer_names(model), model.shapes())):
+    for i, (layer, name, (src, _)) in enumerate(zip(model.layers, model.layer_names(), model.shapes())):
         out = f"{name}_out"
         if isinstance(layer, Conv):
             inits += [numpy_helper.from_array(params[param_key(i, "w")], f"{name}.weight"),

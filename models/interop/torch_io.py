@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..networks import Conv, Flatten, Linear, MaxPool, Model, param_key
-from .chain import ImportRefused, Step, assemble, check_params, layer_names, require
+from .chain import ImportRefused, Step, assemble, check_params, require
 
 __all__ = ["from_torch", "to_torch", "load_torch_file", "save_torch_file"]
 
@@ -199,7 +199,7 @@ def from_torch(module, input_shape: Sequence[int], name: Optional[str] = None) -
 def to_torch(model: Model, params: Dict[str, np.ndarray]):
     """An ``nn.Sequential`` (eval mode, float32) computing ``model`` with ``params``.
 
-    Its modules are named like the layers (conv1, pool1, flatten, fc1, each
+    Its modules are named like the layers (conv1, pool1, flatten1, fc1, each
     ReLU ``<layer>_relu``), so hls4ml and ONNX exports keep readable names.
     Input (N, C, H, W) -> logits (N, classes), as zskip's ``predict``.
     """
@@ -207,7 +207,7 @@ def to_torch(model: Model, params: Dict[str, np.ndarray]):
     nn = torch.nn
     params = check_params(model, params)
     modules = OrderedDict()
-    for i, (layer, name, (src, _)) in enumerate(zip(model.layers, layer_names(model), model.shapes())):
+    for i, (layer, name, (src, _)) in enumerate(zip(model.layers, model.layer_names(), model.shapes())):
         if isinstance(layer, Conv):
             m = nn.Conv2d(src[0], layer.out, layer.kernel, stride=layer.stride, padding=layer.pad)
         elif isinstance(layer, Linear):
