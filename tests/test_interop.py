@@ -269,6 +269,16 @@ def test_unsupported_torch_layers_are_refused_naming_node_and_type():
 
     assert "residual" in _refused(torch, Residual())
 
+    class FixedBatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 2)
+
+        def forward(self, x):
+            return self.fc(x.view(1, -1))      # right for a batch of one only
+
+    assert "zskip supports only flattening each sample" in _refused(torch, FixedBatch())
+
 
 def test_shape_mismatches_are_clear_errors(trained_lenet5):
     torch = _torch()

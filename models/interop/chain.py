@@ -129,6 +129,7 @@ def check_params(model: Model, params) -> Dict[str, np.ndarray]:
     for key, shape in expected.items():
         value = np.asarray(params[key])
         if value.shape != shape:
-            raise ValueError(f"params: {key} ({owner[key]}) has shape {value.shape}, model {model.name!r} needs {shape}")
+            raise ValueError(f"params: {key} ({owner[key]}) has shape {value.shape}, "
+                             f"model {model.name!r} needs {shape}")
         out[key] = np.ascontiguousarray(value, dtype=np.float32)
     return out

@@ -189,7 +189,8 @@ def from_onnx(source, name: Optional[str] = None) -> Tuple[Model, Dict[str, np.n
             k = list(a["kernel_shape"])
             s = list(a.get("strides", [1, 1]))
             if len(set(k)) != 1 or len(set(s)) != 1 or set(a.get("pads", [0])) != {0} or a.get("ceil_mode", 0) or \
-                    set(a.get("dilations", [1])) != {1} or len(n.output) > 1 or a.get("auto_pad", b"NOTSET") != b"NOTSET":
+                    set(a.get("dilations", [1])) != {1} or len(n.output) > 1 or \
+                    a.get("auto_pad", b"NOTSET") != b"NOTSET":
                 raise ImportRefused(f"node {nm!r} (MaxPool): kernel {k}, strides {s}, pads {a.get('pads')}, "
                                     f"ceil_mode {a.get('ceil_mode', 0)}; zskip supports square windows, equal "
                                     f"strides, no padding, floor mode and no indices output")

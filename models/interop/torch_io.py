@@ -50,7 +50,9 @@ def _conv_step(node: str, m) -> Step:
 
 def _pool_step(node: str, kernel, stride, padding, dilation, ceil_mode, return_indices=False) -> Step:
     size = _pair(node, "kernel_size", kernel)
-    stride = size if stride is None or (isinstance(stride, (tuple, list)) and not stride) else _pair(node, "stride", stride)
+    if stride is None or (isinstance(stride, (tuple, list)) and not stride):
+        stride = size                       # PyTorch's default: non-overlapping windows
+    stride = _pair(node, "stride", stride)
     if _pair(node, "padding", padding) != 0 or _pair(node, "dilation", dilation) != 1 or ceil_mode or return_indices:
         raise ImportRefused(f"node {node!r} (max-pool): padding={padding}, dilation={dilation}, ceil_mode={ceil_mode}, "
                             f"return_indices={return_indices}; zskip supports padding 0, dilation 1, floor mode")
@@ -187,12 +189,21 @@ def from_torch(module, input_shape: Sequence[int], name: Optional[str] = None) -
         gm = torch.fx.symbolic_trace(module)
     except Exception as e:  # torch.fx raises TraceError, TypeError, ... on data-dependent control flow
         raise ImportRefused(f"torch.fx cannot trace {type(module).__name__}: {e}") from e
+    sample = tuple(int(d) for d in shape)
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros((1,) + tuple(int(d) for d in shape)))
+            # a batch of 2, so that a reshape to a literal batch of 1 is not taken for a flatten
+            ShapeProp(gm).propagate(torch.zeros((2,) + sample))
     except Exception as e:
-        raise ImportRefused(f"input_shape: {type(module).__name__} does not run on a sample of shape {shape} "
-                            f"(shape mismatch): {e}") from e
+        try:
+            with torch.no_grad():
+                ShapeProp(torch.fx.symbolic_trace(module)).propagate(torch.zeros((1,) + sample))
+        except Exception:
+            raise ImportRefused(f"input_shape: {type(module).__name__} does not run on a sample of shape {shape} "
+                                f"(shape mismatch): {e}") from e
+        raise ImportRefused(f"{type(module).__name__} runs on a batch of 1 but not of 2: its forward fixes the batch "
+                            f"size (e.g. x.view(1, -1)); zskip supports only flattening each sample "
+                            f"(x.view(x.size(0), -1) or nn.Flatten)") from e
     return assemble(name or type(module).__name__.lower(), shape, _steps(gm, torch))
 
 
