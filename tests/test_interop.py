@@ -8,6 +8,7 @@ Tests that need the optional extra skip, saying so, only when it is absent.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -139,6 +140,22 @@ def test_to_onnx_predicts_like_zskip(trained_lenet5, tmp_path):
     np.testing.assert_allclose(out, logits, atol=1e-4)
     model2, params2 = from_onnx(path)
     assert model2 == model and all(np.array_equal(params2[k], params[k]) for k in params)
+
+
+def test_sparse_junctions_export_as_dense_layers_with_zeros(tmp_path, rng):
+    torch, _ = _torch(), _onnx()
+    model = get_model("lenet5").with_density(0.25, seed=1)
+    params = model.init_params(0)
+    assert params["layer5.w"].shape[1] < 256            # stored compressed: (out, fan_in)
+    x = rng.random((4, 1, 28, 28)).astype(np.float32)
+    logits = _zskip_logits(model, params, x)
+    module = to_torch(model, params)
+    assert np.count_nonzero(module.fc1.weight.detach().numpy()) == params["layer5.w"].size
+    with torch.no_grad():
+        np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), logits, atol=1e-5)
+    dense_model, dense = from_onnx(to_onnx(model, params))
+    assert dense_model.layers[5].density == 1.0
+    np.testing.assert_allclose(_zskip_logits(dense_model, dense, x), logits, atol=1e-5)
 
 
 def test_from_onnx_reads_pytorch_exporter_output(tmp_path, rng):
@@ -339,9 +356,8 @@ def test_zskip_imports_without_the_extra():
 
 
 def test_model_dict_round_trip():
-    for name in MODELS:
-        model = get_model(name)
-        assert model_from_dict(model_to_dict(model)) == model
+    for model in [get_model(name) for name in MODELS] + [get_model("lenet5").with_density(0.5, seed=3)]:
+        assert model_from_dict(json.loads(json.dumps(model_to_dict(model)))) == model
     with pytest.raises(ValueError, match="architecture: layers\\[0\\] has kind 'lstm'"):
         model_from_dict({"name": "x", "input_shape": [1, 4, 4], "layers": [{"kind": "lstm"}]})
 
@@ -402,6 +418,8 @@ def test_cli_init_from_and_export(tmp_path, capsys):
 
     assert main(["train", "--init-from", str(source), "--model", "lenet5"] + CLI_TINY) == 2
     assert "--model and --init-from: give one" in capsys.readouterr().err
+    assert main(["train", "--init-from", str(source), "--density", "0.5"] + CLI_TINY) == 2
+    assert "--density: " in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(ckpt_path), "--to", "onnx", str(tmp_path / "x.onnx"),
                  "--precision", "fixed16"]) == 2
     assert "--precision: applies only to --to hls4ml" in capsys.readouterr().err

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..networks import Flatten, MaxPool, Model, conv, flatten, linear, maxpool, param_key
 
-__all__ = ["Step", "assemble", "require", "check_params", "ImportRefused", "MissingExtra"]
+__all__ = ["Step", "assemble", "require", "check_params", "dense_params", "ImportRefused", "MissingExtra"]
 
 
 class MissingExtra(ImportError):
@@ -132,4 +132,19 @@ def check_params(model: Model, params) -> Dict[str, np.ndarray]:
             raise ValueError(f"params: {key} ({owner[key]}) has shape {value.shape}, "
                              f"model {model.name!r} needs {shape}")
         out[key] = np.ascontiguousarray(value, dtype=np.float32)
+    return out
+
+
+def dense_params(model: Model, params: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``params`` with every sparse junction's (out, fan_in) values expanded to dense (out, in) weights.
+
+    Frameworks have no pre-defined sparse layer, so a sparse junction leaves as
+    a dense layer with zeros off its edges: the same function, and a dense
+    layer when it is imported back.
+    """
+    out = dict(params)
+    for i in range(len(model.layers)):
+        pattern = model.pattern(i)
+        if pattern is not None:
+            out[param_key(i, "w")] = pattern.expand(params[param_key(i, "w")]).astype(np.float32)
     return out

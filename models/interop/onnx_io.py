@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..networks import Conv, Flatten, Linear, MaxPool, Model, param_key
-from .chain import ImportRefused, Step, assemble, check_params, require
+from .chain import ImportRefused, Step, assemble, check_params, dense_params, require
 
 __all__ = ["from_onnx", "to_onnx", "OPSET"]
 
@@ -29,11 +29,12 @@ def to_onnx(model: Model, params: Dict[str, np.ndarray], path=None):
     """The ONNX ``ModelProto`` of ``model`` with ``params``; written to ``path`` when given.
 
     Input ``input`` (N, C, H, W) float32, output ``logits`` (N, classes);
-    nodes and initializers are named after the layers (conv1, fc1...).
+    nodes and initializers are named after the layers (conv1, fc1...); a
+    sparse junction becomes a dense Gemm with zeros off its edges.
     """
     onnx = require("onnx", "to_onnx")
     from onnx import TensorProto, helper, numpy_helper
-    params = check_params(model, params)
+    params = dense_params(model, check_params(model, params))
     nodes, inits = [], []
     current = "input"
     for i, (layer, name, (src, _)) in enumerate(zip(model.layers, model.layer_names(), model.shapes())):

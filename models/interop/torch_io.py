@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..networks import Conv, Flatten, Linear, MaxPool, Model, param_key
-from .chain import ImportRefused, Step, assemble, check_params, require
+from .chain import ImportRefused, Step, assemble, check_params, dense_params, require
 
 __all__ = ["from_torch", "to_torch", "load_torch_file", "save_torch_file"]
 
@@ -212,11 +212,12 @@ def to_torch(model: Model, params: Dict[str, np.ndarray]):
 
     Its modules are named like the layers (conv1, pool1, flatten1, fc1, each
     ReLU ``<layer>_relu``), so hls4ml and ONNX exports keep readable names.
-    Input (N, C, H, W) -> logits (N, classes), as zskip's ``predict``.
+    Input (N, C, H, W) -> logits (N, classes), as zskip's ``predict``. A
+    sparse junction becomes a dense ``nn.Linear`` with zeros off its edges.
     """
     torch = require("torch", "to_torch")
     nn = torch.nn
-    params = check_params(model, params)
+    params = dense_params(model, check_params(model, params))
     modules = OrderedDict()
     for i, (layer, name, (src, _)) in enumerate(zip(model.layers, model.layer_names(), model.shapes())):
         if isinstance(layer, Conv):
