@@ -276,6 +276,8 @@ def _add_export(sub) -> None:
 def _run_export(args) -> int:
     from ..models.checkpoint import checkpoint_model, load_checkpoint
     from ..models import interop
+    if args.to != "hls4ml":
+        check_output_path("OUT", args.out)          # a file; an hls4ml project is a directory hls4ml creates
     ckpt = load_checkpoint(args.checkpoint)
     model = checkpoint_model(ckpt)
     ckpt = load_checkpoint(args.checkpoint, model)   # checks every parameter's name and shape

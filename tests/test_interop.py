@@ -423,6 +423,8 @@ def test_cli_init_from_and_export(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(ckpt_path), "--to", "onnx", str(tmp_path / "x.onnx"),
                  "--precision", "fixed16"]) == 2
     assert "--precision: applies only to --to hls4ml" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(ckpt_path), "--to", "onnx", str(tmp_path / "no" / "x.onnx")]) == 2
+    assert "OUT: directory" in capsys.readouterr().err
     assert main(["train", "--init-from", str(tmp_path / "missing.onnx")] + CLI_TINY) == 2
     assert "ONNX file not found" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(ckpt_path), "--to", "hls4ml", str(tmp_path / "h"),
