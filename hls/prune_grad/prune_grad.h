@@ -36,7 +36,6 @@ static const unsigned PRUNE_LANES = 4;
 // bits: integer addition is exact, so the lanes' partial sums can be added in
 // any order and the threshold is reproducible (gradients stay far below 2^23).
 static const unsigned PRUNE_SUM_FRAC_BITS = 40;
-static const unsigned PRUNE_DEPTH = 6;
 
 struct prune_onchip {
     float block[PRUNE_LANES][PRUNE_BLOCK];
@@ -74,8 +73,9 @@ inline float prune_threshold(const float *g, uint32_t count, float tau_scale, ke
 PRUNE_STATS:
     for (uint32_t i = 0; i < count; i += PRUNE_LANES) {
 #pragma HLS LOOP_TRIPCOUNT max = TRIP_ELEMENTS / PRUNE_LANES
-// integer accumulation has a one-cycle adder, so II=1 holds
-#pragma HLS PIPELINE II = 1
+// integer accumulation has a one-cycle adder; the four lanes' words come
+// through one 32-bit port: II = PRUNE_PORT_II
+#pragma HLS PIPELINE II = PRUNE_PORT_II
     PRUNE_STATS_LANES:
         for (unsigned l = 0; l < PRUNE_LANES; l++) {
 #pragma HLS UNROLL
@@ -88,7 +88,7 @@ PRUNE_STATS:
         iters++;
     }
     cnt.scan_iters += iters;
-    cnt.cycles += iters + PRUNE_DEPTH;
+    cnt.cycles += ZSKIP_CYCLES(PRUNE_STATS, iters);
     if (nonzeros == 0) return 0.0f;
     const float mean = (float)((double)total / (double)nonzeros / unit);
     return mean * tau_scale;
@@ -99,7 +99,7 @@ inline void prune_apply(const float *src, float *dst, uint32_t count, float tau,
                         kernel_counters &cnt) {
     const uint32_t blocks = (count + PRUNE_BLOCK - 1) / PRUNE_BLOCK;
     const float unit = 1.0f / 16777216.0f;  // 2^-24: 24 random bits -> [0, 1)
-    uint64_t iters = 0;
+    uint64_t iters = 0, cycles = 0;
 PRUNE_GROUPS:
     for (uint32_t b0 = 0; b0 < blocks; b0 += PRUNE_LANES) {
 #pragma HLS LOOP_TRIPCOUNT max = TRIP_ELEMENTS / (PRUNE_BLOCK * PRUNE_LANES)
@@ -113,8 +113,9 @@ PRUNE_GROUPS:
         }
     PRUNE_ELEMS:
         for (unsigned t = 0; t < PRUNE_BLOCK; t++) {
-// the generators and the compare are a few XORs and one multiply per lane
-#pragma HLS PIPELINE II = 1
+// the generators and the compare are a few XORs and one multiply per lane;
+// the four lanes' words come through one 32-bit port: II = PRUNE_PORT_II
+#pragma HLS PIPELINE II = PRUNE_PORT_II
         PRUNE_LANE:
             for (unsigned l = 0; l < PRUNE_LANES; l++) {
 #pragma HLS UNROLL
@@ -133,9 +134,10 @@ PRUNE_GROUPS:
             }
             iters++;
         }
+        cycles += ZSKIP_CYCLES(PRUNE_ELEMS, PRUNE_BLOCK);
     }
     cnt.wb_iters += iters;
-    cnt.cycles += iters + PRUNE_DEPTH;
+    cnt.cycles += cycles;
 }
 
 // tau_scale > 0: derive tau from src (tau argument ignored); otherwise use
