@@ -301,22 +301,33 @@ ARB_CLEAR:
     }
 }
 
-// Issue of one token: waits for its hazards, then one cycle. Returns the
+// Assertion build: a lane token touches each accumulator bank once (its
+// read-modify-write takes both ports) and each operand bank at most twice.
+template <class CFG>
+inline void assert_lane_token(const uint32_t *a, const uint32_t *b, unsigned n) {
+#ifdef ZSKIP_EMU_ASSERTS
+    static const unsigned P = CFG::pe_lanes;
+    unsigned acc_use[P], op_use[P];
+    for (unsigned l = 0; l < P; ++l) acc_use[l] = op_use[l] = 0;
+    for (unsigned k = 0; k < n; ++k) {
+        ZSKIP_HW_ASSERT(++acc_use[a[k] % P] <= 1, "MAC_CYCLE", "two lanes touch one accumulator bank in one cycle");
+        ZSKIP_HW_ASSERT(++op_use[b[k] % P] <= 2, "MAC_CYCLE",
+                        "more reads of an operand bank in one cycle than its two ports");
+    }
+#else
+    (void)a;
+    (void)b;
+    (void)n;
+#endif
+}
+
+// Issue of one token by the C-simulation path: waits for its hazards, then
+// one cycle; the same count as mac_process's bubbles and issue. Returns the
 // cycles (wait included).
 template <class CFG, class HZ>
 uint64_t mac_schedule(const uint32_t *a, const uint32_t *b, unsigned n, HZ &hz, kernel_counters &cnt) {
     static const unsigned P = CFG::pe_lanes;
-#ifdef ZSKIP_EMU_ASSERTS
-    {
-        unsigned acc_use[P], op_use[P];
-        for (unsigned l = 0; l < P; ++l) acc_use[l] = op_use[l] = 0;
-        for (unsigned k = 0; k < n; ++k) {
-            ZSKIP_HW_ASSERT(++acc_use[a[k] % P] <= 1, "MAC_CYCLE", "two lanes touch one accumulator bank in one cycle");
-            ZSKIP_HW_ASSERT(++op_use[b[k] % P] <= 2, "MAC_CYCLE",
-                            "more reads of an operand bank in one cycle than its two ports");
-        }
-    }
-#endif
+    assert_lane_token<CFG>(a, b, n);
     const uint64_t before = hz.now;
     uint64_t start = hz.now;
 ARB_HAZARD:
@@ -519,58 +530,78 @@ ENC_WINDOW:
     trips = iters;
 }
 
-// Stage 3: the lanes. Items are taken from the windows into a lane token
-// (lane_token); the arbiter counts each token's lane-cycles and hazard waits
-// (mac_schedule), the lanes add.
-template <class CFG, class B, class V>
-uint64_t mac_issue(lane_token<CFG, V> &t, acc_t *acc, const acc_t *bsrc, mac_arbiter<CFG> &arb,
-                   hazard_history<CFG> &hz, kernel_counters &cnt) {
-    static const unsigned P = CFG::pe_lanes;
-    const uint64_t cycles = mac_schedule<CFG>(t.a, t.b, t.n, hz, cnt);
-    arbiter_clear(arb);
-MAC_LANE:
-    for (unsigned k = 0; k < P; ++k) {
-#pragma HLS UNROLL
-        // the operand is stored wide (engine_memory.h) and holds exactly a
-        // B value: narrowing it by truncation is exact
-        if (k < t.n) acc[t.a[k]] += typename exact_narrow<B>::type(bsrc[t.b[k]]) * t.v[k];
-    }
-    t.n = 0;
-    return cycles;
-}
-
+// Stage 3: the lanes, one cycle per iteration. Each iteration forms a lane
+// token from the head of the current window (the longest prefix that fits
+// the banks' ports, arbiter_fits) and issues it, unless one of its addresses
+// still has a write in flight (hazard_history): then the iteration is a
+// bubble and the same token is formed again in the next. A window is read
+// when the previous one is used up, so a token never spans two windows.
 template <class CFG, class B, class V>
 void mac_process(hls::stream<item_token<CFG, V> > &in, acc_t *acc, const acc_t *bsrc, mac_arbiter<CFG> &arb,
                  hazard_history<CFG> &hz, kernel_counters &cnt, uint64_t &trips) {
-    static const unsigned TOK_MAX = CFG::max_ch * CFG::max_dim * CFG::max_dim * CFG::max_ksize * CFG::max_ksize;
-    static const unsigned W = enc_bits<CFG>::value;
+    static const unsigned CYCLE_MAX = CFG::max_ch * CFG::max_dim * CFG::max_dim * CFG::max_ksize * CFG::max_ksize;
     static const unsigned P = CFG::pe_lanes;
     uint64_t cycles = 0;
-    lane_token<CFG, V> t;
-#pragma HLS ARRAY_PARTITION variable=t.a complete
-#pragma HLS ARRAY_PARTITION variable=t.b complete
-#pragma HLS ARRAY_PARTITION variable=t.v complete
-    t.n = 0;
-    arbiter_clear(arb);
+    uint32_t ta[P], tb[P];
+#pragma HLS ARRAY_PARTITION variable=ta complete
+#pragma HLS ARRAY_PARTITION variable=tb complete
     ZSKIP_HW_ASSERT(!in.empty(), "MAC_CYCLE", "stream read when empty");
     item_token<CFG, V> w = in.read();
-MAC_WINDOW:
+    unsigned pos = 0;
+MAC_CYCLE:
     while (!w.last) {
-#pragma HLS LOOP_TRIPCOUNT max=TOK_MAX
-    MAC_TAKE:
-        for (unsigned k = 0; k < w.n; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max=W
-            if (!arbiter_fits(arb, t.n, w.a[k], w.b[k])) cycles += mac_issue<CFG, B, V>(t, acc, bsrc, arb, hz, cnt);
-            arbiter_take(arb, w.a[k], w.b[k]);
-            t.a[t.n] = w.a[k];
-            t.b[t.n] = w.b[k];
-            t.v[t.n] = w.v;
-            ++t.n;
+#pragma HLS LOOP_TRIPCOUNT max=CYCLE_MAX
+#pragma HLS PIPELINE II=1
+        if (pos == w.n) {
+            ZSKIP_HW_ASSERT(!in.empty(), "MAC_CYCLE", "stream read when empty");
+            w = in.read();
+            pos = 0;
+            if (w.last) break;
         }
-        ZSKIP_HW_ASSERT(!in.empty(), "MAC_CYCLE", "stream read when empty");
-        w = in.read();
+        ++cycles;
+        // the lane token: the longest prefix of the window's remaining items that fits
+        arbiter_clear(arb);
+        unsigned n = 0;
+        bool open = true;
+    MAC_TAKE:
+        for (unsigned j = 0; j < P; ++j) {
+#pragma HLS UNROLL
+            const unsigned k = pos + j;
+            open = open && k < w.n && arbiter_fits(arb, n, w.a[k], w.b[k]);
+            if (open) {
+                arbiter_take(arb, w.a[k], w.b[k]);
+                ta[n] = w.a[k];
+                tb[n] = w.b[k];
+                ++n;
+            }
+        }
+        // a write still in flight to one of its addresses: a bubble
+        bool wait = false;
+    MAC_HAZARD:
+        for (unsigned j = 0; j < P; ++j) {
+#pragma HLS UNROLL
+            wait |= j < n && hz.ready(ta[j]) > hz.now;
+        }
+        if (wait) {
+            ++hz.now;
+            ++cnt.mac_stalls;
+            continue;
+        }
+        assert_lane_token<CFG>(ta, tb, n);
+    MAC_LANE:
+        for (unsigned j = 0; j < P; ++j) {
+#pragma HLS UNROLL
+            if (j < n) {
+                hz.record(ta[j], hz.now);
+                // the operand is stored wide (engine_memory.h) and holds exactly a
+                // B value: narrowing it by truncation is exact
+                acc[ta[j]] += typename exact_narrow<B>::type(bsrc[tb[j]]) * w.v;
+            }
+        }
+        ++hz.now;
+        cnt.macs_executed += n;
+        pos += n;
     }
-    if (t.n) cycles += mac_issue<CFG, B, V>(t, acc, bsrc, arb, hz, cnt);
     hz.drain();
     cnt.mac_iters += cycles;
     trips = cycles;
@@ -718,7 +749,7 @@ __attribute__((optimize("tree-vectorize")))
 region_trips scatter_image(const float *src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
                            const scatter_map &m, const uint32_t *sets, acc_t *acc, const acc_t *bsrc, acc_t *sum,
                            MEM &mem, kernel_counters &cnt) {
-    static const unsigned P = CFG::pe_lanes;
+    static const unsigned W = enc_bits<CFG>::value;
     // the image's nonzeros (heap, allocated once: no static object to construct)
     static nz_item<V> *nz_buffer = new nz_item<V>[CFG::max_ch * CFG::max_dim * CFG::max_dim];
     nz_array_sink<V> sink;
@@ -741,8 +772,39 @@ region_trips scatter_image(const float *src, unsigned planes, unsigned rows_n, u
         const unsigned a_el = m.a_plane * it.plane + copy * m.copy_stride, b_el = m.b_plane * it.plane;
         const typename madd::operand vop(it.val);
         bool any = false;
+        // a lane token never spans two windows (nor two elements)
+        if (t.n) csim_issue<CFG, V>(t, mem, cnt, r.mac);
+        unsigned win = 0, q0 = 0;
+        // consecutive runs whose accumulator, operand and candidate indices
+        // all continue (a dense tap row) are taken as one
+        uint32_t pa = 0, pb = 0, pq = 0, plen = 0;
+        auto take_pending = [&]() {
+            unsigned done = 0;
+            while (done < plen) {
+                const unsigned q = pq + done;
+                if (q / W != win) {
+                    if (t.n) csim_issue<CFG, V>(t, mem, cnt, r.mac);
+                    win = q / W;
+                }
+                const unsigned in_win = W - q % W;
+                const unsigned chunk = plen - done < in_win ? plen - done : in_win;
+                const unsigned k = mem.carb.take_run(t.n, pa + done, pb + done, chunk);
+                uint32_t *__restrict ta = t.a + t.n;
+                acc_t *__restrict ac = acc + pa + done;
+                const acc_t *__restrict bs = bsrc + pb + done;
+                for (unsigned x = 0; x < k; ++x) ta[x] = pa + done + x;
+#ifdef ZSKIP_EMU_ASSERTS
+                for (unsigned x = 0; x < k; ++x) t.b[t.n + x] = pb + done + x;
+#endif
+                for (unsigned x = 0; x < k; ++x) madd::add(ac[x], bs[x], vop);
+                t.n += k;
+                done += k;
+                if (k < chunk) csim_issue<CFG, V>(t, mem, cnt, r.mac);
+            }
+            plen = 0;
+        };
         for (unsigned i = 0; i < nr; ++i) {
-            for (unsigned j = 0; j < nc; ++j) {
+            for (unsigned j = 0; j < nc; ++j, q0 += m.channels) {
                 const unsigned p = rows.t[it.row][i] * m.target_w + cols.t[it.col][j];
                 const unsigned tap = rows.r[it.row][i] * m.ksize_s + cols.r[it.col][j];
                 const unsigned a = a_el + m.a_pos * p + m.a_tap * tap, b = b_el + m.b_pos * p + m.b_tap * tap;
@@ -755,29 +817,24 @@ region_trips scatter_image(const float *src, unsigned planes, unsigned rows_n, u
                         const unsigned lo = (unsigned)__builtin_ctz(bits);
                         const unsigned len = (unsigned)__builtin_ctzll(~((uint64_t)bits >> lo));
                         bits &= len + lo >= 32 ? ((1u << lo) - 1u) : ~(((1u << len) - 1u) << lo);
-                        const uint32_t ia = a + w * 32 + lo, ib = b + w * 32 + lo;
+                        const uint32_t ia = a + w * 32 + lo, ib = b + w * 32 + lo, q = q0 + w * 32 + lo;
                         ZSKIP_HW_ASSERT(ia + len <= m.a_size, "ENC_WINDOW", "accumulator address out of its array");
                         ZSKIP_HW_ASSERT(ib + len <= m.b_size, "ENC_WINDOW", "operand address out of its array");
-                        unsigned done = 0;
-                        while (done < len) {
-                            const unsigned k = mem.carb.take_run(t.n, ia + done, ib + done, len - done);
-                            uint32_t *__restrict ta = t.a + t.n;
-                            acc_t *__restrict ac = acc + ia + done;
-                            const acc_t *__restrict bs = bsrc + ib + done;
-                            for (unsigned j = 0; j < k; ++j) ta[j] = ia + done + j;
-#ifdef ZSKIP_EMU_ASSERTS
-                            for (unsigned j = 0; j < k; ++j) t.b[t.n + j] = ib + done + j;
-#endif
-                            for (unsigned j = 0; j < k; ++j) madd::add(ac[j], bs[j], vop);
-                            t.n += k;
-                            done += k;
-                            if (done < len) csim_issue<CFG, V>(t, mem, cnt, r.mac);
+                        if (plen && ia == pa + plen && ib == pb + plen && q == pq + plen) {
+                            plen += len;
+                        } else {
+                            take_pending();
+                            pa = ia;
+                            pb = ib;
+                            pq = q;
+                            plen = len;
                         }
                         any = true;
                     }
                 }
             }
         }
+        take_pending();
         if (any) copy = copy + 1 == m.copies ? 0 : copy + 1;
     }
     if (t.n) csim_issue<CFG, V>(t, mem, cnt, r.mac);

@@ -16,7 +16,7 @@ per-element counts:
 - the scan takes every operand word (one per cycle); the encoder one window
   of ENC_BITS candidates per cycle (at least one per element); the MAC stage
   one lane token per cycle, a token holding at most one item per accumulator
-  bank. With the channel sets of the backward passes the banks of masked
+  bank and never spanning two windows (so at least one cycle per window). With the channel sets of the backward passes the banks of masked
   items stay empty: tokens are modelled as ``candidates / lanes`` scaled by
   ``min(1, 2 x live fraction)`` (at least ``items / lanes``), which fits the
   measured counters (tests/test_perf_model.py states how closely).
@@ -134,6 +134,9 @@ def _region(scan_words: float, elements: float, candidates: float, items: float,
         mac = max(items / lanes, candidates / lanes * min(1.0, 2.0 * live))
     else:
         mac = items / lanes
+    if items > 0:
+        # a lane token never spans two encoder windows
+        mac = max(mac, min(enc, items))
     if shared and items > 0:
         mac = max(mac, min(elements * d["ACC_LATENCY"], items))
     fills = d["SCAN_DEPTH"] + (d["ENC_DEPTH"] if elements else 0) + (d["MAC_DEPTH"] if items else 0)
