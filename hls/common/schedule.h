@@ -53,58 +53,69 @@ static const unsigned PRUNE_PORT_II = 4;
 #endif
 
 #ifdef ZSKIP_SCHEDULE
-// zskip_top: one descriptor word per beat of a burst
+// zskip_top: one descriptor word per cycle of a D_WORDS burst
 ZSKIP_SCHEDULE(DESC_FETCH, 1, LOAD_DEPTH)
-// tap tables: one source coordinate per cycle, its taps unrolled
+// forward tap table: one source coordinate per cycle, its taps unrolled
 ZSKIP_SCHEDULE(AXIS_IN, 1, 3)
+// backward tap table: one source coordinate per cycle, its taps unrolled
 ZSKIP_SCHEDULE(AXIS_OUT, 1, 3)
-// compaction: one operand word per cycle from a 32-bit port; the bias
-// gradient sum rotates over ACC_LATENCY partial sums, so II = 1 holds
+// compaction: one operand word per cycle (32-bit port); the bias-gradient sum
+// rotates over ACC_LATENCY partial sums, so its float adds keep II = 1
 ZSKIP_SCHEDULE(SCAN, 1, SCAN_DEPTH)
-// encoder: one window of ENC_BITS candidate (tap, channel) pairs per cycle
+// encoder: one window of ENC_BITS candidates per cycle, no loop-carried data
 ZSKIP_SCHEDULE(ENC_WINDOW, 1, ENC_DEPTH)
-// MAC: one lane-cycle per iteration; bank conflicts and accumulator hazards
-// are extra iterations counted by the arbiter (sparse_scatter.h)
+// MAC: one lane token (or one hazard bubble) per cycle; each lane's
+// read-modify-write goes to its own bank, so II = 1
 ZSKIP_SCHEDULE(MAC_CYCLE, 1, MAC_DEPTH)
-// weight load: one word per cycle
+// weight load: one word per cycle from one port
 ZSKIP_SCHEDULE(LOAD_W, 1, LOAD_DEPTH)
-// accumulator clear: pe_lanes banks, one word each per cycle
+// accumulator clear: one word per bank per cycle (pe_lanes banks)
 ZSKIP_SCHEDULE(CLEAR_ACC, 1, CLEAR_DEPTH)
-// conv_fwd bias load and write-back (bias, ReLU, mask bit, store, clear)
+// conv_fwd bias load: one word per cycle
 ZSKIP_SCHEDULE(FWD_LOAD_B, 1, LOAD_DEPTH)
+// conv_fwd write-back: one y word per cycle (bias add feeds no recurrence)
 ZSKIP_SCHEDULE(FWD_WB, 1, WB_DEPTH)
-// conv_bwd_data: one 32-bit mask word per cycle; write-back one dx per cycle
+// conv_bwd_data mask load: one mask bit per cycle into the channel sets
 ZSKIP_SCHEDULE(BWD_DATA_MASK, 1, LOAD_DEPTH)
+// conv_bwd_data write-back: one dx word per cycle
 ZSKIP_SCHEDULE(BWD_DATA_WB, 1, WB_DEPTH)
-// conv_bwd_weight: x load one word per cycle; dw write-back one word per
-// cycle, or ACC_LATENCY cycles per word when it adds the ACC_LATENCY partial
-// copies (one copy read per cycle from the word's bank)
+// conv_bwd_weight x load: one word per cycle
 ZSKIP_SCHEDULE(BWD_W_LOAD_X, 1, LOAD_DEPTH)
+// conv_bwd_weight dw write-back: one word per cycle
 ZSKIP_SCHEDULE(BWD_W_WB, 1, WB_DEPTH)
+// dw write-back adding ACC_LATENCY partial copies: the copies of a word sit in
+// one bank, read one per cycle, so II = ACC_LATENCY
 ZSKIP_SCHEDULE(BWD_W_WB_SUM, ACC_LATENCY, WB_SUM_DEPTH)
+// db write-back: one word per cycle
 ZSKIP_SCHEDULE(BWD_W_WB_B, 1, WB_DEPTH)
-// maxpool: one word per cycle; window scan one window element per cycle
-// (the running max is a one-cycle compare)
+// maxpool plane load: one word per cycle
 ZSKIP_SCHEDULE(POOL_LOAD, 1, LOAD_DEPTH)
+// maxpool window scan: one window element per cycle; the running max is a
+// one-cycle compare
 ZSKIP_SCHEDULE(POOL_WINDOW, 1, SCAN_DEPTH)
+// maxpool argmax check: one word per cycle
 ZSKIP_SCHEDULE(POOL_CHECK, 1, LOAD_DEPTH)
+// maxpool plane clear: one word per cycle
 ZSKIP_SCHEDULE(POOL_CLEAR, 1, CLEAR_DEPTH)
 // non-overlapping windows: each dx word is written once, no recurrence
 ZSKIP_SCHEDULE(POOL_SCATTER_SET, 1, LOAD_DEPTH)
 // overlapping windows: dx[argmax] += dy may hit the word the previous
 // iteration added to: a float recurrence, II = adder latency
 ZSKIP_SCHEDULE(POOL_SCATTER_ADD, ACC_LATENCY, LOAD_DEPTH + ACC_LATENCY)
+// maxpool write-back: one word per cycle
 ZSKIP_SCHEDULE(POOL_WB, 1, WB_DEPTH)
 // sgd: parameter and velocity are read through the one wgt bundle: two
 // reads per element, II = 2
 ZSKIP_SCHEDULE(SGD_UPDATE, 2, SGD_DEPTH)
-// softmax: the running max is a compare (II = 1); the exp sum is a float
-// recurrence (II = adder latency); the gradient one divide per cycle
+// softmax max: a one-cycle compare recurrence, II = 1
 ZSKIP_SCHEDULE(SOFTMAX_MAX, 1, LOAD_DEPTH)
+// softmax exp sum: a float add recurrence, II = adder latency
 ZSKIP_SCHEDULE(SOFTMAX_EXP, ACC_LATENCY, EXP_DEPTH)
+// softmax gradient: one divide per cycle, no recurrence
 ZSKIP_SCHEDULE(SOFTMAX_GRAD, 1, DIV_DEPTH)
-// prune: integer |g| sums (one-cycle adder); four lanes' words per
-// iteration through one 32-bit port
+// prune threshold: integer |g| sums (one-cycle adder), but four lanes' words
+// through one 32-bit port: II = PRUNE_PORT_II
 ZSKIP_SCHEDULE(PRUNE_STATS, PRUNE_PORT_II, PRUNE_DEPTH)
+// prune apply: four lanes' words through one 32-bit port: II = PRUNE_PORT_II
 ZSKIP_SCHEDULE(PRUNE_ELEMS, PRUNE_PORT_II, PRUNE_DEPTH)
 #endif
