@@ -7,10 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from zskip.host import emu
-from zskip.host.accelerator import Accelerator
-from zskip.host.device import DeviceError
-from zskip.host.program import Limits
+from zskip.host.devices import emu
+from zskip.host.runtime.accelerator import Accelerator
+from zskip.host.devices.device import DeviceError
+from zskip.host.ip.program import Limits
 from zskip.models import step as S
 from zskip.models.networks import get_model
 

@@ -8,8 +8,8 @@ path equals the synthesis form (hls/README.md)."""
 import numpy as np
 import pytest
 
-from zskip.host.accelerator import Accelerator
-from zskip.host import emu
+from zskip.host.runtime.accelerator import Accelerator
+from zskip.host.devices import emu
 from zskip.models import step as S
 from zskip.models.networks import get_model
 

@@ -81,7 +81,7 @@ def test_cycles_follow_the_schedule_rule():
     known, and the cycles are the schedule table applied to them: loads, then per image the
     DATAFLOW region (slowest stage + the three fills) and the write-back, plus the descriptor
     fetch."""
-    from zskip.host.perf_model import kernel_constants, schedule
+    from zskip.host.bench.perf_model import kernel_constants, schedule
     acc = Accelerator.emulated(skip_zeros=False)
     P = acc.limits.pe_lanes
     n, c, h, w, k = 2, 3, 5, 6, P

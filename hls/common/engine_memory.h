@@ -41,6 +41,7 @@ struct scatter_engine_onchip {
     // the MAC stage's arbiter and per-lane hazard history (registers)
     mac_arbiter<CFG> arb;
     hazard_history<CFG> hz;
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
 #ifndef __SYNTHESIS__
     // C-simulation speed path only (sparse_scatter.h): issue stamps per
     // accumulator address
@@ -53,9 +54,11 @@ struct scatter_engine_onchip {
 // flight (its loads and clears ran first).
 template <class CFG>
 void engine_start_descriptor(scatter_engine_onchip<CFG> &buf) {
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
 #ifdef __SYNTHESIS__
     buf.hz.start_descriptor();
 #else
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
     buf.stamps.start_descriptor();
 #endif
 }
@@ -68,11 +71,14 @@ void scatter_engine_memory(scatter_engine_onchip<CFG> *&mem) {
     static scatter_engine_onchip<CFG> buf;
 #pragma HLS ARRAY_PARTITION variable=buf.w cyclic factor=CFG::pe_lanes
 #pragma HLS ARRAY_PARTITION variable=buf.plane cyclic factor=CFG::pe_lanes
+#pragma HLS ARRAY_PARTITION variable=buf.bias cyclic factor=CFG::pe_lanes
+// the encoder reads the channel sets of every tap of its window in one cycle
+#pragma HLS ARRAY_PARTITION variable=buf.sets complete dim=1
 #pragma HLS ARRAY_PARTITION variable=buf.arb.bank_used complete
 #pragma HLS ARRAY_PARTITION variable=buf.arb.port_reads complete
-#pragma HLS ARRAY_PARTITION variable=buf.hz.addr complete
-#pragma HLS ARRAY_PARTITION variable=buf.hz.time complete
-#pragma HLS ARRAY_PARTITION variable=buf.hz.valid complete
+#pragma HLS ARRAY_PARTITION variable=buf.hz.addr complete dim=0
+#pragma HLS ARRAY_PARTITION variable=buf.hz.time complete dim=0
+#pragma HLS ARRAY_PARTITION variable=buf.hz.valid complete dim=0
 #pragma HLS ARRAY_PARTITION variable=buf.hz.head complete
 #pragma HLS ARRAY_PARTITION variable=buf.rows.r complete dim=2
 #pragma HLS ARRAY_PARTITION variable=buf.rows.t complete dim=2

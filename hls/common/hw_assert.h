@@ -36,10 +36,7 @@ inline void hw_report(const char *loop, const char *rule) {
     r.loop = loop;
     r.rule = rule;
 }
-#define ZSKIP_HW_ASSERT(cond, loop, rule)          \
-    do {                                           \
-        if (!(cond)) ::zskip::hw_report(loop, rule); \
-    } while (0)
+#define ZSKIP_HW_ASSERT(cond, loop, rule) ((cond) ? (void)0 : ::zskip::hw_report(loop, rule))
 #define ZSKIP_HW_KERNEL(name) (::zskip::hw_current_kernel() = (name))
 #else
 #define ZSKIP_HW_ASSERT(cond, loop, rule) ((void)0)

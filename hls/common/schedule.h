@@ -45,8 +45,6 @@ static const unsigned DIV_DEPTH = 16;
 static const unsigned SGD_DEPTH = 14;
 // prune: xorshift, compare, select
 static const unsigned PRUNE_DEPTH = 6;
-// the prune pass walks four blocks side by side through one 32-bit port
-static const unsigned PRUNE_PORT_II = 4;
 
 }  // namespace zskip
 
@@ -113,9 +111,8 @@ ZSKIP_SCHEDULE(SOFTMAX_MAX, 1, LOAD_DEPTH)
 ZSKIP_SCHEDULE(SOFTMAX_EXP, ACC_LATENCY, EXP_DEPTH)
 // softmax gradient: one divide per cycle, no recurrence
 ZSKIP_SCHEDULE(SOFTMAX_GRAD, 1, DIV_DEPTH)
-// prune threshold: integer |g| sums (one-cycle adder), but four lanes' words
-// through one 32-bit port: II = PRUNE_PORT_II
-ZSKIP_SCHEDULE(PRUNE_STATS, PRUNE_PORT_II, PRUNE_DEPTH)
-// prune apply: four lanes' words through one 32-bit port: II = PRUNE_PORT_II
-ZSKIP_SCHEDULE(PRUNE_ELEMS, PRUNE_PORT_II, PRUNE_DEPTH)
+// prune threshold: one word per cycle, integer |g| sums (one-cycle adder)
+ZSKIP_SCHEDULE(PRUNE_STATS, 1, PRUNE_DEPTH)
+// prune apply: one word per cycle, the lanes' blocks in turn
+ZSKIP_SCHEDULE(PRUNE_ELEMS, 1, PRUNE_DEPTH)
 #endif

@@ -42,9 +42,11 @@
 #include "counters.h"
 #include "hw_assert.h"
 #include "types.h"
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
 #ifdef __SYNTHESIS__
 #include <hls_stream.h>
 #else
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
 #include "csim_mac.h"
 #endif
 
@@ -171,6 +173,7 @@ struct set_words {
 template <class CFG>
 void fill_all_ones(uint32_t *set, unsigned channels) {
     static const unsigned WORDS = set_words<CFG>::value;
+#pragma HLS ARRAY_PARTITION variable=set complete
 ONES:
     for (unsigned w = 0; w < WORDS; ++w) {
 // every word of the set is written in the same cycle (one wide register)
@@ -188,6 +191,8 @@ template <class CFG>
 struct hazard_history {
     static const unsigned P = CFG::pe_lanes;
     static const unsigned L = ACC_LATENCY;
+    // registers: every lane compares all its entries in one cycle
+    // (ARRAY_PARTITION complete dim=0 where the engine memory is declared)
     uint32_t addr[P][L];
     uint64_t time[P][L];
     bool valid[P][L];
@@ -209,6 +214,9 @@ struct hazard_history {
     }
     // earliest cycle address a may issue again (0: no write in flight)
     uint64_t ready(uint32_t a) const {
+#pragma HLS ARRAY_PARTITION variable=addr complete dim=0
+#pragma HLS ARRAY_PARTITION variable=time complete dim=0
+#pragma HLS ARRAY_PARTITION variable=valid complete dim=0
         const unsigned lane = a % P;
         uint64_t r = 0;
     HZ_MATCH:
@@ -229,6 +237,7 @@ struct hazard_history {
     void drain() { now += L; }
 };
 
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
 #ifndef __SYNTHESIS__
 // C-simulation speed path: one issue stamp per accumulator address (same
 // ready times as hazard_history, without P x ACC_LATENCY comparisons).
@@ -309,7 +318,8 @@ inline void assert_lane_token(const uint32_t *a, const uint32_t *b, unsigned n) 
     static const unsigned P = CFG::pe_lanes;
     unsigned acc_use[P], op_use[P];
     for (unsigned l = 0; l < P; ++l) acc_use[l] = op_use[l] = 0;
-    for (unsigned k = 0; k < n; ++k) {
+    for (unsigned k = 0; k < P; ++k) {
+        if (k >= n) break;
         ZSKIP_HW_ASSERT(++acc_use[a[k] % P] <= 1, "MAC_CYCLE", "two lanes touch one accumulator bank in one cycle");
         ZSKIP_HW_ASSERT(++op_use[b[k] % P] <= 2, "MAC_CYCLE",
                         "more reads of an operand bank in one cycle than its two ports");
@@ -327,6 +337,7 @@ inline void assert_lane_token(const uint32_t *a, const uint32_t *b, unsigned n) 
 template <class CFG, class HZ>
 uint64_t mac_schedule(const uint32_t *a, const uint32_t *b, unsigned n, HZ &hz, kernel_counters &cnt) {
     static const unsigned P = CFG::pe_lanes;
+#pragma HLS ARRAY_PARTITION variable=a complete
     assert_lane_token<CFG>(a, b, n);
     const uint64_t before = hz.now;
     uint64_t start = hz.now;
@@ -469,6 +480,9 @@ void encode_process(hls::stream<nz_item<V> > &in, const tap_axis<CFG> &rows, con
                     uint64_t &trips) {
     static const unsigned W = enc_bits<CFG>::value;
     static const unsigned WIN_MAX = CFG::max_ch * CFG::max_dim * CFG::max_dim * CFG::max_ksize * CFG::max_ksize;
+// the channel sets of every tap of a window are read in one cycle (the
+// engine memory holds them in registers, engine_memory.h)
+#pragma HLS ARRAY_PARTITION variable=sets complete
     uint64_t iters = 0;
     ZSKIP_HW_ASSERT(!in.empty(), "ENC_WINDOW", "stream read when empty");
     nz_item<V> e = in.read();
@@ -482,6 +496,8 @@ ENC_WINDOW:
 #pragma HLS PIPELINE II=1
         ++iters;
         item_token<CFG, V> t;
+#pragma HLS ARRAY_PARTITION variable=t.a complete
+#pragma HLS ARRAY_PARTITION variable=t.b complete
         t.n = 0;
         t.v = e.val;
         t.last = false;
@@ -545,8 +561,14 @@ void mac_process(hls::stream<item_token<CFG, V> > &in, acc_t *acc, const acc_t *
     uint32_t ta[P], tb[P];
 #pragma HLS ARRAY_PARTITION variable=ta complete
 #pragma HLS ARRAY_PARTITION variable=tb complete
+// lane l's accumulator and operand banks (word i in bank i mod P, as declared
+// in engine_memory.h)
+#pragma HLS ARRAY_PARTITION variable=acc cyclic factor=P
+#pragma HLS ARRAY_PARTITION variable=bsrc cyclic factor=P
     ZSKIP_HW_ASSERT(!in.empty(), "MAC_CYCLE", "stream read when empty");
     item_token<CFG, V> w = in.read();
+#pragma HLS ARRAY_PARTITION variable=w.a complete
+#pragma HLS ARRAY_PARTITION variable=w.b complete
     unsigned pos = 0;
 MAC_CYCLE:
     while (!w.last) {
@@ -627,6 +649,7 @@ region_trips scatter_image(const float *src, unsigned planes, unsigned rows_n, u
     return r;
 }
 
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
 #else
 // ---------------------------------------------------------------------------
 // C-simulation speed path of the region (the default emulation form): the
@@ -886,6 +909,8 @@ uint64_t clear_accumulators(acc_t *acc, unsigned n) {
     static const unsigned X_MAX = CFG::max_ch * CFG::max_dim * CFG::max_dim;
     static const unsigned ITER_MAX = ((W_MAX > X_MAX ? W_MAX : X_MAX) + P - 1) / P;
     const unsigned iters = (n + P - 1) / P;
+// one word per bank per cycle (word i in bank i mod P, as declared)
+#pragma HLS ARRAY_PARTITION variable=acc cyclic factor=P
 CLEAR_ACC:
     for (unsigned it = 0; it < iters; ++it) {
 #pragma HLS LOOP_TRIPCOUNT max=ITER_MAX

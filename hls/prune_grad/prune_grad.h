@@ -29,8 +29,8 @@
 namespace zskip {
 
 static const unsigned PRUNE_BLOCK = 256;
-// A 128-bit HP port delivers four float32 words per cycle: the pass streams
-// four blocks side by side (one per lane), each buffered on chip.
+// The pass walks four blocks side by side (one generator per lane), one
+// word per cycle through the 32-bit port.
 static const unsigned PRUNE_LANES = 4;
 // |g| is summed as an unsigned fixed-point number with this many fractional
 // bits: integer addition is exact, so the lanes' partial sums can be added in
@@ -71,20 +71,14 @@ inline float prune_threshold(const float *g, uint32_t count, float tau_scale, ke
     uint32_t nonzeros = 0;
     uint64_t iters = 0;
 PRUNE_STATS:
-    for (uint32_t i = 0; i < count; i += PRUNE_LANES) {
-#pragma HLS LOOP_TRIPCOUNT max = TRIP_ELEMENTS / PRUNE_LANES
-// integer accumulation has a one-cycle adder; the four lanes' words come
-// through one 32-bit port: II = PRUNE_PORT_II
-#pragma HLS PIPELINE II = PRUNE_PORT_II
-    PRUNE_STATS_LANES:
-        for (unsigned l = 0; l < PRUNE_LANES; l++) {
-#pragma HLS UNROLL
-            if (i + l < count) {
-                const float a = prune_abs(g[i + l]);
-                total += (uint64_t)((double)a * unit);
-                nonzeros += (a != 0.0f);
-            }
-        }
+    for (uint32_t i = 0; i < count; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max = TRIP_ELEMENTS
+// one word per cycle from the 32-bit port; integer accumulation has a
+// one-cycle adder, so II = 1 holds
+#pragma HLS PIPELINE II = 1
+        const float a = prune_abs(g[i]);
+        total += (uint64_t)((double)a * unit);
+        nonzeros += (a != 0.0f);
         iters++;
     }
     cnt.scan_iters += iters;
@@ -112,29 +106,27 @@ PRUNE_GROUPS:
             state[l] = prune_seed(seed, b0 + l);
         }
     PRUNE_ELEMS:
-        for (unsigned t = 0; t < PRUNE_BLOCK; t++) {
-// the generators and the compare are a few XORs and one multiply per lane;
-// the four lanes' words come through one 32-bit port: II = PRUNE_PORT_II
-#pragma HLS PIPELINE II = PRUNE_PORT_II
-        PRUNE_LANE:
-            for (unsigned l = 0; l < PRUNE_LANES; l++) {
-#pragma HLS UNROLL
-                state[l] = xorshift32(state[l]);
-                const uint32_t i = (b0 + l) * PRUNE_BLOCK + t;
-                if (b0 + l < blocks && i < count) {
-                    const float v = src[i];
-                    const float a = prune_abs(v);
-                    float out = v;
-                    if (a < tau) {
-                        const float u = (float)(state[l] >> 8) * unit;
-                        out = (u * tau < a) ? (v < 0 ? -tau : tau) : 0.0f;
-                    }
-                    dst[i] = out;
+        for (unsigned i = 0; i < PRUNE_BLOCK * PRUNE_LANES; i++) {
+// one word per cycle from the 32-bit port, the lanes' blocks in turn; the
+// generator of a lane advances once per visit (a few XORs), the compare and
+// select have no loop-carried dependence
+#pragma HLS PIPELINE II = 1
+            const unsigned t = i / PRUNE_LANES, l = i % PRUNE_LANES;
+            state[l] = xorshift32(state[l]);
+            const uint32_t at = (b0 + l) * PRUNE_BLOCK + t;
+            if (b0 + l < blocks && at < count) {
+                const float v = src[at];
+                const float a = prune_abs(v);
+                float out = v;
+                if (a < tau) {
+                    const float u = (float)(state[l] >> 8) * unit;
+                    out = (u * tau < a) ? (v < 0 ? -tau : tau) : 0.0f;
                 }
+                dst[at] = out;
             }
             iters++;
         }
-        cycles += ZSKIP_CYCLES(PRUNE_ELEMS, PRUNE_BLOCK);
+        cycles += ZSKIP_CYCLES(PRUNE_ELEMS, PRUNE_BLOCK * PRUNE_LANES);
     }
     cnt.wb_iters += iters;
     cnt.cycles += cycles;
