@@ -329,7 +329,7 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
     from .perf_model import choose_pe_lanes, predict_cycles
     from ..ip.program import Limits
 
-    from .precision import parse_precision
+    from ..ip.precision import parse_precision
     parse_precision(precision)
     if isinstance(prune_rate, bool) or not isinstance(prune_rate, (int, float)) or not 0.0 <= prune_rate < 1.0:
         raise ValueError(f"prune_rate: must be a number in [0, 1), got {prune_rate!r}")
