@@ -152,12 +152,14 @@ void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uin
 // One AXI master bundle per tensor class so the arenas are separate ports
 // (parallel bursts, and the PYNQ driver hands each its own buffer); their
 // base addresses and the scalars are AXI-lite registers of bundle control.
-#pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem_prog
-#pragma HLS INTERFACE m_axi port=act offset=slave bundle=gmem_act
-#pragma HLS INTERFACE m_axi port=wgt offset=slave bundle=gmem_wgt
-#pragma HLS INTERFACE m_axi port=grad offset=slave bundle=gmem_grad
-#pragma HLS INTERFACE m_axi port=bits offset=slave bundle=gmem_bits
-#pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gmem_stats
+// depth: the words co-simulation gives each port (config.h); it bounds
+// nothing on the board, where the arenas are the host's buffers.
+#pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem_prog depth=ZSKIP_COSIM_PROGRAM_WORDS
+#pragma HLS INTERFACE m_axi port=act offset=slave bundle=gmem_act depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=wgt offset=slave bundle=gmem_wgt depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=grad offset=slave bundle=gmem_grad depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=bits offset=slave bundle=gmem_bits depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gmem_stats depth=ZSKIP_COSIM_STATS_WORDS
 #pragma HLS INTERFACE s_axilite port=program bundle=control
 #pragma HLS INTERFACE s_axilite port=act bundle=control
 #pragma HLS INTERFACE s_axilite port=wgt bundle=control
