@@ -26,19 +26,6 @@
 #define ZSKIP_MAX_FEATURES 1024
 #endif
 
-// Words co-simulation allocates per m_axi port (the INTERFACE depth): the
-// testbenches' arenas, their programs (at most 64 descriptors of D_WORDS = 36
-// words) and stats records (S_WORDS = 32 words each).
-#ifndef ZSKIP_COSIM_ARENA_WORDS
-#define ZSKIP_COSIM_ARENA_WORDS 262144
-#endif
-#ifndef ZSKIP_COSIM_PROGRAM_WORDS
-#define ZSKIP_COSIM_PROGRAM_WORDS 2304
-#endif
-#ifndef ZSKIP_COSIM_STATS_WORDS
-#define ZSKIP_COSIM_STATS_WORDS 2048
-#endif
-
 #if ZSKIP_PE_LANES < 1 || ZSKIP_MAX_CH < 1 || ZSKIP_MAX_DIM < 1 || ZSKIP_MAX_KSIZE < 1 || ZSKIP_MAX_FEATURES < 1
 #error "zskip: every ZSKIP_* size must be >= 1"
 #endif

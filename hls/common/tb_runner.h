@@ -16,7 +16,7 @@
 
 #include <vector>
 
-#include "../common/config.h"
+#include "../common/cosim.h"
 #include "../common/descriptor.h"
 #include "../common/version.h"
 #include "../zskip_top/zskip_top.h"

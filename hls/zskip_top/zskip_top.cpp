@@ -6,6 +6,7 @@
 #include "zskip_top.h"
 
 #include "../common/config.h"
+#include "../common/cosim.h"
 #include "../common/counters.h"
 #include "../common/descriptor.h"
 #include "../common/engine_memory.h"
@@ -152,7 +153,7 @@ void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uin
 // One AXI master bundle per tensor class so the arenas are separate ports
 // (parallel bursts, and the PYNQ driver hands each its own buffer); their
 // base addresses and the scalars are AXI-lite registers of bundle control.
-// depth: the words co-simulation gives each port (config.h); it bounds
+// depth: the words co-simulation gives each port (cosim.h); it bounds
 // nothing on the board, where the arenas are the host's buffers.
 #pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem_prog depth=ZSKIP_COSIM_PROGRAM_WORDS
 #pragma HLS INTERFACE m_axi port=act offset=slave bundle=gmem_act depth=ZSKIP_COSIM_ARENA_WORDS
