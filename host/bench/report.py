@@ -323,7 +323,7 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
     from ...models.networks import get_model
     from ...models.train import epoch_permutation, train
     from ...overlay.boards import load_boards
-    from . import speed
+    from . import speed as speed_timing   # not `speed`: that name is the parameter saying whether to time
     from ..runtime.accelerator import Accelerator
     from ..backends import make_backend
     from .perf_model import choose_pe_lanes, predict_cycles
@@ -416,7 +416,7 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
         step_x, step_y = measured[0]
         accs = {"emu_float32": Accelerator.emulated("float32"), "emu_fixed": Accelerator.emulated("ap_fixed<16,6>")}
         say(f"timing one {model.name} step, batch {len(step_x)}")
-        speed_report = {model.name: speed.step_speed(model, params, velocities, step_x, step_y, accs, repeat,
+        speed_report = {model.name: speed_timing.step_speed(model, params, velocities, step_x, step_y, accs, repeat,
                                                            lr, momentum)}
         vgg = get_model("vgg_tiny")
         syn = load_dataset("synthetic:3x32x32", seed=seed)
@@ -426,14 +426,14 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
         vgg_limits = replace(defaults, max_features=max(defaults.max_features, widest))
         vgg_accs = {"emu_float32": Accelerator.emulated("float32", limits=vgg_limits),
                     "emu_fixed": Accelerator.emulated("ap_fixed<16,6>", limits=vgg_limits)}
-        vgg_report = speed.step_speed(vgg, vgg.init_params(seed), vgg.zero_velocities(),
+        vgg_report = speed_timing.step_speed(vgg, vgg.init_params(seed), vgg.zero_velocities(),
                                             syn.x_train[:vgg_batch], syn.y_train[:vgg_batch], vgg_accs,
                                             max(1, repeat // 2), lr, momentum)
         vgg_report["notes"].append(f"vgg_tiny at its initial weights (untrained); emulator compiled with "
                                    f"max_features {vgg_limits.max_features}")
         speed_report["vgg_tiny"] = vgg_report
-        say(f"timing {speed.VGG16_LAYER['name']}, batch {layer_batch}")
-        speed_report["vgg16_layer"] = speed.layer_speed(speed.vgg16_layer_data(layer_batch, seed), accs,
+        say(f"timing {speed_timing.VGG16_LAYER['name']}, batch {layer_batch}")
+        speed_report["vgg16_layer"] = speed_timing.layer_speed(speed_timing.vgg16_layer_data(layer_batch, seed), accs,
                                                               max(1, repeat // 2))
         report["speed"] = speed_report
     report["goals"] = goals(report["totals"], speed_report[model.name] if speed_report else None)
