@@ -179,6 +179,12 @@ def _add_bench(sub) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed repeats per implementation (median; default 5)")
     p.add_argument("--vgg-batch", type=int, default=16, help="batch of the vgg_tiny speed step (default 16)")
     p.add_argument("--layer-batch", type=int, default=1, help="batch of the VGG-16 layer speed run (default 1)")
+    p.add_argument("--precision", default="float32",
+                   help="datapath of training and of the measured kernels: float32, fixed16, ap_fixed<W,I> or "
+                        "class=type pairs (default float32)")
+    p.add_argument("--prune-rate", type=float, default=0.0,
+                   help="gradient pruning rate in [0, 1) in training and in the measured steps; an unpruned "
+                        "training run gives the accuracy it is compared with (default 0: off)")
     p.add_argument("--no-speed", action="store_true", help="skip the emulator speed timings")
     p.add_argument("--report", default="bench.json", metavar="PATH", help="JSON report (default bench.json)")
     p.add_argument("--plot", default=None, metavar="PATH.png", help="also write the figure here")
@@ -194,7 +200,8 @@ def _run_bench(args) -> int:
     report = run_bench(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, batches=args.batches,
                        lr=args.lr, momentum=args.momentum, seed=args.seed, limit_train=args.limit_train,
                        boards=args.boards, speed=not args.no_speed, repeat=args.repeat, vgg_batch=args.vgg_batch,
-                       layer_batch=args.layer_batch, log=log)
+                       layer_batch=args.layer_batch, log=log, precision=args.precision,
+                       prune_rate=args.prune_rate)
     tmp = args.report + ".tmp"
     with open(tmp, "w") as f:
         json.dump(report, f, indent=1)

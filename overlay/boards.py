@@ -21,7 +21,9 @@ PS_TYPES = ("zynq7", "zynqmp")
 _INT_KEYS = ("pe_lanes", "max_ch", "max_dim", "max_ksize", "max_features", "dsp", "bram36", "uram", "lut",
              "dsp_per_mac_float", "dsp_per_mac_fixed16")
 _FLOAT_KEYS = ("clock_mhz", "ddr_gbps")
-_STR_KEYS = ("part", "board_part", "ps")
+_STR_KEYS = ("part", "board_part", "ps", "precision")
+#: datapath precisions a board build may choose (DSP per MAC: boards.ini dsp_per_mac_*)
+PRECISIONS = ("float32", "fixed16")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Board:
     part: str
     board_part: str
     ps: str
+    precision: str
     clock_mhz: float
     pe_lanes: int
     max_ch: int
@@ -86,6 +89,8 @@ def _parse_board(name: str, section, macros: Dict[str, str], path: Path) -> Boar
     values = {k: section[k] for k in _STR_KEYS}
     if values["ps"] not in PS_TYPES:
         raise ValueError(f"{path}: board [{name}] ps must be one of {PS_TYPES}, got {values['ps']!r}")
+    if values["precision"] not in PRECISIONS:
+        raise ValueError(f"{path}: board [{name}] precision must be one of {PRECISIONS}, got {values['precision']!r}")
     for k in _INT_KEYS:
         try:
             values[k] = int(section[k])

@@ -1,18 +1,22 @@
 """Resource estimate of the accelerator per board, from the code's own sizes.
 
-On-chip memory: every kernel keeps its on-chip arrays in one struct
-``<kernel>_onchip<CFG>`` (hls/<kernel>/<kernel>.h). The top function
-instantiates kernels as ``<kernel><CFG>(...)``; each instantiation owns its
-own static struct. A small g++ probe, compiled with the board's -D macros
-(boards.ini [hls_macros]), prints ``sizeof`` of each instantiated struct: the
-bytes the board must hold on chip at the compiled maxima.
+On-chip memory, per bank: every kernel keeps its on-chip arrays in one struct
+``<kernel>_onchip<CFG>``; the function that owns its static instance
+(``scatter_engine_memory<CFG>``, ``maxpool_memory<CFG>``, ...) states each
+array's ARRAY_PARTITION next to the declaration. A g++ probe, compiled with
+the board's -D macros and in the synthesis form (``-D__SYNTHESIS__``: no
+C-simulation arrays), prints ``sizeof`` of every array member. A ``cyclic
+factor=F`` array is F banks of 1/F of its words, a ``complete`` one is
+registers; each bank is rounded up to whole BRAM18 halves (512 words of up to
+36 bits), and a bank of at most LUTRAM_WORDS words is LUTRAM (no block RAM).
+On boards with UltraRAM the largest banks move to URAM (4096 x 72 bits) while
+80 % of it is free.
 
-Placement: on boards with UltraRAM the bytes fill 80 % of the URAM first
-(32 KiB of 64-bit words per block), the rest goes to BRAM36 (4 KiB of 32-bit
-words per block). Counts are capacity bounds: array partitioning for the PE
-lanes can only add blocks.
-
-DSP: PE lanes x DSPs per MAC for the numeric type (boards.ini).
+DSP, per operator instance (:func:`dsp_instances`): the MAC lanes are one
+instance per engine config and per distinct (operand, value) type pair of its
+three passes (pe_lanes multiply-adds each: 5 DSP48 in float32, 1 in 16-bit
+fixed point); the float units of the other kernels (adder trees of the
+partial sums, bias adds, SGD, softmax, prune) are listed with their counts.
 
     python -m zskip.overlay.resources            # prints the table of overlay/README.md
 """
@@ -25,7 +29,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -34,6 +38,12 @@ from .boards import Board, load_boards
 from .. import HLS_DIR  # the one definition: zskip/__init__.py
 BRAM36_BYTES = 4096
 URAM_BYTES = 32768
+#: words of a BRAM18 at up to 36 bits per word (a BRAM36 is two)
+BRAM18_WORDS = 512
+#: words of a URAM block at up to 72 bits per word
+URAM_WORDS = 4096
+#: banks of at most this many words are LUTRAM
+LUTRAM_WORDS = 64
 #: fraction of each resource a configuration may use (the 20 % margin)
 MARGIN = 0.8
 
@@ -41,6 +51,8 @@ _TEMPLATE_FUNCTION = re.compile(r"template\s*<\s*class\s+\w+\s*>\s*[\w:]+\s+(\w+
 _STATIC_ONCHIP = re.compile(r"\bstatic\s+(\w+_onchip)\s*<")
 _CONFIG = re.compile(r"\bstruct\s+(\w+_config)\b")
 _CALL = re.compile(r"\b(\w+)\s*<\s*(\w+)\s*>\s*\(")
+_PARTITION = re.compile(r"#pragma HLS ARRAY_PARTITION variable=buf\.(\w+)(?:\.\w+)?\s+(complete|cyclic factor=([\w:]+))")
+_MEMBER = re.compile(r"^\s+(?!static|typedef|void|bool\s+\w+\()[\w:<>, ]+?\s+(\w+)\s*(\[[^;]*\])\s*;", re.MULTILINE)
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
@@ -59,26 +71,54 @@ class OnchipStruct:
 
 
 @dataclass(frozen=True)
+class ArrayBanks:
+    """One on-chip array of one instantiation and how it is banked."""
+
+    owner: str        # "function<config>"
+    member: str       # e.g. "w"
+    words: int
+    word_bytes: int
+    banks: int        # cyclic partition factor; 0: complete (registers)
+
+    @property
+    def bank_words(self) -> int:
+        return math.ceil(self.words / self.banks) if self.banks else 0
+
+    @property
+    def bram18_per_bank(self) -> int:
+        if not self.banks or self.bank_words <= LUTRAM_WORDS:
+            return 0
+        return math.ceil(self.bank_words / BRAM18_WORDS) * math.ceil(8 * self.word_bytes / 36)
+
+    @property
+    def uram_per_bank(self) -> int:
+        if not self.banks or self.bank_words <= LUTRAM_WORDS:
+            return 0
+        return math.ceil(self.bank_words / URAM_WORDS) * math.ceil(8 * self.word_bytes / 72)
+
+
+@dataclass(frozen=True)
 class Estimate:
-    """One board's estimate (float32 datapath unless stated)."""
+    """One board's estimate, at the board's precision (boards.ini ``precision``)."""
 
     board: str
-    onchip_bytes: Dict[str, int]   # "function<config>" -> sizeof of its static struct
+    onchip_bytes: Dict[str, int]   # "function<config>" -> bytes of its arrays
     bram36: int
     uram: int
+    dsp: int
     dsp_float32: int
     dsp_fixed16: int
     limits: Board
+    arrays: Tuple[ArrayBanks, ...] = field(default=())
 
     @property
     def total_bytes(self) -> int:
         return sum(self.onchip_bytes.values())
 
-    def fits(self, precision: str = "float32") -> bool:
+    def fits(self) -> bool:
         """True when BRAM, URAM and DSP stay within MARGIN of the board's totals."""
-        dsp = self.dsp_float32 if precision == "float32" else self.dsp_fixed16
         return (self.bram36 <= MARGIN * self.limits.bram36 and self.uram <= MARGIN * self.limits.uram
-                and dsp <= MARGIN * self.limits.dsp)
+                and self.dsp <= MARGIN * self.limits.dsp)
 
 
 def _function_bodies(text: str):
@@ -126,16 +166,58 @@ def onchip_structs(hls_dir: Path = HLS_DIR) -> List[OnchipStruct]:
     return found
 
 
+def _members(struct: str, header: Path) -> List[str]:
+    """Array members of ``struct`` (its body in ``header``)."""
+    text = _COMMENTS.sub("", header.read_text())
+    m = re.search(r"\bstruct\s+" + struct + r"\s*\{", text)
+    if not m:
+        raise FileNotFoundError(f"struct {struct} not found in {header}")
+    depth, i = 1, m.end()
+    while depth and i < len(text):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    body = re.sub(r"#if[^\n]*\n.*?#endif", "", text[m.end():i], flags=re.DOTALL)  # C-sim-only members
+    return _MEMBER.findall(body) and [name for name, _ in _MEMBER.findall(body)]
+
+
+def _partitions(function: str, header: Path, board: Board) -> Dict[str, int]:
+    """``{member: cyclic factor, 0 for complete}`` from the ARRAY_PARTITION pragmas in ``function``."""
+    text = header.read_text()
+    for name, body in _function_bodies(_COMMENTS.sub("", text)):
+        if name == function:
+            break
+    else:
+        return {}
+    body = text[text.index(function):]
+    body = body[:body.index("\n}\n")]
+    out = {}
+    for member, kind, factor in _PARTITION.findall(body):
+        if kind == "complete":
+            out.setdefault(member, 0)
+        elif factor.isdigit():
+            out[member] = int(factor)
+        elif factor.endswith("pe_lanes"):
+            out[member] = board.pe_lanes
+        else:
+            raise ValueError(f"{header}: partition factor {factor!r} of {member} not understood")
+    return out
+
+
 def _probe_source(structs: List[OnchipStruct]) -> str:
     includes = sorted({f'#include "{s.header.relative_to(HLS_DIR).as_posix()}"' for s in structs})
-    lines = [f'    std::printf("%s %zu\\n", "{s.label}", sizeof(zskip::{s.struct}<zskip::{s.config}>));'
-             for s in structs]
-    return "\n".join(["#include <cstdio>", *includes, "int main() {", *lines, "    return 0;", "}", ""])
+    lines = []
+    for s in structs:
+        t = f"zskip::{s.struct}<zskip::{s.config}>"
+        for m in _members(s.struct, s.header):
+            lines.append(f'    std::printf("%s %s %zu %zu\\n", "{s.label}", "{m}", sizeof((({t} *)0)->{m}), '
+                         f'sizeof(std::remove_all_extents<decltype({t}::{m})>::type));')
+    return "\n".join(["#include <cstdio>", "#include <type_traits>", *includes, "int main() {", *lines,
+                      "    return 0;", "}", ""])
 
 
-def onchip_bytes(board: Board, structs: Optional[List[OnchipStruct]] = None,
-                 cache_dir: Optional[Path] = None) -> Dict[str, int]:
-    """``sizeof`` of each instantiated on-chip struct with ``board``'s macros (g++ probe).
+def onchip_arrays(board: Board, structs: Optional[List[OnchipStruct]] = None,
+                  cache_dir: Optional[Path] = None) -> List[ArrayBanks]:
+    """Every on-chip array of ``board``'s build with its size and banking (g++ probe, synthesis form).
 
     The probe uses the emulation's ap_types headers and cache folder (overlay/toolchain.py).
     """
@@ -145,9 +227,10 @@ def onchip_bytes(board: Board, structs: Optional[List[OnchipStruct]] = None,
         raise RuntimeError("g++ not found on PATH: the on-chip size probe needs it")
     source = _probe_source(structs)
     from .toolchain import ap_types_dir, cache_dir as emu_cache_dir
-    flags = ["-std=c++14", "-O0", f"-I{HLS_DIR}", f"-I{HLS_DIR / 'common'}", f"-I{ap_types_dir()}"]
+    flags = ["-std=c++14", "-O0", "-D__SYNTHESIS__", f"-I{HLS_DIR / 'emu' / 'synthesis_shim'}", f"-I{HLS_DIR}",
+             f"-I{HLS_DIR / 'common'}", f"-I{ap_types_dir()}"]
     flags += [f"-D{k}={v}" for k, v in board.hls_defines.items()]
-    headers = "".join(s.header.read_text() for s in structs)
+    headers = "".join(p.read_text() for p in sorted(HLS_DIR.glob("*/*.h")))
     key = hashlib.sha256((source + " ".join(flags) + headers).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir) if cache_dir is not None else emu_cache_dir() / "resources"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -163,38 +246,89 @@ def onchip_bytes(board: Board, structs: Optional[List[OnchipStruct]] = None,
                 raise RuntimeError(f"size probe failed to compile: {' '.join(cmd)}\n{proc.stderr}")
             os.replace(tmp_exe, exe)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
-    return {name: int(size) for name, size in (line.rsplit(" ", 1) for line in out.splitlines())}
+    parts = {s.label: _partitions(s.function, s.header, board) for s in structs}
+    arrays = []
+    for line in out.splitlines():
+        owner, member, size, elem = line.split()
+        size, elem = int(size), int(elem)
+        arrays.append(ArrayBanks(owner, member, size // elem, elem, parts[owner].get(member, 1)))
+    return arrays
 
 
-def place(sizes: Dict[str, int], board: Board) -> Tuple[int, int]:
-    """(BRAM36 blocks, URAM blocks) holding ``sizes``: URAM filled first up to MARGIN, rest BRAM36.
+def onchip_bytes(board: Board, structs: Optional[List[OnchipStruct]] = None,
+                 cache_dir: Optional[Path] = None) -> Dict[str, int]:
+    """Bytes of the on-chip arrays of each instantiation with ``board``'s macros (g++ probe)."""
+    total: Dict[str, int] = {}
+    for a in onchip_arrays(board, structs, cache_dir):
+        total[a.owner] = total.get(a.owner, 0) + a.words * a.word_bytes
+    return total
 
-    Arrays of one struct may live in different memories, so the bytes are
-    placed as one pool (a capacity bound, not a placement).
-    """
-    total = sum(sizes.values())
-    uram_bytes = min(total, math.floor(MARGIN * board.uram) * URAM_BYTES)
-    return math.ceil((total - uram_bytes) / BRAM36_BYTES), math.ceil(uram_bytes / URAM_BYTES)
+
+def place(arrays: List[ArrayBanks], board: Board) -> Tuple[int, int]:
+    """(BRAM36, URAM) blocks holding ``arrays``, bank by bank (each bank is its own memory):
+    banks needing more than one BRAM18 go to URAM, largest first, while MARGIN of it is free;
+    the rest take BRAM18 halves (rounded up to BRAM36 at the end)."""
+    uram_left = math.floor(MARGIN * board.uram)
+    bram18 = uram = 0
+    for a in sorted(arrays, key=lambda a: -a.bram18_per_bank):
+        for _ in range(a.banks):
+            if not a.bram18_per_bank:
+                break
+            if a.bram18_per_bank > 1 and a.uram_per_bank <= uram_left:
+                uram += a.uram_per_bank
+                uram_left -= a.uram_per_bank
+            else:
+                bram18 += a.bram18_per_bank
+    return math.ceil(bram18 / 2), uram
+
+
+def dsp_instances(board: Board, precision: str) -> List[Tuple[str, int, int]]:
+    """``(operator, instances, DSP48 each)`` of ``board``'s build at ``precision``
+    ("float32" or "fixed16"; the optimiser, softmax and prune units are float32 in both)."""
+    lanes, lat = board.pe_lanes, 5  # ACC_LATENCY partial sums (hls/common/schedule.h)
+    fixed = precision != "float32"
+    f_add, f_mul = 2, 3
+    acc_add = 0 if fixed else f_add  # acc_t adders: LUTs in fixed point
+    # the three passes' (operand, value) types: (wgt, act), (wgt, grad), (act, grad); all float
+    # in float32 (one MAC function), three distinct pairs in fixed16 (three functions)
+    pairs = 3 if fixed else 1
+    rows = [(f"MAC lanes ({lanes} multiply-adds), {cfg}", pairs, lanes * board.dsp_per_mac(precision))
+            for cfg in ("conv_config", "fc_config")]
+    rows += [("bias-gradient partial sums + plane-end tree (scan, per engine)", 2, (lat + 1) * acc_add),
+             ("conv_fwd write-back bias add (per engine)", 2, acc_add),
+             ("conv_bwd_weight dw copy sum tree (per engine)", 2, lat * acc_add),
+             ("maxpool_bwd add", 1, acc_add),
+             ("sgd_update: 4 float multiplies, 3 float adds", 1, 4 * f_mul + 3 * f_add),
+             ("softmax_xent: expf core, 2 float multiplies, 2 float adds", 1, 7 + 2 * f_mul + 2 * f_add),
+             ("prune_grad: one float multiply per lane (4 lanes)", 4, f_mul)]
+    return rows
+
+
+def dsp_total(board: Board, precision: str) -> int:
+    return sum(n * each for _, n, each in dsp_instances(board, precision))
 
 
 def estimate(board: Board, structs: Optional[List[OnchipStruct]] = None) -> Estimate:
     """The resource estimate of ``board``'s configuration."""
-    sizes = onchip_bytes(board, structs)
-    bram, uram = place(sizes, board)
-    return Estimate(board.name, sizes, bram, uram, board.pe_lanes * board.dsp_per_mac("float32"),
-                    board.pe_lanes * board.dsp_per_mac("fixed16"), board)
+    arrays = onchip_arrays(board, structs)
+    sizes: Dict[str, int] = {}
+    for a in arrays:
+        sizes[a.owner] = sizes.get(a.owner, 0) + a.words * a.word_bytes
+    bram, uram = place(arrays, board)
+    return Estimate(board.name, sizes, bram, uram, dsp_total(board, board.precision), dsp_total(board, "float32"),
+                    dsp_total(board, "fixed16"), board, tuple(arrays))
 
 
 def markdown_table(estimates: List[Estimate]) -> str:
     """The table of overlay/README.md (a test keeps the README equal to it)."""
-    rows = ["| board | PE lanes | max ch / dim / ksize / features | on-chip KiB | BRAM36 used / total "
-            "| URAM used / total | DSP float32 / total | DSP fixed16 | fits (80 %) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| board | precision | PE lanes | max ch / dim / ksize / features | on-chip KiB | BRAM36 used / total "
+            "| URAM used / total | DSP used / total | (DSP float32 / fixed16) | fits (80 %) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for e in estimates:
         b = e.limits
-        rows.append(f"| {e.board} | {b.pe_lanes} | {b.max_ch} / {b.max_dim} / {b.max_ksize} / {b.max_features} "
-                    f"| {e.total_bytes / 1024:.1f} | {e.bram36} / {b.bram36} "
-                    f"| {e.uram} / {b.uram} | {e.dsp_float32} / {b.dsp} | {e.dsp_fixed16} "
+        rows.append(f"| {e.board} | {b.precision} | {b.pe_lanes} | {b.max_ch} / {b.max_dim} / {b.max_ksize} / "
+                    f"{b.max_features} | {e.total_bytes / 1024:.1f} | {e.bram36} / {b.bram36} "
+                    f"| {e.uram} / {b.uram} | {e.dsp} / {b.dsp} | ({e.dsp_float32} / {e.dsp_fixed16}) "
                     f"| {'yes' if e.fits() else 'NO'} |")
     return "\n".join(rows) + "\n"
 

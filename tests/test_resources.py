@@ -45,13 +45,33 @@ def test_probe_sizes_follow_the_board_macros(structs):
     assert 3.5 < growth <= 4.0
 
 
-def test_placement_fills_uram_then_bram():
-    board = dataclasses.replace(BOARDS["kv260"], uram=10, bram36=100)
-    # 8 URAM blocks allowed (80 % of 10); 300 KiB = 9.375 URAM blocks of bytes
-    bram, uram = R.place({"a": 200 * 1024, "b": 100 * 1024}, board)
-    assert uram == 8
-    assert bram == (300 * 1024 - 8 * R.URAM_BYTES) // R.BRAM36_BYTES
-    assert R.place({"a": 4097}, dataclasses.replace(board, uram=0)) == (2, 0)
+def test_banks_are_rounded_per_bank_and_placed_bank_by_bank():
+    # 4 banks of 1024 words: 2 BRAM18 each, or one URAM each
+    big = R.ArrayBanks("f<c>", "big", 4096, 4, 4)
+    # 16 banks of 40 words: LUTRAM; a complete partition: registers
+    small = R.ArrayBanks("f<c>", "small", 640, 4, 16)
+    regs = R.ArrayBanks("f<c>", "regs", 16, 4, 0)
+    # 3 banks of 400 words: one BRAM18 each (a bank never shares a block with another)
+    odd = R.ArrayBanks("f<c>", "odd", 1200, 4, 3)
+    assert (big.bram18_per_bank, small.bram18_per_bank, regs.bram18_per_bank, odd.bram18_per_bank) == (2, 0, 0, 1)
+    board = dataclasses.replace(BOARDS["kv260"], uram=3, bram36=100)
+    # floor(0.8 * 3) = 2 URAM take two banks of `big`; its other two banks and `odd` take 2 * 2 + 3 BRAM18
+    assert R.place([big, small, regs, odd], board) == (4, 2)
+    assert R.place([big, odd], dataclasses.replace(board, uram=0)) == (6, 0)
+
+
+def test_partitions_and_dsp_follow_the_code():
+    """The engine's accumulator and operand memories are split into pe_lanes banks (the pragma
+    next to their declaration), and the MAC lanes of both engine configs are counted."""
+    for board in BOARDS.values():
+        arrays = {(a.owner, a.member): a for a in R.onchip_arrays(board)}
+        for cfg in ("conv_config", "fc_config"):
+            assert arrays[(f"scatter_engine_memory<{cfg}>", "w")].banks == board.pe_lanes
+            assert arrays[(f"scatter_engine_memory<{cfg}>", "plane")].banks == board.pe_lanes
+        for precision in ("float32", "fixed16"):
+            mac = sum(n * each for name, n, each in R.dsp_instances(board, precision) if name.startswith("MAC"))
+            pairs = 1 if precision == "float32" else 3
+            assert mac == 2 * pairs * board.pe_lanes * board.dsp_per_mac(precision)
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
@@ -60,7 +80,7 @@ def test_every_board_fits_with_20_percent_margin(name, estimates):
     b = BOARDS[name]
     assert e.bram36 <= 0.8 * b.bram36, f"{name}: {e.bram36} BRAM36 of {b.bram36}"
     assert e.uram <= 0.8 * b.uram, f"{name}: {e.uram} URAM of {b.uram}"
-    assert e.dsp_float32 == b.pe_lanes * b.dsp_per_mac_float <= 0.8 * b.dsp
+    assert e.dsp == (e.dsp_float32 if b.precision == "float32" else e.dsp_fixed16) <= 0.8 * b.dsp
     assert e.fits()
 
 

@@ -1,42 +1,52 @@
 // Cycle and work counters that the kernels increment as their loops run.
 //
-// Every pipelined loop counts its own iterations (one per initiation, II = 1
-// everywhere in this design). Cycles are combined from those counts with the
-// pipeline depths below, by one rule:
-//   * a pipelined loop alone costs   iterations * II + depth;
-//   * stages of a DATAFLOW region run concurrently, so the region costs
-//     max(stage cycles) + the fill of the deepest stage;
-//   * a double-buffered stage (per-image loads and write-backs) overlaps the
-//     compute of the neighbouring image, so per image the cost is
-//     max(load, compute, write-back) and one fill is paid per descriptor.
-// On the board the same counts are status words of the stats record.
+// The one rule (written here once, with the II and depth of every loop in
+// schedule.h):
+//   * a pipelined loop invocation costs         trips x II + depth
+//                                               (ZSKIP_CYCLES(LABEL, trips));
+//   * a DATAFLOW region in canonical form costs its slowest stage plus the
+//     fills of its stages                       (dataflow3);
+//   * everything else is sequential: the caller adds the costs.
+// The trip counts are counted by the code that runs the loops, in the
+// synthesis branch too. On the board the same counts are status words of the
+// stats record.
 #ifndef ZSKIP_COUNTERS_H
 #define ZSKIP_COUNTERS_H
 
 #include <stdint.h>
 
+#include "schedule.h"
+
 namespace zskip {
 
-// Pipeline depths (cycles from first read to last write of one iteration).
-// DDR burst read + float->type conversion.
-static const unsigned LOAD_DEPTH = 4;
-// read, quantise, compare with zero, append to the nonzero list.
-static const unsigned SCAN_DEPTH = 4;
-// tap address arithmetic + 32-bit priority encoder / prefix-sum compaction.
-static const unsigned ENC_DEPTH = 3;
-// accumulator read, multiply, add, accumulator write (pipeline fill of the
-// MAC stage, paid once per image).
-static const unsigned MAC_DEPTH = 8;
-// cycles from an accumulator read to its write: the same address can be
-// issued again only this many cycles later (float32 adder at 100-200 MHz).
-static const unsigned ACC_LATENCY = 5;
-// accumulator read, bias add, ReLU, conversion, DDR write.
-static const unsigned WB_DEPTH = 6;
-// float32 words per data-port beat: the m_axi data ports are 128 bits wide,
-// so operand planes, loads and write-backs move 4 floats per cycle.
-static const unsigned BEAT_WORDS = 4;
-// descriptor fetch (a D_WORDS-word burst), validation and dispatch.
-static const unsigned DESC_OVERHEAD = 40;
+// One struct per schedule row: sched_<LABEL>::ii and ::depth.
+#define ZSKIP_SCHEDULE(LABEL, II, DEPTH)          \
+    struct sched_##LABEL {                        \
+        static const unsigned ii = (II);          \
+        static const unsigned depth = (DEPTH);    \
+    };
+#include "schedule.h"
+#undef ZSKIP_SCHEDULE
+
+// A pipelined loop invocation of `trips` iterations (none: the loop is not
+// entered and costs nothing).
+template <class S>
+inline uint64_t pipelined(uint64_t trips) {
+    return trips ? trips * S::ii + S::depth : 0;
+}
+#define ZSKIP_CYCLES(LABEL, trips) (::zskip::pipelined< ::zskip::sched_##LABEL>(trips))
+#define ZSKIP_BODY(LABEL, trips) ((uint64_t)(trips) * ::zskip::sched_##LABEL::ii)
+#define ZSKIP_FILL(LABEL) ((uint64_t)::zskip::sched_##LABEL::depth)
+
+inline uint64_t max2(uint64_t a, uint64_t b) { return a > b ? a : b; }
+inline uint64_t max3(uint64_t a, uint64_t b, uint64_t c) { return max2(a, max2(b, c)); }
+
+// A three-stage DATAFLOW region: the slowest stage's iterations x II plus
+// every stage's fill (a stage with no iteration adds no fill).
+inline uint64_t dataflow3(uint64_t body0, uint64_t fill0, uint64_t body1, uint64_t fill1, uint64_t body2,
+                          uint64_t fill2) {
+    return max3(body0, body1, body2) + (body0 ? fill0 : 0) + (body1 ? fill1 : 0) + (body2 ? fill2 : 0);
+}
 
 struct kernel_counters {
     uint64_t cycles;
@@ -44,22 +54,16 @@ struct kernel_counters {
     uint64_t macs_dense;     // every in-image tap (models/reference.conv_macs)
     uint64_t load_iters;     // weight, mask and operand loads
     uint64_t scan_iters;     // compaction of operand planes
-    uint64_t enc_iters;      // priority-encoder / item-list stage
-    uint64_t mac_iters;      // MAC stage (pe_lanes lanes per iteration)
-    uint64_t mac_stalls;     // cycles the MAC stage waited on an accumulator hazard
-    uint64_t wb_iters;       // write-back (and the sum of partial accumulator banks)
+    uint64_t enc_iters;      // encoder windows
+    uint64_t mac_iters;      // MAC lane-cycles (issue cycles, stalls included)
+    uint64_t mac_stalls;     // of which: waits for a bank or an accumulator hazard
+    uint64_t wb_iters;       // write-back
 };
 
 inline void clear(kernel_counters &k) {
     k.cycles = k.macs_executed = k.macs_dense = 0;
     k.load_iters = k.scan_iters = k.enc_iters = k.mac_iters = k.mac_stalls = k.wb_iters = 0;
 }
-
-// Beats (cycles of a pipelined port loop) that move `words` float32 words.
-inline uint64_t beats(uint64_t words) { return (words + BEAT_WORDS - 1) / BEAT_WORDS; }
-
-inline uint64_t max2(uint64_t a, uint64_t b) { return a > b ? a : b; }
-inline uint64_t max3(uint64_t a, uint64_t b, uint64_t c) { return max2(a, max2(b, c)); }
 
 }  // namespace zskip
 

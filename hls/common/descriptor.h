@@ -142,6 +142,9 @@ enum zskip_error {
     ERR_PAD = 7,
     ERR_COUNT = 8,
     ERR_LABEL = 9,
+    // a hardware-rule assertion failed (ZSKIP_EMU_ASSERTS emulation builds
+    // only; hls/common/hw_assert.h)
+    ERR_HW_RULE = 10,
 };
 
 }  // namespace zskip

@@ -1,8 +1,7 @@
-// The on-chip memory of the sparse-scatter engine, shared by the three
-// passes that run on it (conv_fwd, conv_bwd_data, conv_bwd_weight, and the fc
-// passes with fc_config). The IP runs one descriptor at a time, so one set of
-// arrays serves every pass and the footprint is this struct, not the sum of
-// one struct per pass.
+// The on-chip memory of the sparse-scatter engine, shared by the passes that
+// run on it (conv_fwd, conv_bwd_data, conv_bwd_weight, and the fc passes with
+// fc_config). The IP runs one descriptor at a time, so one set of arrays
+// serves every pass and the footprint is this struct, not one per pass.
 //
 // Values are stored as acc_t, the widest type: weights (wgt_t) and
 // activations (act_t) are exactly representable in it, and the MAC stage
@@ -26,50 +25,67 @@ struct scatter_engine_onchip {
     static const unsigned XSIZE = CFG::max_dim * CFG::max_dim * CFG::max_ch;
     static const unsigned PLANE = CFG::max_dim * CFG::max_dim;
     static const unsigned WORDS = set_words<CFG>::value;
-    // words of one partial accumulator bank: the accumulators one plane's
-    // elements can reach when banked (a dw plane, taps x channels; the
-    // outputs of a 1x1 forward pass, channels)
-    static const unsigned BANK = CFG::max_ksize * CFG::max_ksize * CFG::max_ch;
     // conv_fwd: weights [c][r][s][k]; conv_bwd_data: weights [k][r][s][c];
-    // conv_bwd_weight: dw accumulators [k][r][s][c]
+    // conv_bwd_weight: dw accumulators [copy][k][r][s][c]
     acc_t w[WSIZE];
     // conv_fwd: bias; conv_bwd_weight: db accumulators
     acc_t bias[CFG::max_ch];
     // conv_fwd: output accumulators [oh][ow][k]; conv_bwd_data: dx accumulators
-    // [h][w][c]; conv_bwd_weight: x [h][w][c]; double-buffered across images
-    acc_t plane[2][XSIZE];
+    // [h][w][c]; conv_bwd_weight: x [h][w][c]
+    acc_t plane[XSIZE];
     // per position, a channel bit set: conv_bwd_data the ReLU mask,
-    // conv_bwd_weight x != 0; double-buffered across images
-    uint32_t sets[2][PLANE][WORDS];
+    // conv_bwd_weight x != 0
+    uint32_t sets[PLANE][WORDS];
     uint32_t ones[WORDS];
     tap_axis<CFG> rows, cols;
-    nz_list<CFG, act_t> nz_act;    // conv_fwd streams x
-    nz_list<CFG, grad_t> nz_grad;  // the backward passes stream dy
-    item_list<CFG> items;
-    // conv_bwd_weight, conv_fwd of a 1x1 output: ACC_LATENCY partial
-    // accumulator banks (acc_banks, sparse_scatter.h)
-    acc_t wbank[ACC_LATENCY * BANK];
+    // the MAC stage's arbiter and per-lane hazard history (registers)
+    mac_arbiter<CFG> arb;
+    hazard_history<CFG> hz;
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
+#ifndef __SYNTHESIS__
+    // C-simulation speed path only (sparse_scatter.h): issue stamps per
+    // accumulator address
+    hazard_stamps<(WSIZE > XSIZE ? WSIZE : XSIZE)> stamps;
+    csim_arbiter<CFG> carb;
+#endif
 };
 
-// The C-simulation model of the MAC stage's accumulator scoreboard (see
-// sparse_scatter.h), one per engine like the accumulators it guards.
+// Before a descriptor's first MAC: no write of an earlier descriptor is in
+// flight (its loads and clears ran first).
 template <class CFG>
-struct engine_scoreboard {
-    // the accumulators, then the partial banks from BANK_BASE
-    static const unsigned BANK_BASE = scatter_engine_onchip<CFG>::WSIZE > scatter_engine_onchip<CFG>::XSIZE
-                                          ? scatter_engine_onchip<CFG>::WSIZE
-                                          : scatter_engine_onchip<CFG>::XSIZE;
-    static const unsigned SIZE = BANK_BASE + ACC_LATENCY * scatter_engine_onchip<CFG>::BANK;
-    typedef acc_scoreboard<SIZE> type;
-};
+void engine_start_descriptor(scatter_engine_onchip<CFG> &buf) {
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
+#ifdef __SYNTHESIS__
+    buf.hz.start_descriptor();
+#else
+// csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
+    buf.stamps.start_descriptor();
+#endif
+}
 
 // The engine's memory for config CFG (one instance per config in the IP).
+// Each accumulator and operand memory is split into pe_lanes banks, word i
+// in bank i mod pe_lanes: lane l of the MAC stage owns bank l.
 template <class CFG>
-void scatter_engine_memory(scatter_engine_onchip<CFG> *&mem, typename engine_scoreboard<CFG>::type *&sb) {
+void scatter_engine_memory(scatter_engine_onchip<CFG> *&mem) {
     static scatter_engine_onchip<CFG> buf;
-    static typename engine_scoreboard<CFG>::type board;
+#pragma HLS ARRAY_PARTITION variable=buf.w cyclic factor=CFG::pe_lanes
+#pragma HLS ARRAY_PARTITION variable=buf.plane cyclic factor=CFG::pe_lanes
+#pragma HLS ARRAY_PARTITION variable=buf.bias cyclic factor=CFG::pe_lanes
+// the encoder reads the channel sets of every tap of its window in one cycle
+#pragma HLS ARRAY_PARTITION variable=buf.sets complete dim=1
+#pragma HLS ARRAY_PARTITION variable=buf.arb.bank_used complete
+#pragma HLS ARRAY_PARTITION variable=buf.arb.port_reads complete
+#pragma HLS ARRAY_PARTITION variable=buf.hz.addr complete dim=0
+#pragma HLS ARRAY_PARTITION variable=buf.hz.time complete dim=0
+#pragma HLS ARRAY_PARTITION variable=buf.hz.valid complete dim=0
+#pragma HLS ARRAY_PARTITION variable=buf.hz.head complete
+#pragma HLS ARRAY_PARTITION variable=buf.rows.r complete dim=2
+#pragma HLS ARRAY_PARTITION variable=buf.rows.t complete dim=2
+#pragma HLS ARRAY_PARTITION variable=buf.cols.r complete dim=2
+#pragma HLS ARRAY_PARTITION variable=buf.cols.t complete dim=2
+#pragma HLS ARRAY_PARTITION variable=buf.ones complete
     mem = &buf;
-    sb = &board;
 }
 
 }  // namespace zskip

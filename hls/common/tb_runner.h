@@ -16,6 +16,7 @@
 
 #include <vector>
 
+#include "../common/cosim.h"
 #include "../common/descriptor.h"
 #include "../common/version.h"
 #include "../zskip_top/zskip_top.h"
@@ -31,18 +32,26 @@ struct region {
 static const region tb_f32_checks[] = ZSKIP_TB_F32_REGIONS;
 static const region tb_bits_checks[] = ZSKIP_TB_BITS_REGIONS;
 
+// A copy of a, zero-padded to at least min_words: co-simulation moves the
+// INTERFACE depth of every port (ZSKIP_COSIM_* in config.h), so each buffer
+// holds at least that many words.
 template <class T, unsigned N>
-std::vector<T> copy_of(const T (&a)[N]) {
-    return std::vector<T>(a, a + N);
+std::vector<T> copy_of(const T (&a)[N], unsigned min_words) {
+    std::vector<T> v(a, a + N);
+    if (v.size() < min_words) v.resize(min_words, T(0));
+    return v;
 }
 
 inline int run(const char *name) {
-    std::vector<float> act = copy_of(tb_act), wgt = copy_of(tb_wgt), grad = copy_of(tb_grad);
-    std::vector<uint32_t> bits = copy_of(tb_bits);
-    std::vector<uint32_t> stats(TB_N_DESC * zskip::S_WORDS, 0);
+    std::vector<float> act = copy_of(tb_act, ZSKIP_COSIM_ARENA_WORDS), wgt = copy_of(tb_wgt, ZSKIP_COSIM_ARENA_WORDS),
+                       grad = copy_of(tb_grad, ZSKIP_COSIM_ARENA_WORDS);
+    std::vector<uint32_t> bits = copy_of(tb_bits, ZSKIP_COSIM_ARENA_WORDS);
+    std::vector<uint32_t> program = copy_of(tb_program, ZSKIP_COSIM_PROGRAM_WORDS);
+    const unsigned stats_words = TB_N_DESC * zskip::S_WORDS;
+    std::vector<uint32_t> stats(stats_words > ZSKIP_COSIM_STATS_WORDS ? stats_words : ZSKIP_COSIM_STATS_WORDS, 0);
     uint32_t version = 0;
     uint64_t cycles = 0;
-    zskip_top(tb_program, act.data(), wgt.data(), grad.data(), bits.data(), stats.data(), TB_N_DESC, &version,
+    zskip_top(program.data(), act.data(), wgt.data(), grad.data(), bits.data(), stats.data(), TB_N_DESC, &version,
               &cycles);
     int failures = 0;
     if (version != ZSKIP_VERSION) {

@@ -1,8 +1,10 @@
 // extern "C" wrappers of the HLS top for the emulation backend (host/emu.py
 // loads the shared library with ctypes). Nothing here changes the kernels.
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../common/config.h"
+#include "../common/hw_assert.h"
 #include "../common/types.h"
 #include "../common/version.h"
 #include "../zskip_top/zskip_top.h"
@@ -34,5 +36,21 @@ void zskip_emu_config(uint32_t *out) {
     out[CFG_MAX_DIM] = ZSKIP_MAX_DIM;
     out[CFG_MAX_KSIZE] = ZSKIP_MAX_KSIZE;
     out[CFG_MAX_FEATURES] = ZSKIP_MAX_FEATURES;
+}
+
+// The hardware-rule violation of the last start (ZSKIP_EMU_ASSERTS builds):
+// writes "kernel\tloop\trule" into out (size bytes) and returns 1, or
+// returns 0 when none was recorded (or the build has no assertions).
+int zskip_emu_violation(char *out, uint32_t size) {
+#ifdef ZSKIP_EMU_ASSERTS
+    const zskip::hw_violation &r = zskip::hw_violation_record();
+    if (!r.set) return 0;
+    snprintf(out, size, "%s\t%s\t%s", r.kernel, r.loop, r.rule);
+    return 1;
+#else
+    (void)out;
+    (void)size;
+    return 0;
+#endif
 }
 }

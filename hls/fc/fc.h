@@ -28,29 +28,28 @@ inline conv_shape fc_shape(unsigned n, unsigned in_features, unsigned out_featur
 }
 
 typedef scatter_engine_onchip<fc_config> fc_memory;
-typedef engine_scoreboard<fc_config>::type fc_scoreboard;
 
 // y (N, J) = relu(x (N, I) w (J, I)^T + b); mask bits of y > 0 when relu.
 inline unsigned fc_fwd(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, bool relu,
                        const float *x, const float *w, const float *b, float *y, uint32_t *mask,
-                       fc_memory &buf, fc_scoreboard &sb, kernel_counters &cnt) {
-    return conv_fwd<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, relu, x, w, b, y, mask, buf, sb, cnt);
+                       fc_memory &buf, kernel_counters &cnt) {
+    return conv_fwd<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, relu, x, w, b, y, mask, buf, cnt);
 }
 
 // dx (N, I) = dy (N, J) w (J, I), zero where out_mask (N, I) is 0 (has_mask);
 // masked outputs are never computed in sparse mode.
 inline unsigned fc_bwd_data(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, bool has_mask,
                             const float *dy, const float *w, const uint32_t *out_mask, float *dx,
-                            fc_memory &buf, fc_scoreboard &sb, kernel_counters &cnt) {
-    return conv_bwd_data<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, has_mask, dy, w, out_mask, dx, buf, sb,
+                            fc_memory &buf, kernel_counters &cnt) {
+    return conv_bwd_data<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, has_mask, dy, w, out_mask, dx, buf,
                                     cnt);
 }
 
 // dw (J, I) = dy^T x, db (J,) = sum over the batch of dy.
 inline unsigned fc_bwd_weight(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, const float *x,
-                              const float *dy, float *dw, float *db, fc_memory &buf, fc_scoreboard &sb,
+                              const float *dy, float *dw, float *db, fc_memory &buf,
                               kernel_counters &cnt) {
-    return conv_bwd_weight<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, x, dy, dw, db, buf, sb, cnt);
+    return conv_bwd_weight<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, x, dy, dw, db, buf, cnt);
 }
 
 }  // namespace zskip

@@ -44,70 +44,66 @@ void maxpool_memory(maxpool_onchip<CFG> *&mem) {
 }
 
 // x [N][C][H][W] -> y [N][C][OH][OW], argmax [N][C][OH][OW] (uint32), and
-// mask bits of y > 0 when write_mask.
+// mask bits of y > 0 when write_mask. Per plane: load, then the window scan
+// (one window element per cycle, flattened over the plane's windows).
 template <class CFG>
 unsigned maxpool_fwd(const pool_shape &sh, bool write_mask, const float *x, float *y, uint32_t *argmax,
                      uint32_t *mask, maxpool_onchip<CFG> &buf, kernel_counters &cnt) {
-    static const unsigned DIM_MAX = CFG::max_dim;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
-    static const unsigned KS_MAX = CFG::max_ksize;
+    static const unsigned WIN_MAX = CFG::max_dim * CFG::max_dim * CFG::max_ksize * CFG::max_ksize;
     static const unsigned PLANES = TRIP_BATCH * CFG::max_ch;
     unsigned err = check_pool_shape<CFG>(sh);
     if (err) return err;
-    const unsigned PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
+    const unsigned PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow, WIN = sh.size * sh.size;
     bit_writer mask_out(mask);
-    uint64_t load = 0, scan = 0;
-PLANE_LOOP:
+    uint64_t cycles = 0;
+POOL_PLANE:
     for (unsigned pl = 0; pl < sh.n * sh.c; ++pl) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANES
-    LOAD:
+    POOL_LOAD:
         for (unsigned i = 0; i < PLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// one input per m_axi beat
+// one input word per cycle
 #pragma HLS PIPELINE II=1
             buf.plane[i] = acc_t(from_f32<act_t>(x[(uint64_t)pl * PLANE + i]));
         }
-        load += PLANE;
-    OUT_ROW:
-        for (unsigned oh = 0; oh < sh.oh; ++oh) {
-#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
-        OUT_COL:
-            for (unsigned ow = 0; ow < sh.ow; ++ow) {
-#pragma HLS LOOP_TRIPCOUNT max=DIM_MAX
-                unsigned best = oh * sh.stride * sh.w + ow * sh.stride;
-                act_t best_v = typename exact_narrow<act_t>::type(buf.plane[best]);
-            WIN_R:
-                for (unsigned r = 0; r < sh.size; ++r) {
-#pragma HLS LOOP_TRIPCOUNT max=KS_MAX
-                WIN_S:
-                    for (unsigned s = 0; s < sh.size; ++s) {
-#pragma HLS LOOP_TRIPCOUNT max=KS_MAX
-// one window element per cycle from the on-chip plane
+        cycles += ZSKIP_CYCLES(POOL_LOAD, PLANE);
+        unsigned oh = 0, ow = 0, r = 0, s = 0, best = 0;
+        act_t best_v = 0;
+    POOL_WINDOW:
+        for (unsigned i = 0; i < OPLANE * WIN; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=WIN_MAX
+// one window element per cycle from the on-chip plane; the running max is a
+// one-cycle compare
 #pragma HLS PIPELINE II=1
-                        unsigned i = (oh * sh.stride + r) * sh.w + ow * sh.stride + s;
-                        const act_t v = typename exact_narrow<act_t>::type(buf.plane[i]);
-                        if (v > best_v) {
-                            best_v = v;
-                            best = i;
-                        }
-                        ++scan;
+            const unsigned at = (oh * sh.stride + r) * sh.w + ow * sh.stride + s;
+            const act_t v = typename exact_narrow<act_t>::type(buf.plane[at]);
+            if ((r == 0 && s == 0) || v > best_v) {
+                best_v = v;
+                best = at;
+            }
+            if (++s == sh.size) {
+                s = 0;
+                if (++r == sh.size) {
+                    r = 0;
+                    const uint64_t o = (uint64_t)pl * OPLANE + oh * sh.ow + ow;
+                    y[o] = to_f32(best_v);
+                    argmax[o] = best;
+                    if (write_mask) mask_out.put(best_v > 0);
+                    if (++ow == sh.ow) {
+                        ow = 0;
+                        ++oh;
                     }
                 }
-                uint64_t o = (uint64_t)pl * OPLANE + oh * sh.ow + ow;
-                y[o] = to_f32(best_v);
-                argmax[o] = best;
-                if (write_mask) mask_out.put(best_v > 0);
             }
         }
+        cycles += ZSKIP_CYCLES(POOL_WINDOW, (uint64_t)OPLANE * WIN);
     }
     if (write_mask) mask_out.flush();
-    uint64_t wb = (uint64_t)sh.n * sh.c * OPLANE;
-    cnt.load_iters += load;
-    cnt.scan_iters += scan;
-    cnt.wb_iters += wb;
-    // plane load and window scan are double-buffered per plane; the output
-    // write is one beat per window and hides under the scan
-    cnt.cycles += max2(load, scan) + LOAD_DEPTH + SCAN_DEPTH + WB_DEPTH;
+    cnt.load_iters += (uint64_t)sh.n * sh.c * PLANE;
+    cnt.scan_iters += (uint64_t)sh.n * sh.c * OPLANE * WIN;
+    cnt.wb_iters += (uint64_t)sh.n * sh.c * OPLANE;
+    cnt.cycles += cycles;
     return ERR_NONE;
 }
 
@@ -118,51 +114,70 @@ unsigned maxpool_bwd(const pool_shape &sh, const float *dy, const uint32_t *argm
                      maxpool_onchip<CFG> &buf, kernel_counters &cnt) {
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANES = TRIP_BATCH * CFG::max_ch;
+    static const unsigned OUTS = TRIP_BATCH * CFG::max_ch * CFG::max_dim * CFG::max_dim;
     unsigned err = check_pool_shape<CFG>(sh);
     if (err) return err;
     const unsigned PLANE = sh.h * sh.w, OPLANE = sh.oh * sh.ow;
-CHECK_ARGMAX:
-    for (uint64_t i = 0; i < (uint64_t)sh.n * sh.c * OPLANE; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max=PLANES
-// one argmax checked per m_axi beat
+    const uint64_t outs = (uint64_t)sh.n * sh.c * OPLANE;
+    // windows that do not overlap send each dx word at most one dy: a write,
+    // no float recurrence
+    const bool overlap = sh.stride < sh.size;
+POOL_CHECK:
+    for (uint64_t i = 0; i < outs; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=OUTS
+// one argmax word per cycle
 #pragma HLS PIPELINE II=1
         if (argmax[i] >= PLANE) return ERR_DIM;
     }
-CLEAR:
+    uint64_t cycles = ZSKIP_CYCLES(POOL_CHECK, outs);
+POOL_CLEAR:
     for (unsigned i = 0; i < PLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 // the plane accumulator cleared one word per cycle
 #pragma HLS PIPELINE II=1
         buf.plane[i] = 0;
     }
-PLANE_LOOP:
+    cycles += ZSKIP_CYCLES(POOL_CLEAR, PLANE);
+POOL_PLANE_BWD:
     for (unsigned pl = 0; pl < sh.n * sh.c; ++pl) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANES
-    SCATTER:
-        for (unsigned o = 0; o < OPLANE; ++o) {
+        if (overlap) {
+        POOL_SCATTER_ADD:
+            for (unsigned o = 0; o < OPLANE; ++o) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// windows overlap only when stride < size; the accumulator read-add-write
-// then needs the distance between equal argmax values, left to the scheduler
+// dx[argmax] += dy: two argmax values of neighbouring windows may be equal,
+// a float recurrence through the adder
+#pragma HLS PIPELINE II=ACC_LATENCY
+                const uint64_t i = (uint64_t)pl * OPLANE + o;
+                buf.plane[argmax[i]] += from_f32<grad_t>(dy[i]);
+            }
+            cycles += ZSKIP_CYCLES(POOL_SCATTER_ADD, OPLANE);
+        } else {
+        POOL_SCATTER_SET:
+            for (unsigned o = 0; o < OPLANE; ++o) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+// each dx word receives at most one dy: a plain write per cycle
 #pragma HLS PIPELINE II=1
-            uint64_t i = (uint64_t)pl * OPLANE + o;
-            buf.plane[argmax[i]] += from_f32<grad_t>(dy[i]);
+                const uint64_t i = (uint64_t)pl * OPLANE + o;
+                buf.plane[argmax[i]] = acc_t(from_f32<grad_t>(dy[i]));
+            }
+            cycles += ZSKIP_CYCLES(POOL_SCATTER_SET, OPLANE);
         }
-    WB:
+    POOL_WB:
         for (unsigned i = 0; i < PLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// store and clear for the next plane
+// store and clear for the next plane, one word per cycle
 #pragma HLS PIPELINE II=1
             const grad_t g = grad_t(buf.plane[i]);
             count_nonfinite(g);
             dx[(uint64_t)pl * PLANE + i] = to_f32(g);
             buf.plane[i] = 0;
         }
+        cycles += ZSKIP_CYCLES(POOL_WB, PLANE);
     }
-    // the argmax check and the scatter each read every (dy, argmax) pair once
-    uint64_t load = (uint64_t)sh.n * sh.c * OPLANE * 2 + PLANE, wb = (uint64_t)sh.n * sh.c * PLANE;
-    cnt.load_iters += load;
-    cnt.wb_iters += wb;
-    cnt.cycles += load + wb + LOAD_DEPTH + WB_DEPTH;
+    cnt.load_iters += 2 * outs + PLANE;
+    cnt.wb_iters += (uint64_t)sh.n * sh.c * PLANE;
+    cnt.cycles += cycles;
     return ERR_NONE;
 }
 

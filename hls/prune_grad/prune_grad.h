@@ -29,14 +29,13 @@
 namespace zskip {
 
 static const unsigned PRUNE_BLOCK = 256;
-// A 128-bit HP port delivers four float32 words per cycle: the pass streams
-// four blocks side by side (one per lane), each buffered on chip.
+// The pass walks four blocks side by side (one generator per lane), one
+// word per cycle through the 32-bit port.
 static const unsigned PRUNE_LANES = 4;
 // |g| is summed as an unsigned fixed-point number with this many fractional
 // bits: integer addition is exact, so the lanes' partial sums can be added in
 // any order and the threshold is reproducible (gradients stay far below 2^23).
 static const unsigned PRUNE_SUM_FRAC_BITS = 40;
-static const unsigned PRUNE_DEPTH = 6;
 
 struct prune_onchip {
     float block[PRUNE_LANES][PRUNE_BLOCK];
@@ -72,23 +71,18 @@ inline float prune_threshold(const float *g, uint32_t count, float tau_scale, ke
     uint32_t nonzeros = 0;
     uint64_t iters = 0;
 PRUNE_STATS:
-    for (uint32_t i = 0; i < count; i += PRUNE_LANES) {
-#pragma HLS LOOP_TRIPCOUNT max = TRIP_ELEMENTS / PRUNE_LANES
-// integer accumulation has a one-cycle adder, so II=1 holds
+    for (uint32_t i = 0; i < count; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max = TRIP_ELEMENTS
+// one word per cycle from the 32-bit port; integer accumulation has a
+// one-cycle adder, so II = 1 holds
 #pragma HLS PIPELINE II = 1
-    PRUNE_STATS_LANES:
-        for (unsigned l = 0; l < PRUNE_LANES; l++) {
-#pragma HLS UNROLL
-            if (i + l < count) {
-                const float a = prune_abs(g[i + l]);
-                total += (uint64_t)((double)a * unit);
-                nonzeros += (a != 0.0f);
-            }
-        }
+        const float a = prune_abs(g[i]);
+        total += (uint64_t)((double)a * unit);
+        nonzeros += (a != 0.0f);
         iters++;
     }
     cnt.scan_iters += iters;
-    cnt.cycles += iters + PRUNE_DEPTH;
+    cnt.cycles += ZSKIP_CYCLES(PRUNE_STATS, iters);
     if (nonzeros == 0) return 0.0f;
     const float mean = (float)((double)total / (double)nonzeros / unit);
     return mean * tau_scale;
@@ -99,7 +93,7 @@ inline void prune_apply(const float *src, float *dst, uint32_t count, float tau,
                         kernel_counters &cnt) {
     const uint32_t blocks = (count + PRUNE_BLOCK - 1) / PRUNE_BLOCK;
     const float unit = 1.0f / 16777216.0f;  // 2^-24: 24 random bits -> [0, 1)
-    uint64_t iters = 0;
+    uint64_t iters = 0, cycles = 0;
 PRUNE_GROUPS:
     for (uint32_t b0 = 0; b0 < blocks; b0 += PRUNE_LANES) {
 #pragma HLS LOOP_TRIPCOUNT max = TRIP_ELEMENTS / (PRUNE_BLOCK * PRUNE_LANES)
@@ -112,30 +106,30 @@ PRUNE_GROUPS:
             state[l] = prune_seed(seed, b0 + l);
         }
     PRUNE_ELEMS:
-        for (unsigned t = 0; t < PRUNE_BLOCK; t++) {
-// the generators and the compare are a few XORs and one multiply per lane
+        for (unsigned i = 0; i < PRUNE_BLOCK * PRUNE_LANES; i++) {
+// one word per cycle from the 32-bit port, the lanes' blocks in turn; the
+// generator of a lane advances once per visit (a few XORs), the compare and
+// select have no loop-carried dependence
 #pragma HLS PIPELINE II = 1
-        PRUNE_LANE:
-            for (unsigned l = 0; l < PRUNE_LANES; l++) {
-#pragma HLS UNROLL
-                state[l] = xorshift32(state[l]);
-                const uint32_t i = (b0 + l) * PRUNE_BLOCK + t;
-                if (b0 + l < blocks && i < count) {
-                    const float v = src[i];
-                    const float a = prune_abs(v);
-                    float out = v;
-                    if (a < tau) {
-                        const float u = (float)(state[l] >> 8) * unit;
-                        out = (u * tau < a) ? (v < 0 ? -tau : tau) : 0.0f;
-                    }
-                    dst[i] = out;
+            const unsigned t = i / PRUNE_LANES, l = i % PRUNE_LANES;
+            state[l] = xorshift32(state[l]);
+            const uint32_t at = (b0 + l) * PRUNE_BLOCK + t;
+            if (b0 + l < blocks && at < count) {
+                const float v = src[at];
+                const float a = prune_abs(v);
+                float out = v;
+                if (a < tau) {
+                    const float u = (float)(state[l] >> 8) * unit;
+                    out = (u * tau < a) ? (v < 0 ? -tau : tau) : 0.0f;
                 }
+                dst[at] = out;
             }
             iters++;
         }
+        cycles += ZSKIP_CYCLES(PRUNE_ELEMS, PRUNE_BLOCK * PRUNE_LANES);
     }
     cnt.wb_iters += iters;
-    cnt.cycles += iters + PRUNE_DEPTH;
+    cnt.cycles += cycles;
 }
 
 // tau_scale > 0: derive tau from src (tau argument ignored); otherwise use

@@ -27,11 +27,11 @@ inline unsigned sgd_update(unsigned count, float lr, float momentum, float weigh
                            float *velocity, const float *grad, kernel_counters &cnt, float grad_unscale = 1.0f) {
     static const unsigned ELEMENTS = TRIP_ELEMENTS;
     if (count < 1) return ERR_COUNT;
-UPDATE:
+SGD_UPDATE:
     for (unsigned i = 0; i < count; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=ELEMENTS
-// one parameter per cycle: three reads and two writes on separate bundles
-#pragma HLS PIPELINE II=1
+// param and velocity share the wgt bundle: two reads per element, II = 2
+#pragma HLS PIPELINE II=2
         float p = to_f32(from_f32<opt_t>(param[i]));
         float g = to_f32(from_f32<grad_t>(grad[i])) * grad_unscale;
         float v = to_f32(from_f32<opt_t>(velocity[i]));
@@ -45,7 +45,7 @@ UPDATE:
     }
     cnt.load_iters += count;
     cnt.wb_iters += count;
-    cnt.cycles += count + LOAD_DEPTH + WB_DEPTH;
+    cnt.cycles += ZSKIP_CYCLES(SGD_UPDATE, count);
     return ERR_NONE;
 }
 

@@ -31,6 +31,7 @@ unsigned softmax_xent(unsigned n, unsigned classes, const float *logits, const u
     if (n < 1) return ERR_BATCH;
     if (classes < 1 || classes > CFG::max_classes) return ERR_CHANNELS;
     float total = 0;
+    uint64_t cycles = 0;
     const float inv_n = 1.0f / (float)n;
     // a power of two: the scaling is exact in float32
     const float dlogit_scale = inv_n * grad_scale;
@@ -41,7 +42,7 @@ SAMPLE:
         if (label >= classes) return ERR_LABEL;
         const float *row = logits + (uint64_t)i * classes;
         float mx = row[0];
-    MAX:
+    SOFTMAX_MAX:
         for (unsigned j = 1; j < classes; ++j) {
 #pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
 // one logit per m_axi beat; the max is a one-cycle compare
@@ -49,19 +50,20 @@ SAMPLE:
             mx = row[j] > mx ? row[j] : mx;
         }
         float sum = 0;
-    EXP:
+    SOFTMAX_EXP:
         for (unsigned j = 0; j < classes; ++j) {
 #pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
-// the float sum is a loop-carried dependence: II is the adder latency in
-// hardware; the count below charges one cycle and the adder depth per sample
-#pragma HLS PIPELINE II=1
+// the float sum is a loop-carried dependence: II = the adder latency
+#pragma HLS PIPELINE II=ACC_LATENCY
             buf.z[j] = expf(row[j] - mx);
             sum += buf.z[j];
         }
+        cycles += ZSKIP_CYCLES(SOFTMAX_MAX, classes - 1) + ZSKIP_CYCLES(SOFTMAX_EXP, classes) +
+                  ZSKIP_CYCLES(SOFTMAX_GRAD, classes);
         const float p_label = buf.z[label] / sum;
         total += -logf(p_label > FLT_MIN ? p_label : FLT_MIN);
         float *drow = dlogits + (uint64_t)i * classes;
-    GRAD:
+    SOFTMAX_GRAD:
         for (unsigned j = 0; j < classes; ++j) {
 #pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
 // one dlogit per cycle
@@ -76,7 +78,7 @@ SAMPLE:
     uint64_t elements = (uint64_t)n * classes;
     cnt.load_iters += 2 * elements;
     cnt.wb_iters += elements;
-    cnt.cycles += 3 * elements + (uint64_t)n * (LOAD_DEPTH + MAC_DEPTH + WB_DEPTH);
+    cnt.cycles += cycles;
     return ERR_NONE;
 }
 

@@ -6,9 +6,11 @@
 #include "zskip_top.h"
 
 #include "../common/config.h"
+#include "../common/cosim.h"
 #include "../common/counters.h"
 #include "../common/descriptor.h"
 #include "../common/engine_memory.h"
+#include "../common/hw_assert.h"
 #include "../common/shapes.h"
 #include "../common/types.h"
 #include "../common/version.h"
@@ -66,11 +68,27 @@ static pool_shape read_pool_shape(const uint32_t *d) {
 // time).
 struct ip_memory {
     scatter_engine_onchip<conv_config> *conv;
-    engine_scoreboard<conv_config>::type *conv_sb;
     scatter_engine_onchip<fc_config> *fc;
-    engine_scoreboard<fc_config>::type *fc_sb;
     maxpool_onchip<pool_config> *pool;
 };
+
+// Kernel names of the opcodes, for hardware-rule reports (hw_assert.h).
+static const char *kernel_name(uint32_t opcode) {
+    switch (opcode) {
+    case OP_CONV_FWD: return "conv_fwd";
+    case OP_CONV_BWD_DATA: return "conv_bwd_data";
+    case OP_CONV_BWD_WEIGHT: return "conv_bwd_weight";
+    case OP_FC_FWD: return "fc_fwd";
+    case OP_FC_BWD_DATA: return "fc_bwd_data";
+    case OP_FC_BWD_WEIGHT: return "fc_bwd_weight";
+    case OP_MAXPOOL_FWD: return "maxpool_fwd";
+    case OP_MAXPOOL_BWD: return "maxpool_bwd";
+    case OP_SGD_UPDATE: return "sgd_update";
+    case OP_SOFTMAX_XENT: return "softmax_xent";
+    case OP_PRUNE_GRAD: return "prune_grad";
+    default: return "unknown";
+    }
+}
 
 // Runs one descriptor; returns its ERR_* code. tau: the threshold a
 // PRUNE_GRAD applied (0 for every other opcode).
@@ -83,25 +101,25 @@ static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float 
     switch (d[D_OPCODE]) {
     case OP_CONV_FWD:
         return conv_fwd<conv_config>(read_conv_shape(d), skip, relu, act + d[D_X], wgt + d[D_WGT],
-                                     wgt + d[D_BIAS], act + d[D_Y], bits + d[D_MASK_OUT], *mem.conv, *mem.conv_sb, cnt);
+                                     wgt + d[D_BIAS], act + d[D_Y], bits + d[D_MASK_OUT], *mem.conv, cnt);
     case OP_CONV_BWD_DATA:
         return conv_bwd_data<conv_config>(read_conv_shape(d), skip, has_mask, grad + d[D_DY], wgt + d[D_WGT],
-                                          bits + d[D_MASK_IN], grad + d[D_DX], *mem.conv, *mem.conv_sb, cnt);
+                                          bits + d[D_MASK_IN], grad + d[D_DX], *mem.conv, cnt);
     case OP_CONV_BWD_WEIGHT:
         return conv_bwd_weight<conv_config>(read_conv_shape(d), skip, act + d[D_X], grad + d[D_DY],
-                                            grad + d[D_DW], grad + d[D_DB], *mem.conv, *mem.conv_sb, cnt);
+                                            grad + d[D_DW], grad + d[D_DB], *mem.conv, cnt);
     case OP_FC_FWD:
         if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
         return fc_fwd(d[D_N], d[D_C], d[D_K], skip, relu, act + d[D_X], wgt + d[D_WGT], wgt + d[D_BIAS],
-                      act + d[D_Y], bits + d[D_MASK_OUT], *mem.fc, *mem.fc_sb, cnt);
+                      act + d[D_Y], bits + d[D_MASK_OUT], *mem.fc, cnt);
     case OP_FC_BWD_DATA:
         if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
         return fc_bwd_data(d[D_N], d[D_C], d[D_K], skip, has_mask, grad + d[D_DY], wgt + d[D_WGT],
-                           bits + d[D_MASK_IN], grad + d[D_DX], *mem.fc, *mem.fc_sb, cnt);
+                           bits + d[D_MASK_IN], grad + d[D_DX], *mem.fc, cnt);
     case OP_FC_BWD_WEIGHT:
         if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
         return fc_bwd_weight(d[D_N], d[D_C], d[D_K], skip, act + d[D_X], grad + d[D_DY], grad + d[D_DW],
-                             grad + d[D_DB], *mem.fc, *mem.fc_sb, cnt);
+                             grad + d[D_DB], *mem.fc, cnt);
     case OP_MAXPOOL_FWD:
         return maxpool_fwd<pool_config>(read_pool_shape(d), relu, act + d[D_X], act + d[D_Y],
                                         bits + d[D_ARGMAX], bits + d[D_MASK_OUT], *mem.pool, cnt);
@@ -135,12 +153,14 @@ void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uin
 // One AXI master bundle per tensor class so the arenas are separate ports
 // (parallel bursts, and the PYNQ driver hands each its own buffer); their
 // base addresses and the scalars are AXI-lite registers of bundle control.
-#pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem_prog
-#pragma HLS INTERFACE m_axi port=act offset=slave bundle=gmem_act
-#pragma HLS INTERFACE m_axi port=wgt offset=slave bundle=gmem_wgt
-#pragma HLS INTERFACE m_axi port=grad offset=slave bundle=gmem_grad
-#pragma HLS INTERFACE m_axi port=bits offset=slave bundle=gmem_bits
-#pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gmem_stats
+// depth: the words co-simulation gives each port (cosim.h); it bounds
+// nothing on the board, where the arenas are the host's buffers.
+#pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem_prog depth=ZSKIP_COSIM_PROGRAM_WORDS
+#pragma HLS INTERFACE m_axi port=act offset=slave bundle=gmem_act depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=wgt offset=slave bundle=gmem_wgt depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=grad offset=slave bundle=gmem_grad depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=bits offset=slave bundle=gmem_bits depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gmem_stats depth=ZSKIP_COSIM_STATS_WORDS
 #pragma HLS INTERFACE s_axilite port=program bundle=control
 #pragma HLS INTERFACE s_axilite port=act bundle=control
 #pragma HLS INTERFACE s_axilite port=wgt bundle=control
@@ -153,28 +173,35 @@ void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uin
 #pragma HLS INTERFACE s_axilite port=return bundle=control
     static const unsigned PROGRAM_MAX = 64;
     ip_memory mem;
-    scatter_engine_memory<conv_config>(mem.conv, mem.conv_sb);
-    scatter_engine_memory<fc_config>(mem.fc, mem.fc_sb);
+    scatter_engine_memory<conv_config>(mem.conv);
+    scatter_engine_memory<fc_config>(mem.fc);
     maxpool_memory<pool_config>(mem.pool);
     *version = ZSKIP_VERSION;
+#ifdef ZSKIP_EMU_ASSERTS
+    hw_violation_record().set = false;
+#endif
     uint64_t total = 0;
 DESC:
     for (uint32_t i = 0; i < n_desc; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PROGRAM_MAX
         uint32_t d[D_WORDS];
-    FETCH:
+    DESC_FETCH:
         for (unsigned j = 0; j < D_WORDS; ++j) {
 // one descriptor word per beat of a D_WORDS burst
 #pragma HLS PIPELINE II=1
             d[j] = program[(uint64_t)i * D_WORDS + j];
         }
+        ZSKIP_HW_KERNEL(kernel_name(d[D_OPCODE]));
         kernel_counters cnt;
         clear(cnt);
         saturation_count() = 0;
         nonfinite_count() = 0;
         float tau = 0.0f;
-        const unsigned err = run_descriptor(d, act, wgt, grad, bits, mem, cnt, tau);
-        cnt.cycles += DESC_OVERHEAD;
+        unsigned err = run_descriptor(d, act, wgt, grad, bits, mem, cnt, tau);
+#ifdef ZSKIP_EMU_ASSERTS
+        if (hw_violation_record().set) err = ERR_HW_RULE;
+#endif
+        cnt.cycles += ZSKIP_CYCLES(DESC_FETCH, D_WORDS);
         total += cnt.cycles;
         uint32_t *rec = stats + (uint64_t)i * S_WORDS;
         rec[S_ERROR] = err;

@@ -1,29 +1,27 @@
 """Analytic cycle model of the sparse-scatter kernels, and PE-array sizing per board.
 
-The kernels count their own cycles (hls/common/counters.h); this module
+The kernels count their own cycles (hls/common/counters.h) from their loops'
+trip counts through the schedule table (hls/common/schedule.h); this module
 predicts the same figure from what is known before running: the pass's
 shape, how many operand elements are nonzero, how many MACs are live
-(``macs_nonzero`` of :func:`zskip.models.reference.conv_macs`) and the PE lanes.
-It follows the kernels' combination rule with per-element averages in place
-of the per-element counts:
+(``macs_nonzero`` of :func:`zskip.models.reference.conv_macs`) and the PE
+lanes. It applies the same rule with per-element averages in place of the
+per-element counts:
 
-- a scanned plane costs ``max(plane beats, emitted elements x element cost)``,
-  the plane arriving BEAT_WORDS elements per beat;
-- an element costs ``max(ceil(candidates / 32), MAC iterations)``, the
-  encoder and MAC stages being a DATAFLOW pair; MAC iterations are
-  ``items / lanes`` plus the expected waste of the last, partial iteration;
-- loads and write-backs move BEAT_WORDS words per cycle, accumulator clears
-  one word per lane; double-buffered overlap exactly as in the kernels.
+- a pipelined loop invocation costs trips x II + depth (II and depth read
+  from schedule.h);
+- per image, the DATAFLOW region scan -> encoder -> MAC costs its slowest
+  stage plus the three fills; loads, mask and x loads and write-backs run
+  one after another around it;
+- the scan takes every operand word (one per cycle); the encoder one window
+  of ENC_BITS candidates per cycle (at least one per element); the MAC stage
+  one lane token per cycle, a token holding at most one item per accumulator
+  bank and never spanning two windows (so at least one cycle per window). With the channel sets of the backward passes the banks of masked
+  items stay empty: tokens are modelled as ``candidates / lanes`` scaled by
+  ``min(1, 2 x live fraction)`` (at least ``items / lanes``), which fits the
+  measured counters (tests/test_perf_model.py states how closely).
 
-Accumulator-hazard stalls are modelled as a floor of ACC_LATENCY cycles
-per element (consecutive elements share accumulators) except where the
-kernels use partial accumulator banks, which cost one bank sum per plane
-(backward-weight) or per image (fully-connected forward) instead; partial
-overlaps and the spread of items per element are not modelled. tests/test_perf_model.py states how close the model
-comes to the counters.
-
-Pipeline depths are read from hls/common/counters.h, the one place they are
-written.
+Accumulator-hazard waits are not modelled.
 """
 from __future__ import annotations
 
@@ -31,32 +29,63 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Tuple
 
 from ... import HLS_DIR
 from ...models import reference as R
 
-__all__ = ["ConvPass", "PASSES", "kernel_constants", "predict_cycles", "ideal_cycles", "choose_pe_lanes"]
+__all__ = ["ConvPass", "PASSES", "kernel_constants", "schedule", "predict_cycles", "ideal_cycles",
+           "choose_pe_lanes"]
 
-COUNTERS_H = HLS_DIR / "common" / "counters.h"
-#: candidate channel bits the priority encoder takes per cycle (sparse_scatter.h)
-ENCODER_BITS = 32
+SCHEDULE_H = HLS_DIR / "common" / "schedule.h"
+DESCRIPTOR_H = HLS_DIR / "common" / "descriptor.h"
 #: the passes a convolution or fully-connected layer runs in training
 PASSES = ("fwd", "bwd_data", "bwd_weight")
 #: a PE-array size is "saturated" when it predicts at most 5 % more cycles than the largest that fits
 SATURATION = 1.05
 
+_CONST = re.compile(r"static\s+const\s+unsigned\s+(\w+)\s*=\s*([^;]+);")
+_ROW = re.compile(r"^ZSKIP_SCHEDULE\((\w+),\s*([^,]+),\s*([^)]+)\)", re.MULTILINE)
+
+
+def _evaluate(expr: str, names: Dict[str, int]) -> int:
+    """An integer expression of schedule.h (literals, named constants, + and *)."""
+    if not re.fullmatch(r"[\w\s+*()]+", expr):
+        raise ValueError(f"{SCHEDULE_H}: cannot read {expr!r}")
+    return int(eval(expr, {"__builtins__": {}}, dict(names)))  # only names, digits, + * ( )
+
 
 @lru_cache(maxsize=1)
 def kernel_constants() -> Dict[str, int]:
-    """``{name: value}`` of the ``static const unsigned`` depths in counters.h."""
-    text = COUNTERS_H.read_text()
-    found = dict(re.findall(r"static\s+const\s+unsigned\s+(\w+)\s*=\s*(\d+)\s*;", text))
-    need = ("LOAD_DEPTH", "SCAN_DEPTH", "MAC_DEPTH", "WB_DEPTH", "ACC_LATENCY", "BEAT_WORDS")
-    missing = [n for n in need if n not in found]
-    if missing:
-        raise ValueError(f"{COUNTERS_H}: constants {missing} not found")
-    return {k: int(v) for k, v in found.items()}
+    """``{name: value}`` of the named constants of schedule.h (and D_WORDS of descriptor.h)."""
+    names: Dict[str, int] = {}
+    for name, expr in _CONST.findall(SCHEDULE_H.read_text()):
+        names[name] = _evaluate(expr, names)
+    for need in ("ACC_LATENCY", "SCAN_DEPTH", "ENC_DEPTH", "MAC_DEPTH"):
+        if need not in names:
+            raise ValueError(f"{SCHEDULE_H}: constant {need} not found")
+    m = re.search(r"\bD_WORDS\s*=\s*(\d+)", DESCRIPTOR_H.read_text())
+    names["D_WORDS"] = int(m.group(1))
+    return names
+
+
+@lru_cache(maxsize=1)
+def schedule() -> Dict[str, Tuple[int, int]]:
+    """``{loop label: (II, depth)}``: the rows of schedule.h."""
+    names = kernel_constants()
+    return {label: (_evaluate(ii, names), _evaluate(depth, names))
+            for label, ii, depth in _ROW.findall(SCHEDULE_H.read_text())}
+
+
+def _loop(label: str, trips: float) -> float:
+    """A pipelined loop invocation: trips x II + depth (nothing when it has no trip)."""
+    ii, depth = schedule()[label]
+    return trips * ii + depth if trips > 0 else 0.0
+
+
+def enc_bits(lanes: int) -> int:
+    """Candidates the encoder takes per cycle (enc_bits in sparse_scatter.h)."""
+    return max(64, lanes)
 
 
 @dataclass(frozen=True)
@@ -89,95 +118,80 @@ class ConvPass:
         return oh, ow
 
 
-def _mac_iterations(items: float, lanes: int) -> float:
-    """Expected MAC iterations of an element with ``items`` live items on average."""
+def _region(scan_words: float, elements: float, candidates: float, items: float, lanes: int,
+            channel_sets: bool, shared: bool = True) -> float:
+    """One image's DATAFLOW region: max(scan, encoder, MAC) + the fills.
+
+    shared: consecutive elements update overlapping accumulators, so an
+    element whose tokens take fewer cycles than the adder latency waits for
+    the previous one's writes (at least ACC_LATENCY cycles per element)."""
+    d = kernel_constants()
+    enc = elements * max(1.0, candidates / max(elements, 1) / enc_bits(lanes) + 0.5) if elements else 0.0
     if items <= 0:
-        return 0.0
-    # the last iteration of an element is partly empty: on average (lanes - 1) / 2 lanes idle
-    return max(1.0, items / lanes + (lanes - 1) / (2.0 * lanes))
-
-
-def _beats(words: float) -> int:
-    """Cycles of a port loop moving ``words`` float32 words, BEAT_WORDS per beat."""
-    beat = kernel_constants()["BEAT_WORDS"]
-    return math.ceil(words / beat)
-
-
-def _banked(words: int, lanes: int) -> bool:
-    """The kernels' rule for partial accumulator banks: the accumulators one
-    element can reach fit in fewer MAC iterations than the adder latency."""
-    return math.ceil(words / lanes) < kernel_constants()["ACC_LATENCY"]
-
-
-def _bank_sum(words: int, lanes: int) -> int:
-    """Cycles of summing the partial banks into ``words`` accumulators (sum_banks)."""
-    return kernel_constants()["ACC_LATENCY"] + math.ceil(words / lanes)
-
-
-def _scatter(planes: int, plane_elems: int, scanned_nonzero: float, candidates_dense: float, items: float,
-             lanes: int, shared_targets: bool) -> float:
-    """Cycles of ``planes`` operand planes through compaction, encoder and MAC stages.
-
-    shared_targets: consecutive elements update overlapping accumulators
-    without partial banks (backward-data and convolution forward: neighbours
-    share most targets; backward-weight and fully-connected forward when
-    their elements are too wide for banks), so an element's MAC stage takes
-    at least ACC_LATENCY cycles.
-    """
-    scan = _beats(plane_elems)
-    if scanned_nonzero <= 0:
-        return float(planes * scan)
-    total_elems = planes * plane_elems
-    per_plane = scanned_nonzero / planes
-    enc = math.ceil(candidates_dense / total_elems / ENCODER_BITS)
-    mac = _mac_iterations(items / scanned_nonzero, lanes)
-    if shared_targets and mac > 0:
-        mac = max(mac, kernel_constants()["ACC_LATENCY"])
-    element = max(enc, mac)
-    return planes * max(scan, per_plane * element)
+        mac = 0.0
+    elif channel_sets:
+        live = items / candidates if candidates else 1.0
+        mac = max(items / lanes, candidates / lanes * min(1.0, 2.0 * live))
+    else:
+        mac = items / lanes
+    if items > 0:
+        # a lane token never spans two encoder windows
+        mac = max(mac, min(enc, items))
+    if shared and items > 0:
+        mac = max(mac, min(elements * d["ACC_LATENCY"], items))
+    fills = d["SCAN_DEPTH"] + (d["ENC_DEPTH"] if elements else 0) + (d["MAC_DEPTH"] if items else 0)
+    return max(scan_words, enc, mac) + fills
 
 
 def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonzero: int, macs_dense: int,
-                   lanes: int) -> float:
+                   lanes: int, skip_zeros: Optional[bool] = None) -> float:
     """Predicted ``cycles`` counter of one pass over the whole batch.
 
     scanned_nonzero: emitted elements of the scanned operand (x for ``fwd``,
     dy for the backward passes; every element in dense mode). macs_nonzero:
     live items (the reference's ``macs_nonzero``; ``macs_dense`` in dense mode).
+    skip_zeros: the mode (default: sparse when macs_nonzero < macs_dense).
     """
     if pass_name not in PASSES:
         raise ValueError(f"pass_name: must be one of {PASSES}, got {pass_name!r}")
     if lanes < 1:
         raise ValueError(f"lanes: must be >= 1, got {lanes}")
     d = kernel_constants()
+    if skip_zeros is None:
+        skip_zeros = macs_nonzero < macs_dense
     n, c, k, rs = p.n, p.c, p.k, p.r * p.s
     plane = p.h * p.w
     oh, ow = p.out_hw
     oplane = oh * ow
-    fill = d["SCAN_DEPTH"] + d["MAC_DEPTH"]
-    # per-image averages: the kernels sum per-image maxima, the batch is homogeneous enough
+    desc = _loop("DESC_FETCH", d["D_WORDS"])
+    per = dict(elements=scanned_nonzero / n, items=macs_nonzero / n, lanes=lanes)
     if pass_name == "fwd":
-        banked = oplane == 1 and _banked(k, lanes)
-        load = _beats(k * c * rs) + _beats(k) + math.ceil(oplane * k / lanes)
-        compute = fill + _scatter(c, plane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes,
-                                  not banked)
-        if banked:
-            compute += _bank_sum(k, lanes)
-        per_image = max(compute, _beats(k * oplane))
-        return load + d["LOAD_DEPTH"] + n * per_image + d["WB_DEPTH"]
+        # candidates of the emitted elements: the dense candidates scaled by the emitted fraction
+        cand = macs_dense / n * (scanned_nonzero / (n * c * plane))
+        load = (_loop("LOAD_W", k * c * rs) + _loop("FWD_LOAD_B", k) + _loop("CLEAR_ACC", math.ceil(oplane * k / lanes))
+                + _loop("AXIS_IN", p.h) + _loop("AXIS_IN", p.w))
+        image = _region(c * plane, candidates=cand, channel_sets=False, **per) + _loop("FWD_WB", k * oplane)
+        return desc + load + n * image
+    cand = macs_dense / n * (scanned_nonzero / (n * k * oplane))
     if pass_name == "bwd_data":
-        compute = fill + _scatter(k, oplane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes, True)
-        load = _beats(k * c * rs) + math.ceil(plane * c / lanes)
-        mask_load = math.ceil(c * plane / 32) if p.has_mask else 0
-        per_image = max(mask_load, compute, _beats(c * plane))
-        return load + d["LOAD_DEPTH"] + n * per_image + d["WB_DEPTH"]
-    banked = oplane > 1 and _banked(rs * c, lanes)
-    compute = fill + _scatter(k, oplane, scanned_nonzero / n, macs_dense / n, macs_nonzero / n, lanes, not banked)
-    if banked:
-        compute += k * _bank_sum(rs * c, lanes)
-    init = math.ceil(k * rs * c / lanes) + math.ceil(k / lanes)
-    per_image = max(_beats(c * plane), compute)
-    return init + d["LOAD_DEPTH"] + n * per_image + (_beats(k * c * rs) + _beats(k)) + d["WB_DEPTH"]
+        load = (_loop("LOAD_W", k * c * rs) + _loop("CLEAR_ACC", math.ceil(plane * c / lanes))
+                + _loop("AXIS_OUT", oh) + _loop("AXIS_OUT", ow))
+        image = (_region(k * oplane, candidates=cand, channel_sets=skip_zeros and p.has_mask, **per)
+                 + _loop("BWD_DATA_WB", c * plane) + (_loop("BWD_DATA_MASK", c * plane) if p.has_mask else 0))
+        return desc + load + n * image
+    lat = d["ACC_LATENCY"]
+    copies = lat if oplane > 1 and math.ceil(rs * c / lanes) < lat and lat * k * rs * c <= _max_words(lanes, p) else 1
+    load = (_loop("CLEAR_ACC", math.ceil(copies * k * rs * c / lanes)) + _loop("CLEAR_ACC", math.ceil(k / lanes))
+            + _loop("AXIS_OUT", oh) + _loop("AXIS_OUT", ow))
+    image = _loop("BWD_W_LOAD_X", c * plane) + _region(k * oplane, candidates=cand, channel_sets=skip_zeros,
+                                                       shared=copies == 1 and oplane > 1, **per)
+    wb = _loop("BWD_W_WB_SUM" if copies > 1 else "BWD_W_WB", k * c * rs) + _loop("BWD_W_WB_B", k)
+    return desc + load + n * image + wb
+
+
+def _max_words(lanes: int, p: ConvPass) -> float:
+    """Words of the engine's weight memory: unknown to the model, taken as large (copies fit)."""
+    return float("inf")
 
 
 def ideal_cycles(macs_nonzero: int, lanes: int) -> float:

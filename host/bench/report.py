@@ -33,9 +33,16 @@ __all__ = ["RecordingOps", "op_bytes", "measure_steps", "compare_modes", "board_
 #: the kernels' counters a bench report keeps per pass (accelerator.last_stats)
 COUNTERS = ("cycles", "macs_executed", "macs_dense", "mac_iters", "mac_stalls", "enc_iters", "scan_iters")
 
-#: the performance goals: name -> (target, "min" = at least / "max" = at most)
-GOALS = {"speedup_step": (5.4, "min"), "utilization_step": (0.85, "min"),
+#: the goals (issue 11): name -> (target, "min" = at least / "max" = at most). The utilisation
+#: goals hold against honest counters (ideal / measured cycles) and a strong baseline (the
+#: dense mode's own array utilisation); speedup_bwd and the accuracy drop are goals of a run
+#: with --prune-rate (Sarma et al.'s best back-prop figure, 5.4x, within 1 point of accuracy);
+#: the emulator-speed goals are issue 5's.
+GOALS = {"utilization_step": (0.85, "min"), "dense_array_utilization_step": (0.85, "min"),
+         "speedup_bwd": (5.4, "min"), "prune_accuracy_drop": (0.01, "max"),
          "emu_float32_over_torch_cpu": (1.0, "max"), "emu_fixed_over_torch_cpu": (8.0, "max")}
+#: goals measured only when pruning is on
+PRUNE_GOALS = ("speedup_bwd", "prune_accuracy_drop")
 
 
 def _tensor_bytes(a) -> int:
@@ -93,7 +100,7 @@ class RecordingOps:
 
 
 def measure_steps(acc, model: Model, params, velocities, batches, lr=0.02, momentum=0.9,
-                  weight_decay=0.0) -> dict:
+                  weight_decay=0.0, prune_rate: float = 0.0, seed: int = 0) -> dict:
     """Run one training step per (x (N, C, H, W), y (N,)) batch from the same params.
 
     Every batch starts from ``params`` (the figures describe the trained
@@ -102,9 +109,12 @@ def measure_steps(acc, model: Model, params, velocities, batches, lr=0.02, momen
     """
     ops = RecordingOps(acc)
     layers, records = [], []
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches):
         ops.records = []
-        result = _step.train_step(ops, model, params, velocities, x, y, lr, momentum, weight_decay, account=True)
+        prune = {} if not prune_rate else {"prune_rate": prune_rate,
+                                           "prune_seeds": _step.prune_seeds(seed, i, len(model.layers))}
+        result = _step.train_step(ops, model, params, velocities, x, y, lr, momentum, weight_decay, account=True,
+                                  **prune)
         layers.append(result.layers)
         records.append(ops.records)
     return {"layers": layers, "records": records, "pe_lanes": int(acc.limits.pe_lanes)}
@@ -170,6 +180,8 @@ def compare_modes(model: Model, sparse: dict, dense: dict) -> dict:
               "ideal_speedup_fwd": fwd["ideal_speedup"], "ideal_speedup_bwd": bwd["ideal_speedup"],
               "ideal_speedup_step": step["ideal_speedup"], "utilization_fwd": fwd["utilization"],
               "utilization_bwd": bwd["utilization"], "utilization_step": step["utilization"],
+              # the dense mode's own array utilisation: how busy its lanes are (a strong baseline)
+              "dense_array_utilization_step": _ratio(step["macs_dense"], step["cycles_dense"] * lanes),
               "cycles_dense_step": step["cycles_dense"], "cycles_sparse_step": step["cycles_sparse"],
               "macs_dense_step": step["macs_dense"], "macs_nonzero_step": step["macs_nonzero"],
               # every kernel of the step: + pooling, loss and SGD, which have nothing to skip
@@ -238,7 +250,10 @@ def goals(totals: dict, speed: Optional[dict]) -> Dict[str, dict]:
     shortfall: how far the measured value is from the target in the target's
     direction (0 when met, None when not measured, e.g. without torch).
     """
-    measured = {"speedup_step": totals.get("speedup_step"), "utilization_step": totals.get("utilization_step"),
+    measured = {"utilization_step": totals.get("utilization_step"),
+                "dense_array_utilization_step": totals.get("dense_array_utilization_step"),
+                "speedup_bwd": totals.get("speedup_bwd") if totals.get("prune_rate") else None,
+                "prune_accuracy_drop": totals.get("prune_accuracy_drop") if totals.get("prune_rate") else None,
                 "emu_float32_over_torch_cpu": None, "emu_fixed_over_torch_cpu": None}
     if speed and speed.get("ratios"):
         measured["emu_float32_over_torch_cpu"] = speed["ratios"].get("emu_float32_over_torch_cpu")
@@ -289,9 +304,14 @@ def perf_model_workload(model: Model, comparison: dict, batch: int, dense: bool 
 def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1, batch_size: int = 64,
               batches: int = 4, lr: float = 0.02, momentum: float = 0.9, seed: int = 0,
               limit_train: Optional[int] = None, boards: Optional[Sequence[str]] = None, speed: bool = True,
-              repeat: int = 5, vgg_batch: int = 16, layer_batch: int = 1, log=None) -> dict:
+              repeat: int = 5, vgg_batch: int = 16, layer_batch: int = 1, log=None, precision: str = "float32",
+              prune_rate: float = 0.0) -> dict:
     """The whole benchmark; returns the report written as bench.json (see the module docstring).
 
+    precision: the datapath of training and of the measured kernels (a spec of
+    :mod:`zskip.host.precision`); prune_rate: gradient pruning in training and
+    in the measured steps (0 = off; with pruning, an unpruned run of the same
+    training gives the accuracy the pruned one is compared with);
     epochs: training before measuring (0 measures the initial weights);
     batches: mini-batches measured in both modes; boards: names from
     boards.ini (default all); speed: also time the emulator against the
@@ -309,6 +329,10 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
     from .perf_model import choose_pe_lanes, predict_cycles
     from ..ip.program import Limits
 
+    from ..ip.precision import parse_precision
+    parse_precision(precision)
+    if isinstance(prune_rate, bool) or not isinstance(prune_rate, (int, float)) or not 0.0 <= prune_rate < 1.0:
+        raise ValueError(f"prune_rate: must be a number in [0, 1), got {prune_rate!r}")
     for name, value, lo in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("batches", batches, 1),
                             ("repeat", repeat, 1), ("vgg_batch", vgg_batch, 1), ("layer_batch", layer_batch, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
@@ -330,18 +354,25 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
     chosen = [all_boards[b] for b in names]
 
     params, velocities = model.init_params(seed), model.zero_velocities()
-    training = {"epochs": epochs, "backend": "emu", "test_accuracy": None, "seconds": 0.0}
-    if epochs:
-        say(f"training {model.name} on {data} for {epochs} epoch(s) on emu")
-        backend = make_backend("emu", account=False)
-        t0 = _time.perf_counter()
+    training = {"epochs": epochs, "backend": "emu", "precision": precision, "prune_rate": prune_rate,
+                "test_accuracy": None, "unpruned_test_accuracy": None, "seconds": 0.0}
+
+    def _train(rate):
+        backend = make_backend("emu", account=False, precision=precision, prune_rate=rate)
         try:
-            result = train(backend, model, dataset, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                           seed=seed, quiet=True)
+            return train(backend, model, dataset, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                         seed=seed, quiet=True)
         finally:
             backend.close()
+    if epochs:
+        say(f"training {model.name} on {data} for {epochs} epoch(s) on emu ({precision}, prune rate {prune_rate})")
+        t0 = _time.perf_counter()
+        result = _train(prune_rate)
         params, velocities = result.params, result.velocities
         training.update(seconds=_time.perf_counter() - t0, test_accuracy=result.report["epochs"][-1]["test_accuracy"])
+        if prune_rate:
+            say(f"training the unpruned comparison run")
+            training["unpruned_test_accuracy"] = _train(0.0).report["epochs"][-1]["test_accuracy"]
     perm = epoch_permutation(seed, epochs, n_train)
     picked = [perm[i * batch_size:(i + 1) * batch_size] for i in range(batches)]
     measured = [(dataset.x_train[idx], dataset.y_train[idx]) for idx in picked]
@@ -353,9 +384,13 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
         runs[lanes] = {}
         for mode, skip in (("sparse", True), ("dense", False)):
             say(f"measuring {batches} batch(es), {mode} mode, {lanes} PE lanes")
-            acc = Accelerator.emulated(skip_zeros=skip, limits=limits)
-            runs[lanes][mode] = measure_steps(acc, model, params, velocities, measured, lr, momentum)
+            acc = Accelerator.emulated(precision=precision, skip_zeros=skip, limits=limits)
+            runs[lanes][mode] = measure_steps(acc, model, params, velocities, measured, lr, momentum,
+                                              prune_rate=prune_rate if skip else 0.0, seed=seed)
     comparison = compare_modes(model, runs[defaults.pe_lanes]["sparse"], runs[defaults.pe_lanes]["dense"])
+    comparison["totals"]["prune_rate"] = prune_rate
+    if prune_rate and training["unpruned_test_accuracy"] is not None:
+        comparison["totals"]["prune_accuracy_drop"] = training["unpruned_test_accuracy"] - training["test_accuracy"]
     for mode, dense in (("sparse", False), ("dense", True)):
         for row, w in zip(comparison["layers"], perf_model_workload(model, comparison, batch_size, dense=dense)):
             row[f"model_cycles_{mode}"] = predict_cycles(w["pass"], w["shape"], w["scanned_nonzero"],
@@ -365,7 +400,8 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
     sizing = [choose_pe_lanes(b, precision, workload=workload) for b in chosen for precision in ("float32", "fixed16")]
 
     report = {"config": {"model": model.name, "data": data, "batch_size": batch_size, "batches": batches,
-                         "lr": lr, "momentum": momentum, "seed": seed, "n_train": n_train},
+                         "lr": lr, "momentum": momentum, "seed": seed, "n_train": n_train, "precision": precision,
+                         "prune_rate": prune_rate},
               "training": training, "pe_lanes": comparison["pe_lanes"], "layers": comparison["layers"],
               "totals": comparison["totals"],
               "boards": board_estimates(model, chosen, runs, batch_size), "pe_sizing": sizing,
@@ -412,7 +448,8 @@ def summary_lines(report: dict) -> List[str]:
     lines = [f"{report['config']['model']} on {report['config']['data']} after {tr['epochs']} epoch(s){acc}; "
              f"{report['config']['batches']} batch(es) of {report['config']['batch_size']}, {report['pe_lanes']} PE lanes",
              f"speedup fwd {t['speedup_fwd']:.2f}x  bwd {t['speedup_bwd']:.2f}x  step {t['speedup_step']:.2f}x  "
-             f"(ideal step {t['ideal_speedup_step']:.2f}x), utilization step {t['utilization_step']:.3f}; "
+             f"(ideal step {t['ideal_speedup_step']:.2f}x), utilization step {t['utilization_step']:.3f}, "
+             f"dense array utilization step {t['dense_array_utilization_step']:.3f}; "
              f"all kernels incl. pool/loss/SGD {t['speedup_all_kernels']:.2f}x"]
     for b in report["boards"]:
         lines.append(f"{b['board']:>11}: dense {b['dense']['images_per_s']:8.0f} img/s, sparse "

@@ -18,6 +18,18 @@ on-chip memory): two emulators in one process, in one thread or several,
 never share scratch buffers. Calls on one device are serialised by its lock,
 as a board runs one program at a time. ``close()`` unloads the copy.
 
+Two environment variables, read when a library is built (both part of its
+hash), select what is compiled:
+
+- ``ZSKIP_EMU_FORM=synthesis``: the synthesis branch of the kernels
+  (``-D__SYNTHESIS__``: streams between the DATAFLOW stages, the per-lane
+  hazard history) instead of the C-simulation speed paths, with the small
+  shim of ``hls/emu/synthesis_shim`` that lets hls4ml's ap_types headers
+  compile; results and every counter equal the default form
+  (tests/test_emu_forms.py). Default ``csim``.
+- ``ZSKIP_EMU_ASSERTS=1``: hardware-rule assertions (hls/common/hw_assert.h);
+  a violation raises :class:`DeviceError` naming kernel, loop and rule.
+
 :class:`EmuDevice` implements :class:`zskip.host.devices.device.Device`. Its buffers
 are numpy arrays whose *device copy* is separate: the kernels see only what
 ``sync_to_device()`` copied and the host sees results only after
@@ -159,9 +171,36 @@ def _source_hash(flags) -> str:
     return h.hexdigest()[:16]
 
 
+#: values of ZSKIP_EMU_FORM
+EMU_FORMS = ("csim", "synthesis")
+SYNTHESIS_SHIM = HLS_DIR / "emu" / "synthesis_shim"
+
+
+def emu_form() -> str:
+    """The emulation form the environment asks for (``ZSKIP_EMU_FORM``, default ``csim``)."""
+    form = os.environ.get("ZSKIP_EMU_FORM", "") or "csim"
+    if form not in EMU_FORMS:
+        raise DeviceError(f"ZSKIP_EMU_FORM: must be one of {EMU_FORMS}, got {form!r}")
+    return form
+
+
+def emu_asserts() -> bool:
+    """Whether the environment asks for hardware-rule assertions (``ZSKIP_EMU_ASSERTS``: 0 or 1)."""
+    value = os.environ.get("ZSKIP_EMU_ASSERTS", "") or "0"
+    if value not in ("0", "1"):
+        raise DeviceError(f"ZSKIP_EMU_ASSERTS: must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 def compile_flags(defines: Mapping[str, object]) -> Tuple[str, ...]:
-    """g++ flags for ``defines`` (macro -> value) plus the ap_types include."""
-    return CXX_FLAGS + (f"-I{ap_types_dir()}",) + tuple(f"-D{k}={v}" for k, v in sorted(defines.items()))
+    """g++ flags for ``defines`` (macro -> value), the form and assertion flags of the
+    environment (see the module docstring) and the ap_types include."""
+    flags = CXX_FLAGS
+    if emu_form() == "synthesis":
+        flags += ("-D__SYNTHESIS__", f"-I{SYNTHESIS_SHIM}")
+    if emu_asserts():
+        flags += ("-DZSKIP_EMU_ASSERTS=1",)
+    return flags + (f"-I{ap_types_dir()}",) + tuple(f"-D{k}={v}" for k, v in sorted(defines.items()))
 
 
 def build_library(defines: Mapping[str, object], cxx: Optional[str] = None) -> Path:
@@ -290,6 +329,8 @@ class EmuDevice:
         lib.zskip_emu_run.restype = None
         lib.zskip_emu_config.argtypes = [u32p]
         lib.zskip_emu_config.restype = None
+        lib.zskip_emu_violation.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
+        lib.zskip_emu_violation.restype = ctypes.c_int
         self._lib = lib
         cfg = np.zeros(len(_CONFIG_FIELDS), dtype=np.uint32)
         lib.zskip_emu_config(cfg)
@@ -308,6 +349,12 @@ class EmuDevice:
             if self._lib is None:
                 raise DeviceError("emu: the device was closed; create a new one (Accelerator.emulated())")
             self._lib.zskip_emu_run(*args, ctypes.byref(ver), ctypes.byref(cyc))
+            # an assertion build's violation record of this start (hls/common/hw_assert.h)
+            text = ctypes.create_string_buffer(512)
+            violation = text.value.decode() if self._lib.zskip_emu_violation(text, len(text)) else None
+        if violation:
+            kernel, loop, rule = violation.split("\t")
+            raise DeviceError(f"hardware rule violated in kernel {kernel}, loop {loop}: {rule}")
         return ver.value, cyc.value
 
     def allocate(self, shape, dtype=np.float32) -> EmuBuffer:

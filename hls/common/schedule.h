@@ -1,0 +1,118 @@
+// The schedule table: initiation interval (II) and pipeline depth of every
+// pipelined loop of the IP, keyed by its C++ loop label. The counters turn
+// loop trip counts into cycles only through this table (counters.h):
+//   * a pipelined loop invocation costs   trips x II + DEPTH;
+//   * a DATAFLOW region in canonical form (one producer, one consumer per
+//     channel, hls::stream or ping-pong arrays) costs its slowest stage
+//     (trips x II) plus the fills (the sum of its stages' depths);
+//   * everything else runs sequentially (costs add up).
+// `pytest -m vitis` compares csynth's reported II and depth per label with
+// these rows; `zskip hls-lint` checks that every PIPELINE loop has a row and
+// every row a loop. The named constants are defined here, once.
+//
+// The m_axi ports are 32-bit words today (ap_uint<128> ports are issue 11
+// item 1, not done): a loop that moves one tensor word per iteration has
+// II = 1; a loop that would move more words of one port per iteration pays
+// that many cycles (II > 1 below).
+#ifndef ZSKIP_SCHEDULE_CONSTANTS_H
+#define ZSKIP_SCHEDULE_CONSTANTS_H
+
+namespace zskip {
+
+// cycles from a float32 accumulator read to its write (adder latency at
+// 100-200 MHz): the same address may issue again only this many cycles later,
+// and a loop-carried float sum has II = ACC_LATENCY unless it interleaves
+// ACC_LATENCY partial sums.
+static const unsigned ACC_LATENCY = 5;
+// DDR read + float->type conversion
+static const unsigned LOAD_DEPTH = 4;
+// read, quantise, compare with zero, append to the nonzero stream
+static const unsigned SCAN_DEPTH = 4;
+// tap and channel address arithmetic + window compaction network
+static const unsigned ENC_DEPTH = 3;
+// lane queue, operand read, multiply, add, accumulator write
+static const unsigned MAC_DEPTH = 8;
+// accumulator read, bias add, ReLU, conversion, DDR write
+static const unsigned WB_DEPTH = 6;
+// write-back that adds ACC_LATENCY partial copies (adder tree of depth 3)
+static const unsigned WB_SUM_DEPTH = WB_DEPTH + 3 * ACC_LATENCY;
+// one on-chip word cleared per lane per cycle
+static const unsigned CLEAR_DEPTH = 2;
+// expf / logf / divide units of the softmax (float32 cores)
+static const unsigned EXP_DEPTH = 20;
+static const unsigned DIV_DEPTH = 16;
+// sgd: two float multiply-adds in series
+static const unsigned SGD_DEPTH = 14;
+// prune: xorshift, compare, select
+static const unsigned PRUNE_DEPTH = 6;
+
+}  // namespace zskip
+
+#endif
+
+#ifdef ZSKIP_SCHEDULE
+// zskip_top: one descriptor word per cycle of a D_WORDS burst
+ZSKIP_SCHEDULE(DESC_FETCH, 1, LOAD_DEPTH)
+// forward tap table: one source coordinate per cycle, its taps unrolled
+ZSKIP_SCHEDULE(AXIS_IN, 1, 3)
+// backward tap table: one source coordinate per cycle, its taps unrolled
+ZSKIP_SCHEDULE(AXIS_OUT, 1, 3)
+// compaction: one operand word per cycle (32-bit port); the bias-gradient sum
+// rotates over ACC_LATENCY partial sums, so its float adds keep II = 1
+ZSKIP_SCHEDULE(SCAN, 1, SCAN_DEPTH)
+// encoder: one window of ENC_BITS candidates per cycle, no loop-carried data
+ZSKIP_SCHEDULE(ENC_WINDOW, 1, ENC_DEPTH)
+// MAC: one lane token (or one hazard bubble) per cycle; each lane's
+// read-modify-write goes to its own bank, so II = 1
+ZSKIP_SCHEDULE(MAC_CYCLE, 1, MAC_DEPTH)
+// weight load: one word per cycle from one port
+ZSKIP_SCHEDULE(LOAD_W, 1, LOAD_DEPTH)
+// accumulator clear: one word per bank per cycle (pe_lanes banks)
+ZSKIP_SCHEDULE(CLEAR_ACC, 1, CLEAR_DEPTH)
+// conv_fwd bias load: one word per cycle
+ZSKIP_SCHEDULE(FWD_LOAD_B, 1, LOAD_DEPTH)
+// conv_fwd write-back: one y word per cycle (bias add feeds no recurrence)
+ZSKIP_SCHEDULE(FWD_WB, 1, WB_DEPTH)
+// conv_bwd_data mask load: one mask bit per cycle into the channel sets
+ZSKIP_SCHEDULE(BWD_DATA_MASK, 1, LOAD_DEPTH)
+// conv_bwd_data write-back: one dx word per cycle
+ZSKIP_SCHEDULE(BWD_DATA_WB, 1, WB_DEPTH)
+// conv_bwd_weight x load: one word per cycle
+ZSKIP_SCHEDULE(BWD_W_LOAD_X, 1, LOAD_DEPTH)
+// conv_bwd_weight dw write-back: one word per cycle
+ZSKIP_SCHEDULE(BWD_W_WB, 1, WB_DEPTH)
+// dw write-back adding ACC_LATENCY partial copies: the copies of a word sit in
+// one bank, read one per cycle, so II = ACC_LATENCY
+ZSKIP_SCHEDULE(BWD_W_WB_SUM, ACC_LATENCY, WB_SUM_DEPTH)
+// db write-back: one word per cycle
+ZSKIP_SCHEDULE(BWD_W_WB_B, 1, WB_DEPTH)
+// maxpool plane load: one word per cycle
+ZSKIP_SCHEDULE(POOL_LOAD, 1, LOAD_DEPTH)
+// maxpool window scan: one window element per cycle; the running max is a
+// one-cycle compare
+ZSKIP_SCHEDULE(POOL_WINDOW, 1, SCAN_DEPTH)
+// maxpool argmax check: one word per cycle
+ZSKIP_SCHEDULE(POOL_CHECK, 1, LOAD_DEPTH)
+// maxpool plane clear: one word per cycle
+ZSKIP_SCHEDULE(POOL_CLEAR, 1, CLEAR_DEPTH)
+// non-overlapping windows: each dx word is written once, no recurrence
+ZSKIP_SCHEDULE(POOL_SCATTER_SET, 1, LOAD_DEPTH)
+// overlapping windows: dx[argmax] += dy may hit the word the previous
+// iteration added to: a float recurrence, II = adder latency
+ZSKIP_SCHEDULE(POOL_SCATTER_ADD, ACC_LATENCY, LOAD_DEPTH + ACC_LATENCY)
+// maxpool write-back: one word per cycle
+ZSKIP_SCHEDULE(POOL_WB, 1, WB_DEPTH)
+// sgd: parameter and velocity are read through the one wgt bundle: two
+// reads per element, II = 2
+ZSKIP_SCHEDULE(SGD_UPDATE, 2, SGD_DEPTH)
+// softmax max: a one-cycle compare recurrence, II = 1
+ZSKIP_SCHEDULE(SOFTMAX_MAX, 1, LOAD_DEPTH)
+// softmax exp sum: a float add recurrence, II = adder latency
+ZSKIP_SCHEDULE(SOFTMAX_EXP, ACC_LATENCY, EXP_DEPTH)
+// softmax gradient: one divide per cycle, no recurrence
+ZSKIP_SCHEDULE(SOFTMAX_GRAD, 1, DIV_DEPTH)
+// prune threshold: one word per cycle, integer |g| sums (one-cycle adder)
+ZSKIP_SCHEDULE(PRUNE_STATS, 1, PRUNE_DEPTH)
+// prune apply: one word per cycle, the lanes' blocks in turn
+ZSKIP_SCHEDULE(PRUNE_ELEMS, 1, PRUNE_DEPTH)
+#endif

@@ -1,0 +1,107 @@
+"""The two emulation forms agree: ``ZSKIP_EMU_FORM=synthesis`` compiles the kernels' synthesis
+branch (-D__SYNTHESIS__: DATAFLOW stages joined by hls::stream, the per-lane hazard history
+registers, the plain ap_types MAC expression), the default form the C-simulation speed paths
+(fused encoder and MAC, per-address hazard stamps, the raw-integer fixed-point MAC). Results
+must be bit-identical and every counter equal, on the kernel test grid and on a full LeNet-5
+training step with pruning, in float32 and fixed point. This is the proof that each C-sim speed
+path equals the synthesis form (hls/README.md)."""
+import numpy as np
+import pytest
+
+from zskip.host.runtime.accelerator import Accelerator
+from zskip.host.devices import emu
+from zskip.models import step as S
+from zskip.models.networks import get_model
+
+from test_kernels_conv import GRID, _case
+
+
+def _pair(monkeypatch, precision, skip):
+    """(default-form, synthesis-form) accelerators."""
+    monkeypatch.delenv("ZSKIP_EMU_FORM", raising=False)
+    csim = Accelerator.emulated(precision=precision, skip_zeros=skip)
+    monkeypatch.setenv("ZSKIP_EMU_FORM", "synthesis")
+    synth = Accelerator.emulated(precision=precision, skip_zeros=skip)
+    monkeypatch.delenv("ZSKIP_EMU_FORM")
+    assert csim.device.library_path != synth.device.library_path
+    return csim, synth
+
+
+class _Recorder:
+    """Forwards every op and records its outputs and last_stats."""
+
+    def __init__(self, acc):
+        self.acc, self.log = acc, []
+
+    @property
+    def last_stats(self):
+        return self.acc.last_stats
+
+    def __getattr__(self, name):
+        op = getattr(self.acc, name)
+
+        def call(*args, **kwargs):
+            out = op(*args, **kwargs)
+            self.log.append((name, out, dict(self.acc.last_stats)))
+            return out
+        return call
+
+
+def _same(a, b):
+    for (na, oa, sa), (nb, ob, sb) in zip(a, b):
+        assert na == nb
+        assert sa == sb, (na, {k: (sa[k], sb.get(k)) for k in sa if sa[k] != sb.get(k)})
+        for x, y in zip(oa if isinstance(oa, tuple) else (oa,), ob if isinstance(ob, tuple) else (ob,)):
+            if isinstance(x, np.ndarray):
+                assert x.dtype == y.dtype and np.array_equal(x.view(np.uint8), y.view(np.uint8)), na
+            else:
+                assert x == y, na
+    assert len(a) == len(b)
+
+
+@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>"])
+@pytest.mark.parametrize("skip", [True, False], ids=["sparse", "dense"])
+def test_kernel_grid_equal_in_both_forms(monkeypatch, precision, skip):
+    csim, synth = _pair(monkeypatch, precision, skip)
+    logs = []
+    for acc in (csim, synth):
+        ops = _Recorder(acc)
+        for params in GRID:
+            x, wt, b, dy, stride, pad = _case(params)
+            ops.conv_forward(x, wt, b, stride, pad)
+            ops.conv_backward_data(dy, wt, x.shape, stride, pad, out_mask=x > 0)
+            ops.conv_backward_weight(x, dy, wt.shape, stride, pad)
+        rng = np.random.default_rng(1)
+        xf = np.abs(rng.standard_normal((3, 50))).astype(np.float32)
+        xf[rng.random(xf.shape) < 0.5] = 0
+        ops.linear_forward(xf, rng.standard_normal((10, 50)).astype(np.float32), np.zeros(10, np.float32))
+        # one input channel: backward-weight on partial dw copies
+        x1 = np.abs(rng.standard_normal((2, 1, 14, 14))).astype(np.float32)
+        x1[rng.random(x1.shape) < 0.7] = 0
+        ops.conv_backward_weight(x1, rng.standard_normal((2, 6, 10, 10)).astype(np.float32), (6, 1, 5, 5), 1, 0)
+        logs.append(ops.log)
+    _same(*logs)
+
+
+@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>"])
+def test_lenet5_training_step_equal_in_both_forms(monkeypatch, precision):
+    csim, synth = _pair(monkeypatch, precision, True)
+    model = get_model("lenet5")
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 28, 28)).astype(np.float32)
+    x[rng.random(x.shape) < 0.8] = 0
+    y = rng.integers(0, 10, 8)
+    logs = []
+    for acc in (csim, synth):
+        ops = _Recorder(acc)
+        params, vel = model.init_params(0), model.zero_velocities()
+        S.train_step(ops, model, params, vel, x, y, lr=0.01, momentum=0.9, weight_decay=1e-4, account=False,
+                     prune_rate=0.5, prune_seeds=S.prune_seeds(7, 0, len(model.layers)))
+        logs.append(ops.log)
+    _same(*logs)
+
+
+def test_form_variable_is_checked(monkeypatch):
+    monkeypatch.setenv("ZSKIP_EMU_FORM", "vitis")
+    with pytest.raises(emu.DeviceError, match="ZSKIP_EMU_FORM: must be one of"):
+        emu.compile_flags({})
