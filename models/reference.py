@@ -15,6 +15,8 @@ never fetched by any mode of the kernels, so they are in neither count.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 __all__ = [
@@ -22,6 +24,10 @@ __all__ = [
     "conv2d_forward_naive", "conv2d_backward_data_naive", "conv2d_backward_weight_naive",
     "relu_forward", "relu_backward", "maxpool2d_forward", "maxpool2d_backward",
     "linear_forward", "linear_backward", "softmax_cross_entropy", "sgd_update",
+    "BatchNormSaved", "batchnorm_forward", "batchnorm_backward", "batchnorm_forward_naive",
+    "batchnorm_backward_naive", "batchnorm_inference", "batchnorm_running_update",
+    "residual_add_forward", "residual_add_backward", "fork_backward",
+    "global_avgpool_forward", "global_avgpool_backward", "global_avgpool_forward_naive",
     "conv_macs", "linear_macs",
 ]
 
@@ -263,7 +269,224 @@ def sgd_update(param, grad, velocity, lr: float, momentum: float = 0.9, weight_d
     return (param - lr * v).astype(param.dtype, copy=False), v.astype(velocity.dtype, copy=False)
 
 
+# --------------------------------------------------------------------------- batch normalisation
+# Training mode normalises with the batch's own statistics (the biased variance,
+# divided by the count, as PyTorch does); inference mode with running statistics
+# that training mode updates with momentum (the unbiased variance, as PyTorch does).
+class BatchNormSaved(NamedTuple):
+    """What :func:`batchnorm_forward` keeps for its backward.
+
+    xhat: the normalised input (shape of x); mean, var (biased), inv_std =
+    1 / sqrt(var + eps) and gamma: per channel (C,).
+    """
+    xhat: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    inv_std: np.ndarray
+    gamma: np.ndarray
+
+
+def _bn_input(x):
+    """x as a (N, C, H, W) or (N, C) array; its reduction axes (all but the channel axis)."""
+    x = check_array("x", x)
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x: expected a rank-4 NCHW or rank-2 (N, C) array, got shape {x.shape}")
+    return _float(x), (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(name: str, a, x: np.ndarray) -> np.ndarray:
+    """(C,) array ``a`` shaped to broadcast against x (N, C, ...); ValueError naming it if not (C,)."""
+    a = check_array(name, a, 1)
+    if a.shape != (x.shape[1],):
+        raise ValueError(f"{name}: expected shape ({x.shape[1]},) (one value per channel of x), got {a.shape}")
+    return a.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def _check_eps(eps) -> float:
+    if not np.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps: must be a finite number > 0, got {eps!r}")
+    return eps
+
+
+def batchnorm_forward(x, gamma, beta, eps: float = 1e-5):
+    """(y, saved): training-mode batch normalisation of x (N, C, H, W) or (N, C).
+
+    Per channel c, over the N*H*W values: mean, biased variance var;
+    y = gamma * (x - mean) / sqrt(var + eps) + beta. gamma, beta (C,).
+    saved: a :class:`BatchNormSaved` for :func:`batchnorm_backward`.
+    A fused ReLU is ``relu_forward(y)`` (its mask goes to the next backward).
+    """
+    x, axes = _bn_input(x)
+    count = x.size // x.shape[1]
+    if count < 2:
+        raise ValueError(f"x: training-mode batch normalisation needs more than one value per channel, "
+                         f"got shape {x.shape}")
+    g, b = _per_channel("gamma", gamma, x), _per_channel("beta", beta, x)
+    eps = _check_eps(eps)
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + np.asarray(eps, x.dtype))
+    xhat = (x - mean) * inv_std
+    y = (g * xhat + b).astype(x.dtype, copy=False)
+    flat = lambda a: a.reshape(-1).astype(x.dtype, copy=False)
+    return y, BatchNormSaved(xhat.astype(x.dtype, copy=False), flat(mean), flat(var), flat(inv_std),
+                             flat(g))
+
+
+def batchnorm_backward(dy, saved: BatchNormSaved):
+    """(dx (shape of dy), dgamma (C,), dbeta (C,)) from dy, the gradient of y (before any ReLU mask).
+
+    With m values per channel: dbeta = sum dy, dgamma = sum dy * xhat and
+    dx = gamma * inv_std / m * (m * dy - dbeta - xhat * dgamma): the batch
+    statistics depend on every input, so dx is dense even where dy is zero.
+    """
+    dy, axes = _bn_input(check_array("dy", dy))
+    if dy.shape != saved.xhat.shape:
+        raise ValueError(f"dy: expected shape {saved.xhat.shape} (the forward's x), got {dy.shape}")
+    m = dy.size // dy.shape[1]
+    xhat = saved.xhat
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    scale = _per_channel("gamma", saved.gamma * saved.inv_std, dy) / m
+    dx = scale * (m * dy - _per_channel("dbeta", dbeta, dy) - xhat * _per_channel("dgamma", dgamma, dy))
+    return dx.astype(dy.dtype, copy=False), dgamma, dbeta
+
+
+def batchnorm_forward_naive(x, gamma, beta, eps: float = 1e-5):
+    """Loop version of :func:`batchnorm_forward` (ground truth, small shapes only): one channel at a time."""
+    x = np.asarray(x)
+    y = np.zeros_like(x)
+    xhat = np.zeros_like(x)
+    c_ = x.shape[1]
+    mean, var, inv_std = np.zeros(c_, x.dtype), np.zeros(c_, x.dtype), np.zeros(c_, x.dtype)
+    for c in range(c_):
+        values = [v for v in np.moveaxis(x, 1, 0)[c].reshape(-1)]
+        mean[c] = sum(values) / len(values)
+        var[c] = sum((v - mean[c]) ** 2 for v in values) / len(values)
+        inv_std[c] = 1.0 / np.sqrt(var[c] + eps)
+        xhat[:, c] = (x[:, c] - mean[c]) * inv_std[c]
+        y[:, c] = gamma[c] * xhat[:, c] + beta[c]
+    return y, BatchNormSaved(xhat, mean, var, inv_std, np.asarray(gamma, x.dtype))
+
+
+def batchnorm_backward_naive(dy, saved: BatchNormSaved):
+    """Loop version of :func:`batchnorm_backward` by the chain rule through mean and variance.
+
+    dL/dvar = sum dxhat * (x - mean) * -1/2 (var + eps)^-3/2, with
+    (x - mean) = xhat / inv_std; dL/dmean = -sum dxhat * inv_std (the
+    variance term vanishes: sum (x - mean) = 0); dx = dxhat * inv_std +
+    dL/dvar * 2 (x - mean) / m + dL/dmean / m.
+    """
+    dy = np.asarray(dy)
+    dx = np.zeros_like(dy)
+    c_ = dy.shape[1]
+    dgamma, dbeta = np.zeros(c_, dy.dtype), np.zeros(c_, dy.dtype)
+    for c in range(c_):
+        g, xh = dy[:, c], saved.xhat[:, c]
+        m = g.size
+        dbeta[c] = g.sum()
+        dgamma[c] = (g * xh).sum()
+        dxhat = g * saved.gamma[c]
+        centred = xh / saved.inv_std[c]
+        dvar = (dxhat * centred).sum() * -0.5 * saved.inv_std[c] ** 3
+        dmean = -(dxhat * saved.inv_std[c]).sum()
+        dx[:, c] = dxhat * saved.inv_std[c] + dvar * 2.0 * centred / m + dmean / m
+    return dx, dgamma, dbeta
+
+
+def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps: float = 1e-5) -> np.ndarray:
+    """y (shape of x): x (N, C, H, W) or (N, C) normalised with running statistics (C,) each."""
+    x, _ = _bn_input(x)
+    eps = _check_eps(eps)
+    mean, var = _per_channel("running_mean", running_mean, x), _per_channel("running_var", running_var, x)
+    if np.any(var < 0):
+        raise ValueError("running_var: must be >= 0 everywhere")
+    g, b = _per_channel("gamma", gamma, x), _per_channel("beta", beta, x)
+    return ((x - mean) / np.sqrt(var + eps) * g + b).astype(x.dtype, copy=False)
+
+
+def batchnorm_running_update(running_mean, running_var, mean, var, count: int, momentum: float = 0.1):
+    """(running_mean', running_var') (C,) each, PyTorch's rule.
+
+    running' = (1 - momentum) * running + momentum * batch, where the batch
+    variance is the unbiased one, var * count / (count - 1); ``mean`` and
+    ``var`` (biased) are :class:`BatchNormSaved`'s, ``count`` the values per
+    channel they were taken over (N*H*W).
+    """
+    rm, rv = check_array("running_mean", running_mean, 1), check_array("running_var", running_var, 1)
+    mean, var = check_array("mean", mean, 1), check_array("var", var, 1)
+    if not (rm.shape == rv.shape == mean.shape == var.shape):
+        raise ValueError(f"running_var/mean/var: expected shape {rm.shape}, got {rv.shape}, {mean.shape}, {var.shape}")
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 2:
+        raise ValueError(f"count: must be an integer >= 2 (values per channel), got {count!r}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum: must lie in [0, 1], got {momentum!r}")
+    unbiased = var * (count / (count - 1))
+    return (((1 - momentum) * rm + momentum * mean).astype(rm.dtype, copy=False),
+            ((1 - momentum) * rv + momentum * unbiased).astype(rv.dtype, copy=False))
+
+
+# --------------------------------------------------------------------------- residual connections
+# A residual block forks its input into a body and a shortcut and adds their
+# outputs. Forward: the fork costs nothing, the join is an add. Backward the roles
+# swap: the add's gradient fans out unchanged to both summands, and where the
+# two paths of the fork meet again their gradients are summed.
+def residual_add_forward(a, b) -> np.ndarray:
+    """y = a + b, both of the same shape (the join of a residual block)."""
+    a, b = check_array("a", a), check_array("b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"b: expected the shape of a {a.shape}, got {b.shape}")
+    return a + b
+
+
+def residual_add_backward(dy):
+    """(da, db): the gradient of a sum reaches both summands unchanged (fan-out)."""
+    dy = check_array("dy", dy)
+    return dy, dy
+
+
+def fork_backward(da, db) -> np.ndarray:
+    """dx = da + db: the gradients of the two paths a tensor was forked into, summed where they meet."""
+    da, db = check_array("da", da), check_array("db", db)
+    if da.shape != db.shape:
+        raise ValueError(f"db: expected the shape of da {da.shape}, got {db.shape}")
+    return da + db
+
+
+# --------------------------------------------------------------------------- global average pooling
+def global_avgpool_forward(x) -> np.ndarray:
+    """y (N, C): the mean of each (H, W) plane of x (N, C, H, W)."""
+    x = _float(check_array("x", x, 4))
+    return x.mean(axis=(2, 3))
+
+
+def global_avgpool_backward(dy, x_shape) -> np.ndarray:
+    """dx (N, C, H, W): each dy (N, C) spread evenly, dy / (H * W), over its plane."""
+    dy = check_array("dy", dy, 2)
+    if len(x_shape) != 4 or dy.shape != tuple(x_shape[:2]):
+        raise ValueError(f"dy: expected shape {tuple(x_shape[:2])} for x of shape {tuple(x_shape)}, got {dy.shape}")
+    h, w = x_shape[2:]
+    return np.broadcast_to((dy / (h * w))[:, :, None, None], tuple(x_shape)).astype(dy.dtype)
+
+
+def global_avgpool_forward_naive(x) -> np.ndarray:
+    """Loop version of :func:`global_avgpool_forward`."""
+    n_, c_, h_, w_ = np.shape(x)
+    y = np.zeros((n_, c_), dtype=np.asarray(x).dtype)
+    for n in range(n_):
+        for c in range(c_):
+            y[n, c] = sum(x[n, c, h, w] for h in range(h_) for w in range(w_)) / (h_ * w_)
+    return y
+
+
 # --------------------------------------------------------------------------- sparsity accounting
+def _pass_counts(dense, nonzero, skipped_output=0) -> dict:
+    """One pass's counters; what skipping removes split by type (output-type first, see conv_macs)."""
+    dense, nonzero, skipped_output = (int(round(float(v))) for v in (dense, nonzero, skipped_output))
+    return {"macs_dense": dense, "macs_nonzero": nonzero,
+            "macs_skipped_input": dense - skipped_output - nonzero, "macs_skipped_output": skipped_output}
+
+
 def conv_macs(x, dy, w_shape, stride: int = 1, pad: int = 0, out_mask=None) -> dict:
     """MAC counts of a convolution's three passes for one batch.
 
@@ -275,6 +498,15 @@ def conv_macs(x, dy, w_shape, stride: int = 1, pad: int = 0, out_mask=None) -> d
     with ``macs_dense`` (every in-image tap) and ``macs_nonzero``:
     forward skips zero inputs; backward-data skips zero ``dy`` and masked
     outputs; backward-weight skips pairs with a zero operand.
+
+    What skipping removes, ``macs_dense - macs_nonzero``, is split by type:
+    ``macs_skipped_output`` (output-type skipping: every tap of an output the
+    mask says is never computed; backward-data only, 0 elsewhere) and
+    ``macs_skipped_input`` (input-type skipping: taps with a zero operand,
+    x in forward, dy in backward-data, either in backward-weight, among the
+    outputs that are computed). Output-type skipping is counted first because
+    the kernels build their work list of outputs from the mask before they
+    look at any operand, so a masked tap whose dy is also zero is output-type.
     """
     x, dy = np.asarray(x), np.asarray(dy)
     nz_x = (x != 0).astype(np.float64)
@@ -284,27 +516,34 @@ def conv_macs(x, dy, w_shape, stride: int = 1, pad: int = 0, out_mask=None) -> d
     # taps per output position, summed: a conv of an all-ones image
     dense = k * conv2d_forward(np.ones_like(nz_x), ones, np.zeros(1), stride, pad).sum()
     fwd = k * conv2d_forward(nz_x, ones, np.zeros(1), stride, pad).sum()
-    reach = conv2d_backward_data(nz_dy, np.ones((k, c) + tuple(w_shape[2:])), x.shape, stride, pad)
+    ones_k = np.ones((k, c) + tuple(w_shape[2:]))
+    reach = conv2d_backward_data(nz_dy, ones_k, x.shape, stride, pad)
+    masked_taps = 0.0
     if out_mask is not None:
-        reach = reach * np.asarray(out_mask, dtype=bool)
+        live = np.asarray(out_mask, dtype=bool)
+        reach = reach * live
+        taps_per_input = conv2d_backward_data(np.ones_like(nz_dy), ones_k, x.shape, stride, pad)
+        masked_taps = (taps_per_input * ~live).sum()
     bwd_w = conv2d_backward_weight(nz_x, nz_dy, (k, c) + tuple(w_shape[2:]), stride, pad)[0].sum()
-    d = int(round(dense))
-    return {"fwd": {"macs_dense": d, "macs_nonzero": int(round(fwd))},
-            "bwd_data": {"macs_dense": d, "macs_nonzero": int(round(reach.sum()))},
-            "bwd_weight": {"macs_dense": d, "macs_nonzero": int(round(bwd_w))}}
+    return {"fwd": _pass_counts(dense, fwd),
+            "bwd_data": _pass_counts(dense, reach.sum(), masked_taps),
+            "bwd_weight": _pass_counts(dense, bwd_w)}
 
 
 def linear_macs(x, dy, out_mask=None) -> dict:
-    """MAC counts of a fully-connected layer's passes; x (N, I), dy (N, J), out_mask (N, I)."""
+    """MAC counts of a fully-connected layer's passes; x (N, I), dy (N, J), out_mask (N, I).
+
+    Same fields and split as :func:`conv_macs`.
+    """
     nz_x = (np.asarray(x) != 0).sum(axis=1)
     nz_dy = (np.asarray(dy) != 0).sum(axis=1)
     n, i = np.shape(x)
     j = np.shape(dy)[1]
     live = np.full(n, i) if out_mask is None else np.asarray(out_mask, dtype=bool).sum(axis=1)
     d = int(n * i * j)
-    return {"fwd": {"macs_dense": d, "macs_nonzero": int(j * nz_x.sum())},
-            "bwd_data": {"macs_dense": d, "macs_nonzero": int((nz_dy * live).sum())},
-            "bwd_weight": {"macs_dense": d, "macs_nonzero": int((nz_dy * nz_x).sum())}}
+    return {"fwd": _pass_counts(d, j * nz_x.sum()),
+            "bwd_data": _pass_counts(d, (nz_dy * live).sum(), j * (n * i - live.sum())),
+            "bwd_weight": _pass_counts(d, (nz_dy * nz_x).sum())}
 
 
 # --------------------------------------------------------------------------- gradient pruning

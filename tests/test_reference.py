@@ -177,3 +177,122 @@ def test_bad_input_raises_an_error_naming_the_argument(call, argument):
     with pytest.raises(ValueError) as info:
         call()
     assert str(info.value).startswith(f"{argument}:") or f"{argument}/" in str(info.value)
+
+
+# --------------------------------------------------------------------------- batch normalisation, residual, avg pool
+@pytest.mark.parametrize("shape", [(3, 2, 4, 5), (1, 3, 3, 3), (5, 4)])
+def test_batchnorm_gradients_match_finite_differences(rng, shape):
+    x = rng.standard_normal(shape) * 2 + 0.5
+    c = shape[1]
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    proj = rng.standard_normal(shape)
+
+    def loss():
+        return float((R.batchnorm_forward(x, gamma, beta)[0] * proj).sum())
+
+    y, saved = R.batchnorm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = R.batchnorm_backward(proj, saved)
+    assert_close(dx, numerical_grad(loss, x))
+    assert_close(dgamma, numerical_grad(loss, gamma))
+    assert_close(dbeta, numerical_grad(loss, beta))
+
+
+def test_batchnorm_with_fused_relu_gradient_matches_finite_differences(rng):
+    # the ReLU mask of y applied to dy before the BN backward: the step's dataflow
+    x = rng.standard_normal((4, 3, 3, 2))
+    gamma, beta = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3) * 0.3
+    y, _ = R.batchnorm_forward(x, gamma, beta)
+    assert np.abs(y).min() > 1e-3          # no value at the kink
+    proj = rng.standard_normal(x.shape)
+
+    def loss():
+        return float((R.relu_forward(R.batchnorm_forward(x, gamma, beta)[0])[0] * proj).sum())
+
+    y, saved = R.batchnorm_forward(x, gamma, beta)
+    _, mask = R.relu_forward(y)
+    dx, dgamma, dbeta = R.batchnorm_backward(R.relu_backward(proj, mask), saved)
+    assert_close(dx, numerical_grad(loss, x))
+    assert_close(dgamma, numerical_grad(loss, gamma))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 3, 1), (6, 3)])
+def test_batchnorm_vectorised_equals_naive_loops(rng, shape):
+    x = rng.standard_normal(shape)
+    gamma, beta = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    dy = rng.standard_normal(shape)
+    y, saved = R.batchnorm_forward(x, gamma, beta, eps=1e-3)
+    y_n, saved_n = R.batchnorm_forward_naive(x, gamma, beta, eps=1e-3)
+    np.testing.assert_allclose(y, y_n, rtol=1e-12, atol=1e-12)
+    for a, b in zip(saved, saved_n):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(R.batchnorm_backward(dy, saved), R.batchnorm_backward_naive(dy, saved_n)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_batchnorm_forward_statistics_are_biased_per_channel(rng):
+    x = rng.standard_normal((4, 2, 3, 3)) * np.array([1.0, 3.0])[None, :, None, None]
+    y, saved = R.batchnorm_forward(x, np.ones(2), np.zeros(2), eps=1e-5)
+    per_channel = x.transpose(1, 0, 2, 3).reshape(2, -1)
+    np.testing.assert_allclose(saved.mean, per_channel.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(saved.var, per_channel.var(axis=1, ddof=0), rtol=1e-12)
+    out = y.transpose(1, 0, 2, 3).reshape(2, -1)
+    np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=1), per_channel.var(axis=1) / (per_channel.var(axis=1) + 1e-5), rtol=1e-12)
+
+
+def test_batchnorm_running_update_and_inference_follow_pytorch_rules(rng):
+    x = rng.standard_normal((3, 2, 2, 2)) + 4.0
+    gamma, beta = np.array([2.0, 0.5]), np.array([0.1, -0.3])
+    _, saved = R.batchnorm_forward(x, gamma, beta)
+    rm, rv = np.array([1.0, -1.0]), np.array([2.0, 0.5])
+    rm2, rv2 = R.batchnorm_running_update(rm, rv, saved.mean, saved.var, count=12, momentum=0.1)
+    per_channel = x.transpose(1, 0, 2, 3).reshape(2, -1)
+    np.testing.assert_allclose(rm2, 0.9 * rm + 0.1 * per_channel.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(rv2, 0.9 * rv + 0.1 * per_channel.var(axis=1, ddof=1), rtol=1e-12)
+    y = R.batchnorm_inference(x, gamma, beta, rm2, rv2, eps=1e-5)
+    for c in range(2):
+        np.testing.assert_allclose(y[:, c], (x[:, c] - rm2[c]) / np.sqrt(rv2[c] + 1e-5) * gamma[c] + beta[c],
+                                   rtol=1e-12)
+
+
+def test_residual_add_and_fork_gradients_match_finite_differences(rng):
+    # y = relu-free block: y = f(x) + x with f(x) = x * w, so the fork's two gradients meet at x
+    x, w = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    proj = rng.standard_normal((2, 3))
+
+    def loss():
+        return float((R.residual_add_forward(x * w, x) * proj).sum())
+
+    d_body, d_short = R.residual_add_backward(proj)
+    np.testing.assert_array_equal(d_body, proj)
+    np.testing.assert_array_equal(d_short, proj)
+    assert_close(R.fork_backward(d_body * w, d_short), numerical_grad(loss, x))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 1, 1, 1), (3, 2, 7, 3)])
+def test_global_avgpool_against_loops_and_finite_differences(rng, shape):
+    x = rng.standard_normal(shape)
+    np.testing.assert_allclose(R.global_avgpool_forward(x), R.global_avgpool_forward_naive(x), rtol=1e-12)
+    proj = rng.standard_normal(shape[:2])
+
+    def loss():
+        return float((R.global_avgpool_forward(x) * proj).sum())
+
+    assert_close(R.global_avgpool_backward(proj, x.shape), numerical_grad(loss, x))
+
+
+@pytest.mark.parametrize("call,argument", [
+    (lambda: R.batchnorm_forward(np.ones((2, 3, 4)), np.ones(3), np.zeros(3)), "x"),
+    (lambda: R.batchnorm_forward(np.ones((2, 3, 4, 4)), np.ones(2), np.zeros(3)), "gamma"),
+    (lambda: R.batchnorm_forward(np.ones((2, 3, 4, 4)), np.ones(3), np.zeros((3, 1))), "beta"),
+    (lambda: R.batchnorm_forward(np.ones((1, 3, 1, 1)), np.ones(3), np.zeros(3)), "x"),
+    (lambda: R.batchnorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), eps=0.0), "eps"),
+    (lambda: R.batchnorm_running_update(np.zeros(2), np.ones(2), np.zeros(2), np.ones(2), 1), "count"),
+    (lambda: R.batchnorm_running_update(np.zeros(2), np.ones(2), np.zeros(2), np.ones(2), 4, 1.5), "momentum"),
+    (lambda: R.batchnorm_inference(np.ones((2, 2)), np.ones(2), np.zeros(2), np.zeros(2), -np.ones(2)), "running_var"),
+    (lambda: R.residual_add_forward(np.ones((2, 3)), np.ones((3, 2))), "b"),
+    (lambda: R.global_avgpool_backward(np.ones((2, 3)), (2, 4, 5, 5)), "dy"),
+])
+def test_new_ops_refuse_bad_input_naming_the_argument(call, argument):
+    with pytest.raises(ValueError, match=f"^{argument}:"):
+        call()
