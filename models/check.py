@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import step as _step
-from .networks import Conv, Linear, MaxPool, Model
+from .networks import BatchNorm, Conv, GlobalAvgPool, Linear, MaxPool, Model, Residual
 from .ops import OP_OUTPUTS, ReferenceOps
 
 __all__ = ["Tolerance", "TOLERANCES", "TensorError", "CheckReport", "CheckFailed", "check_step", "tolerance_for",
@@ -101,32 +101,61 @@ class CheckFailed(RuntimeError):
 def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
     """Per op name, the label ("NAME pass", e.g. "conv2 bwd_data") of its k-th call in one train_step.
 
-    The forward visits Conv/Linear/MaxPool layers in order; the backward
-    visits them in reverse down to the first layer with parameters (which
-    gets no backward-data); ``sgd_update`` follows the params' key order.
+    Mirrors step.py's walk: the forward visits the layers by number (a
+    residual block: body, shortcut, then its add); the backward visits them
+    in reverse (a block: shortcut, body, then the sum of their gradients)
+    down to the first layer with parameters (which gets no backward-data);
+    ``sgd_update`` follows the order of ``param_keys`` (entries that SGD does
+    not train are left out); the running statistics of every batch
+    normalisation are updated last, by layer number.
     """
-    layers = list(enumerate(model.layers))
-    params = [i for i, l in layers if isinstance(l, (Conv, Linear))]
-    first = min(params)
+    labels: Dict[str, List[str]] = {op: [] for op in OP_OUTPUTS}
+    first = _step._first_with_params(model)
     names = model.layer_names()
-    label = lambda i, p: f"{names[i]} {p}"
-    fwd = [i for i, l in layers if isinstance(l, (Conv, Linear, MaxPool))]
-    pools_bwd = [i for i, l in reversed(layers) if isinstance(l, MaxPool) and i > first]
-    conv_bwd = [i for i in reversed(params) if isinstance(model.layers[i], Conv)]
-    fc_bwd = [i for i in reversed(params) if isinstance(model.layers[i], Linear)]
-    return {
-        "conv_forward": [label(i, "fwd") for i in fwd if isinstance(model.layers[i], Conv)],
-        "linear_forward": [label(i, "fwd") for i in fwd if isinstance(model.layers[i], Linear)],
-        "maxpool_forward": [label(i, "fwd") for i in fwd if isinstance(model.layers[i], MaxPool)],
-        "maxpool_backward": [label(i, "bwd") for i in pools_bwd],
-        "conv_backward_weight": [label(i, "bwd_weight") for i in conv_bwd],
-        "conv_backward_data": [label(i, "bwd_data") for i in conv_bwd if i != first],
-        "linear_backward_weight": [label(i, "bwd_weight") for i in fc_bwd],
-        "linear_backward_data": [label(i, "bwd_data") for i in fc_bwd if i != first],
-        "softmax_xent": ["loss"],
-        "sgd_update": [f"sgd {k}" for k in param_keys],
-        "prune_grad": [label(i, "prune") for i in reversed(params) if i != first],
-    }
+    put = lambda op, node, p: labels[op].append(f"{names[node.index]} {p}")
+    forward_op = {Conv: "conv_forward", Linear: "linear_forward", MaxPool: "maxpool_forward",
+                  BatchNorm: "batchnorm_forward", GlobalAvgPool: "global_avgpool_forward"}
+
+    def forward(nodes):
+        for node in nodes:
+            if isinstance(node.layer, Residual):
+                forward(node.body)
+                forward(node.shortcut)
+                put("add_forward", node, "add")
+            elif type(node.layer) in forward_op:
+                put(forward_op[type(node.layer)], node, "fwd")
+
+    def backward(nodes):
+        for node in reversed(nodes):
+            layer, i = node.layer, node.index
+            if isinstance(layer, Residual):
+                backward(node.shortcut)
+                backward(node.body)
+                put("add_backward", node, "bwd")
+            elif isinstance(layer, MaxPool):
+                put("maxpool_backward", node, "bwd")
+            elif isinstance(layer, GlobalAvgPool):
+                put("global_avgpool_backward", node, "bwd")
+            elif isinstance(layer, BatchNorm):
+                put("batchnorm_backward", node, "bwd")
+            elif isinstance(layer, (Conv, Linear)):
+                if i != first:
+                    put("prune_grad", node, "prune")
+                put(f"{layer.kind}_backward_weight", node, "bwd_weight")
+                if i != first:
+                    put(f"{layer.kind}_backward_data", node, "bwd_data")
+            if i == first:
+                return True
+        return False
+
+    forward(model.nodes)
+    labels["softmax_xent"] = ["loss"]
+    backward(model.nodes)
+    trained = model.param_shapes()
+    labels["sgd_update"] = [f"sgd {k}" for k in param_keys if k in trained]
+    labels["batchnorm_update_stats"] = [f"{names[i]} running stats"
+                                        for i, layer in enumerate(model.flat_layers) if isinstance(layer, BatchNorm)]
+    return labels
 
 
 class CapturingOps:

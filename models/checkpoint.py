@@ -1,7 +1,8 @@
 """Training checkpoints: one .npz file, written atomically, read without pickle.
 
 Layout: ``param/<key>`` and ``velocity/<key>`` float arrays (keys as in
-``zskip.models.networks.param_key``), ``format`` (int), and ``meta``: a JSON
+``zskip.models.networks.param_key``; ``param/`` also holds the running
+statistics of batch normalisation, which inference uses), ``format`` (int), and ``meta``: a JSON
 string with ``model``, ``epoch`` (the epoch in progress), ``step`` (batches
 of that epoch already done), ``config`` (the run's settings), ``state``
 (the loop's running totals, so a resumed run reports what an uninterrupted
@@ -197,8 +198,9 @@ def checkpoint_model(ckpt: Checkpoint) -> Model:
 def _check_matches(path: str, ckpt: Checkpoint, model: Model) -> None:
     if ckpt.model != model.name:
         raise ValueError(f"checkpoint: {path} was written for model {ckpt.model!r}, not {model.name!r}")
-    expected = model.param_shapes()
-    for what, arrays in (("param", ckpt.params), ("velocity", ckpt.velocities)):
+    # params carry batch normalisation's running statistics too; velocities only what SGD trains
+    for what, arrays, expected in (("param", ckpt.params, model.state_shapes()),
+                                   ("velocity", ckpt.velocities, model.param_shapes())):
         if set(arrays) != set(expected):
             raise ValueError(f"checkpoint: {path} has {what} entries {sorted(arrays)}, "
                              f"model {model.name!r} needs {sorted(expected)}")

@@ -1,23 +1,35 @@
 """Models as data: a model is an input shape plus a list of layer specs.
 
 Layer specs are small frozen dataclasses (:class:`Conv`, :class:`MaxPool`,
-:class:`Flatten`, :class:`Linear`), built with :func:`conv`, :func:`maxpool`,
-:func:`flatten` and :func:`linear`. Nothing here computes: the training step
-(``zskip.models.step``) walks the list and calls a backend's ops.
+:class:`Flatten`, :class:`Linear`, :class:`BatchNorm`, :class:`GlobalAvgPool`,
+:class:`Residual`), built with :func:`conv`, :func:`maxpool`, :func:`flatten`,
+:func:`linear`, :func:`batchnorm`, :func:`global_avgpool` and
+:func:`residual`. A residual block is itself a layer: a body (a layer list)
+and a skip edge (the identity, or a shortcut layer list), added at the end.
+Nothing here computes: the training step (``zskip.models.step``) walks the
+list and calls a backend's ops.
 
-Parameters are a flat dict of float32 arrays keyed ``"layer{i}.w"`` /
-``"layer{i}.b"`` (i = index in the layer list), so checkpoints and backends
-can name them without knowing the model.
+Layers are numbered in pre-order (:attr:`Model.flat_layers`): a residual
+block gets its number, then its body's layers, then its shortcut's; for a
+model without blocks the number is the index in the layer list. Parameters
+are a flat dict of float32 arrays keyed ``"layer{i}.w"`` / ``"layer{i}.b"``
+(``.gamma`` / ``.beta`` for batch normalisation), so checkpoints and backends
+can name them without knowing the model. The same dict carries each batch
+normalisation's running statistics (``.running_mean`` / ``.running_var``,
+the model's *buffers*: state that inference uses and SGD does not train), as
+PyTorch's state dict does; :meth:`Model.param_shapes` lists only what SGD
+trains (and has momentum buffers), :meth:`Model.buffer_shapes` the rest.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Dict, List, Tuple, Union
+from dataclasses import dataclass, fields
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["Conv", "MaxPool", "Flatten", "Linear", "Model", "conv", "maxpool", "flatten", "linear",
-           "MODELS", "get_model", "param_key", "model_to_dict", "model_from_dict"]
+__all__ = ["Conv", "MaxPool", "Flatten", "Linear", "BatchNorm", "GlobalAvgPool", "Residual", "Node", "Model",
+           "conv", "maxpool", "flatten", "linear", "batchnorm", "global_avgpool", "residual",
+           "MODELS", "get_model", "param_key", "resnet", "model_to_dict", "model_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,73 @@ class Linear:
     kind = "linear"
 
 
-Layer = Union[Conv, MaxPool, Flatten, Linear]
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch normalisation per channel (training: batch statistics; inference: running ones).
+
+    Parameters gamma, beta (C,); buffers running_mean, running_var (C,),
+    updated with ``momentum`` at every training step (PyTorch's rule);
+    ``eps`` inside the square root; optional fused ReLU.
+    """
+    relu: bool = True
+    momentum: float = 0.1
+    eps: float = 1e-5
+    kind = "batchnorm"
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """(N, C, H, W) -> (N, C): the mean of each plane."""
+    kind = "avgpool"
+
+
+@dataclass(frozen=True)
+class Residual:
+    """A residual block: y = body(x) + shortcut(x), then an optional ReLU.
+
+    ``body`` and ``shortcut`` are layer tuples; an empty shortcut is the
+    identity. Both must map the block's input to the same shape.
+    """
+    body: tuple
+    shortcut: tuple = ()
+    relu: bool = True
+    kind = "residual"
+
+
+Layer = Union[Conv, MaxPool, Flatten, Linear, BatchNorm, GlobalAvgPool, Residual]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A layer with its pre-order number; a residual block's body and shortcut as numbered nodes."""
+    index: int
+    layer: Layer
+    body: Tuple["Node", ...] = ()
+    shortcut: Tuple["Node", ...] = ()
+
+
+def _number(layers, start: int) -> Tuple[Tuple[Node, ...], int]:
+    """(nodes, next free number) of a layer list numbered in pre-order from ``start``."""
+    nodes = []
+    for layer in layers:
+        index = start
+        start += 1
+        if isinstance(layer, Residual):
+            body, start = _number(layer.body, start)
+            shortcut, start = _number(layer.shortcut, start)
+            nodes.append(Node(index, layer, body, shortcut))
+        else:
+            nodes.append(Node(index, layer))
+    return tuple(nodes), start
+
+
+def _flatten_nodes(nodes) -> List[Node]:
+    out = []
+    for node in nodes:
+        out.append(node)
+        out.extend(_flatten_nodes(node.body))
+        out.extend(_flatten_nodes(node.shortcut))
+    return out
 
 
 def _positive(name: str, value, minimum: int = 1) -> int:
@@ -94,12 +172,35 @@ def linear(out: int, relu: bool = True, density: float = 1.0, seed: int = 0, lan
                   _positive("lanes", lanes, 0))
 
 
+def batchnorm(relu: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> BatchNorm:
+    """A :class:`BatchNorm` spec; momentum in [0, 1], eps > 0."""
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum: must be a number in [0, 1], got {momentum!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps < np.inf:
+        raise ValueError(f"eps: must be a finite number > 0, got {eps!r}")
+    return BatchNorm(bool(relu), float(momentum), float(eps))
+
+
+def global_avgpool() -> GlobalAvgPool:
+    """A :class:`GlobalAvgPool` spec."""
+    return GlobalAvgPool()
+
+
+def residual(body, shortcut=(), relu: bool = True) -> Residual:
+    """A :class:`Residual` block spec; ``body`` must hold at least one layer."""
+    body, shortcut = tuple(body), tuple(shortcut)
+    if not body:
+        raise ValueError("body: a residual block needs at least one layer in its body")
+    return Residual(body, shortcut, bool(relu))
+
+
 #: layer kind -> the stem of its readable name (Model.layer_names)
-LAYER_NAME_PREFIX = {"conv": "conv", "maxpool": "pool", "flatten": "flatten", "linear": "fc"}
+LAYER_NAME_PREFIX = {"conv": "conv", "maxpool": "pool", "flatten": "flatten", "linear": "fc", "batchnorm": "bn",
+                     "avgpool": "avgpool", "residual": "block"}
 
 
 def param_key(index: int, name: str) -> str:
-    """Key of parameter ``name`` ("w" or "b") of layer ``index`` in a params dict."""
+    """Key of parameter ``name`` ("w", "b", "gamma", "beta", "running_mean", "running_var") of layer ``index``."""
     return f"layer{index}.{name}"
 
 
@@ -110,6 +211,12 @@ def _describe(layer: Layer) -> str:
         return f"maxpool {layer.size} stride {layer.stride}"
     if isinstance(layer, Linear):
         return f"linear {layer.out}" + (f" density {layer.density:g}" if layer.density < 1 else "")
+    if isinstance(layer, BatchNorm):
+        return "batchnorm"
+    if isinstance(layer, GlobalAvgPool):
+        return "global avgpool"
+    if isinstance(layer, Residual):
+        return f"residual block ({'projection' if layer.shortcut else 'identity'} shortcut)"
     return "flatten"
 
 
@@ -134,14 +241,35 @@ class Model:
             _positive("input_shape", d)
         if not self.layers:
             raise ValueError(f"layers: model {self.name!r} has no layers")
-        self.shapes()
+        nodes, _ = _number(self.layers, 0)
+        object.__setattr__(self, "_nodes", nodes)
+        object.__setattr__(self, "_shapes", self._infer_shapes())
+
+    @property
+    def nodes(self) -> Tuple[Node, ...]:
+        """The top-level layers as numbered :class:`Node` trees (what the training step walks)."""
+        return self._nodes
+
+    @property
+    def flat_layers(self) -> Tuple[Layer, ...]:
+        """Every layer in pre-order; position = layer number (= index in ``layers`` without blocks)."""
+        return tuple(node.layer for node in _flatten_nodes(self._nodes))
 
     def shapes(self) -> List[Tuple[Tuple[int, ...], Tuple[int, ...]]]:
-        """Per layer, (input shape, output shape) without the batch dimension."""
-        shape: Tuple[int, ...] = tuple(int(d) for d in self.input_shape)
-        out = []
-        for i, layer in enumerate(self.layers):
-            where = f"layers[{i}] ({_describe(layer)}) of model {self.name!r}"
+        """Per layer number (see :attr:`flat_layers`), (input shape, output shape) without the batch dimension."""
+        return list(self._shapes)
+
+    def _infer_shapes(self):
+        out: Dict[int, tuple] = {}
+        shape = self._walk_shapes(self._nodes, tuple(int(d) for d in self.input_shape), out, "layers")
+        if len(shape) != 1:
+            raise ValueError(f"layers: model {self.name!r} must end with a linear layer (logits), ends with shape {shape}")
+        return [out[i] for i in range(len(out))]
+
+    def _walk_shapes(self, nodes, shape, out, where_list):
+        for pos, node in enumerate(nodes):
+            layer = node.layer
+            where = f"{where_list}[{pos}] ({_describe(layer)}) of model {self.name!r}"
             if isinstance(layer, (Conv, MaxPool)):
                 if len(shape) != 3:
                     raise ValueError(f"{where}: needs a (C, H, W) input, got {shape} (after a flatten)")
@@ -159,48 +287,77 @@ class Model:
                 if len(shape) != 1:
                     raise ValueError(f"{where}: needs a flat input, got {shape}: add flatten() before it")
                 new = (layer.out,)
+            elif isinstance(layer, BatchNorm):
+                new = shape
+            elif isinstance(layer, GlobalAvgPool):
+                if len(shape) != 3:
+                    raise ValueError(f"{where}: needs a (C, H, W) input, got {shape} (after a flatten)")
+                new = (shape[0],)
+            elif isinstance(layer, Residual):
+                if len(shape) != 3:
+                    raise ValueError(f"{where}: needs a (C, H, W) input, got {shape} (after a flatten)")
+                body = self._walk_shapes(node.body, shape, out, f"{where}: body")
+                skip = self._walk_shapes(node.shortcut, shape, out, f"{where}: shortcut")
+                if body != skip:
+                    raise ValueError(f"{where}: its body ends with shape {body} but its "
+                                     f"{'shortcut' if node.shortcut else 'identity shortcut'} with {skip}; "
+                                     f"they are added, so they must agree")
+                new = body
             else:
                 raise TypeError(f"{where}: unknown layer type {type(layer).__name__}")
-            out.append((shape, new))
+            out[node.index] = (shape, new)
             shape = new
-        if len(shape) != 1:
-            raise ValueError(f"layers: model {self.name!r} must end with a linear layer (logits), ends with shape {shape}")
-        return out
+        return shape
 
     @property
     def num_classes(self) -> int:
         """Width of the logits (the last layer's output)."""
-        return self.shapes()[-1][1][0]
+        return self._shapes[self._nodes[-1].index][1][0]
 
     def param_shapes(self) -> Dict[str, Tuple[int, ...]]:
-        """Shapes of every parameter, keyed as :func:`param_key`."""
+        """Shapes of every parameter SGD trains (each has a momentum buffer), keyed as :func:`param_key`."""
         shapes = {}
-        for i, (layer, (src, _)) in enumerate(zip(self.layers, self.shapes())):
+        for i, (layer, (src, _)) in enumerate(zip(self.flat_layers, self._shapes)):
             if isinstance(layer, Conv):
                 shapes[param_key(i, "w")] = (layer.out, src[0], layer.kernel, layer.kernel)
+                shapes[param_key(i, "b")] = (layer.out,)
             elif isinstance(layer, Linear):
                 pattern = self.pattern(i)
                 shapes[param_key(i, "w")] = (layer.out, src[0] if pattern is None else pattern.fan_in)
-            else:
-                continue
-            shapes[param_key(i, "b")] = (layer.out,)
+                shapes[param_key(i, "b")] = (layer.out,)
+            elif isinstance(layer, BatchNorm):
+                shapes[param_key(i, "gamma")] = (src[0],)
+                shapes[param_key(i, "beta")] = (src[0],)
         return shapes
+
+    def buffer_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """Shapes of the running statistics of every batch normalisation (in the params dict, not trained)."""
+        shapes = {}
+        for i, (layer, (src, _)) in enumerate(zip(self.flat_layers, self._shapes)):
+            if isinstance(layer, BatchNorm):
+                shapes[param_key(i, "running_mean")] = (src[0],)
+                shapes[param_key(i, "running_var")] = (src[0],)
+        return shapes
+
+    def state_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """Every entry of a params dict: :meth:`param_shapes` then :meth:`buffer_shapes`."""
+        return {**self.param_shapes(), **self.buffer_shapes()}
 
     def pattern(self, index: int):
         """The ``structured.ConnectionPattern`` of layer ``index``, or None for a dense layer.
 
         Seeded by (the layer's seed, index), so two sparse layers of one model differ.
         """
-        layer = self.layers[index]
+        layer = self.flat_layers[index]
         if not isinstance(layer, Linear) or layer.density >= 1.0:
             return None
         from .structured import DEFAULT_LANES, connection_pattern
-        n_in = self.shapes()[index][0][0]
+        n_in = self._shapes[index][0][0]
         return connection_pattern(n_in, layer.out, layer.density, seed=(layer.seed, index),
                                   lanes=layer.lanes or DEFAULT_LANES)
 
     def with_density(self, density: float, seed: int = 0, lanes: int = 0) -> "Model":
-        """This model with every fully-connected layer except the last sparse at ``density`` (1: unchanged)."""
+        """This model with every top-level linear layer except the last sparse at ``density`` (1: unchanged)."""
         import dataclasses
         linears = [i for i, l in enumerate(self.layers) if isinstance(l, Linear)]
         checked = linear(1, density=density, seed=seed, lanes=lanes)
@@ -216,47 +373,64 @@ class Model:
         """He (Kaiming) normal weights, zero biases, float32; same seed -> same arrays.
 
         Layers followed by a ReLU get std sqrt(2 / fan_in) (a sparse junction's
-        own fan-in: its compressed weights are (out, fan_in)); the logits layer
-        gets sqrt(1 / fan_in) so the initial softmax is not saturated.
+        own fan-in: its compressed weights are (out, fan_in)); the others (the
+        logits layer, a convolution feeding a batch normalisation) get
+        sqrt(1 / fan_in). Batch normalisation starts as the identity: gamma 1,
+        beta 0, running mean 0, running variance 1 (the buffers are included).
         """
         rng = np.random.default_rng(_positive("seed", seed, 0))
-        shapes = self.param_shapes()
+        shapes = self.state_shapes()
         params = {}
-        for i, layer in enumerate(self.layers):
-            if not isinstance(layer, (Conv, Linear)):
-                continue
-            w_shape = shapes[param_key(i, "w")]
-            gain = 2.0 if layer.relu else 1.0
-            std = np.sqrt(gain / int(np.prod(w_shape[1:])))
-            params[param_key(i, "w")] = (rng.standard_normal(w_shape) * std).astype(np.float32)
-            params[param_key(i, "b")] = np.zeros(shapes[param_key(i, "b")], np.float32)
+        for i, layer in enumerate(self.flat_layers):
+            if isinstance(layer, (Conv, Linear)):
+                w_shape = shapes[param_key(i, "w")]
+                gain = 2.0 if layer.relu else 1.0
+                std = np.sqrt(gain / int(np.prod(w_shape[1:])))
+                params[param_key(i, "w")] = (rng.standard_normal(w_shape) * std).astype(np.float32)
+                params[param_key(i, "b")] = np.zeros(shapes[param_key(i, "b")], np.float32)
+            elif isinstance(layer, BatchNorm):
+                c = shapes[param_key(i, "gamma")]
+                params[param_key(i, "gamma")] = np.ones(c, np.float32)
+                params[param_key(i, "beta")] = np.zeros(c, np.float32)
+        for key, shape in self.buffer_shapes().items():
+            params[key] = (np.ones if key.endswith("running_var") else np.zeros)(shape, np.float32)
         return params
 
     def zero_velocities(self) -> Dict[str, np.ndarray]:
-        """SGD momentum buffers: zeros shaped like the parameters."""
+        """SGD momentum buffers: zeros shaped like the trained parameters."""
         return {k: np.zeros(s, np.float32) for k, s in self.param_shapes().items()}
 
     def layer_names(self) -> Tuple[str, ...]:
         """Readable layer names for reports, plots and errors: conv1, pool1, flatten1, fc1, ...
 
-        Numbered per kind in layer order, so they depend only on the layer list
-        (a checkpoint's model gives the same names); parameters keep their
-        index keys (:func:`param_key`).
+        Numbered per kind in layer order (layer numbers, :attr:`flat_layers`:
+        a residual block, then its body, then its shortcut), so they depend
+        only on the layer list (a checkpoint's model gives the same names);
+        parameters keep their index keys (:func:`param_key`).
         """
         counts: Dict[str, int] = {}
         names = []
-        for layer in self.layers:
+        for layer in self.flat_layers:
             prefix = LAYER_NAME_PREFIX.get(layer.kind, layer.kind)
             counts[prefix] = counts.get(prefix, 0) + 1
             names.append(f"{prefix}{counts[prefix]}")
         return tuple(names)
 
     def describe(self) -> str:
-        """One line per layer: index, name, spec and output shape."""
+        """One line per layer (indented inside residual blocks): number, name, spec and output shape."""
         lines = [f"{self.name}: input {'x'.join(map(str, self.input_shape))}"]
-        for i, (name, layer, (_, out)) in enumerate(zip(self.layer_names(), self.layers, self.shapes())):
-            relu = " relu" if getattr(layer, "relu", False) else ""
-            lines.append(f"  {i} {name}: {_describe(layer)}{relu} -> {'x'.join(map(str, out))}")
+        names = self.layer_names()
+
+        def walk(nodes, indent, label=""):
+            for node in nodes:
+                out = self._shapes[node.index][1]
+                relu = " relu" if getattr(node.layer, "relu", False) else ""
+                lines.append(f"{indent}{node.index} {names[node.index]}: {label}{_describe(node.layer)}{relu} -> "
+                             f"{'x'.join(map(str, out))}")
+                walk(node.body, indent + "    ", "")
+                walk(node.shortcut, indent + "    ", "shortcut: ")
+
+        walk(self._nodes, "  ")
         return "\n".join(lines)
 
 
@@ -284,26 +458,101 @@ def _vgg_strided() -> Model:
         linear(256), linear(10, relu=False)))
 
 
-#: Known model names -> builders.
-MODELS = {"lenet5": _lenet5, "vgg_tiny": _vgg_tiny, "vgg_strided": _vgg_strided}
+def resnet(depth: int, input_shape=(3, 32, 32), num_classes: int = 10, name: Optional[str] = None) -> Model:
+    """The CIFAR ResNet of He et al. (2016, sec. 4.2) with ``depth`` = 6n + 2 layers.
+
+    A 3x3 convolution of 16 channels, three stages of n residual blocks with
+    16, 32 and 64 channels (the first block of stages 2 and 3 halves height
+    and width with stride 2), global average pooling and a linear layer.
+    Every convolution is followed by batch normalisation (the ReLU fused
+    into it; in a block the second one's ReLU comes after the add), so the
+    convolutions keep a bias only because the engine's convolution has one
+    (the normalisation cancels it, and its gradient is zero up to rounding).
+
+    Shortcuts: the identity where shapes agree; where a block changes the
+    width, a projection, 1x1 convolution of stride 2 + batch normalisation
+    (He et al.'s option B; they used zero-padded identity shortcuts, option
+    A, for CIFAR). Projection runs on the existing convolution engine
+    (strided 1x1 convolutions are one of its configurations), while option A
+    would need a new subsample-and-pad kernel; it costs 2,560 weights
+    (16x32 + 32x64), under 1 % of ResNet-20's and 3 % of ResNet-8's.
+
+    ``input_shape`` (C, H, W): 3x32x32 (CIFAR-10) or 1x28x28 (MNIST: the
+    stages then run at 28, 14 and 7 pixels), or any image of at least 4x4.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth: must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth!r}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or min(input_shape[1:]) < 4:
+        raise ValueError(f"input_shape: a ResNet needs a (C, H, W) image of at least 4x4, got {input_shape!r}")
+    n = (depth - 2) // 6
+    layers: List[Layer] = [conv(16, 3, pad=1, relu=False), batchnorm()]
+    channels = 16
+    for stage, width in enumerate((16, 32, 64)):
+        for block in range(n):
+            stride = 2 if stage > 0 and block == 0 else 1
+            body = (conv(width, 3, stride, 1, relu=False), batchnorm(),
+                    conv(width, 3, 1, 1, relu=False), batchnorm(relu=False))
+            shortcut = () if stride == 1 and width == channels else \
+                (conv(width, 1, stride, 0, relu=False), batchnorm(relu=False))
+            layers.append(residual(body, shortcut))
+            channels = width
+    layers += [global_avgpool(), linear(_positive("num_classes", num_classes, 2), relu=False)]
+    return Model(name or f"resnet{depth}", input_shape, tuple(layers))
 
 
-def get_model(name: str) -> Model:
-    """The model called ``name``; a ValueError lists the known names otherwise."""
+#: Known model names -> builders taking the data's (C, H, W) (see :func:`get_model`).
+MODELS = {"lenet5": lambda shape: _lenet5(), "vgg_tiny": lambda shape: _vgg_tiny(),
+          "vgg_strided": lambda shape: _vgg_strided(),
+          "resnet8": lambda shape: resnet(8, shape or (3, 32, 32)),
+          "resnet20": lambda shape: resnet(20, shape or (3, 32, 32))}
+
+
+def get_model(name: str, input_shape: Optional[Tuple[int, int, int]] = None) -> Model:
+    """The model called ``name``; a ValueError lists the known names otherwise.
+
+    ``input_shape`` (C, H, W) of the data: the ResNets adapt to it (default
+    3x32x32); the other models have a fixed input shape and ignore it (the
+    training loop refuses data that does not fit them).
+    """
     if name not in MODELS:
         raise ValueError(f"model: unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    return MODELS[name]()
+    return MODELS[name](None if input_shape is None else tuple(int(d) for d in input_shape))
 
 
 #: layer kind -> spec builder (validates its arguments), for models read back from data
-_BUILDERS = {"conv": conv, "maxpool": maxpool, "flatten": flatten, "linear": linear}
+_BUILDERS = {"conv": conv, "maxpool": maxpool, "flatten": flatten, "linear": linear, "batchnorm": batchnorm,
+             "avgpool": global_avgpool, "residual": residual}
+
+
+def _layer_to_dict(layer: Layer) -> dict:
+    """{"kind": ..., field: value}; a residual block's body and shortcut as lists of such dicts."""
+    out = {"kind": layer.kind}
+    for f in fields(layer):
+        value = getattr(layer, f.name)
+        out[f.name] = [_layer_to_dict(l) for l in value] if f.name in ("body", "shortcut") else value
+    return out
+
+
+def _layer_from_dict(layer, where: str) -> Layer:
+    args = dict(layer)
+    kind = args.pop("kind", None)
+    if kind not in _BUILDERS:
+        raise ValueError(f"architecture: {where} has kind {kind!r}; known kinds: {', '.join(_BUILDERS)}")
+    if kind == "residual":
+        for part in ("body", "shortcut"):
+            args[part] = tuple(_layer_from_dict(l, f"{where}.{part}[{j}]") for j, l in enumerate(args.get(part, ())))
+    try:
+        return _BUILDERS[kind](**args)
+    except TypeError as e:
+        raise ValueError(f"architecture: {where} ({kind}): {e}") from e
 
 
 def model_to_dict(model: Model) -> dict:
     """JSON-ready description of ``model`` (name, input shape, layer specs): what a checkpoint stores
     of an architecture that is not in :data:`MODELS` (an imported one)."""
     return {"name": model.name, "input_shape": list(model.input_shape),
-            "layers": [{"kind": layer.kind, **asdict(layer)} for layer in model.layers]}
+            "layers": [_layer_to_dict(layer) for layer in model.layers]}
 
 
 def model_from_dict(data: dict) -> Model:
@@ -312,14 +561,5 @@ def model_from_dict(data: dict) -> Model:
         name, input_shape, layers = data["name"], data["input_shape"], data["layers"]
     except (KeyError, TypeError) as e:
         raise ValueError(f"architecture: expected a dict with name, input_shape and layers, got {data!r}") from e
-    specs = []
-    for i, layer in enumerate(layers):
-        args = dict(layer)
-        kind = args.pop("kind", None)
-        if kind not in _BUILDERS:
-            raise ValueError(f"architecture: layers[{i}] has kind {kind!r}; known kinds: {', '.join(_BUILDERS)}")
-        try:
-            specs.append(_BUILDERS[kind](**args))
-        except TypeError as e:
-            raise ValueError(f"architecture: layers[{i}] ({kind}): {e}") from e
+    specs = [_layer_from_dict(layer, f"layers[{i}]") for i, layer in enumerate(layers)]
     return Model(str(name), tuple(input_shape), tuple(specs))

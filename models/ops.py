@@ -36,6 +36,10 @@ OP_OUTPUTS = {
     "conv_backward_data": ("dx",), "linear_backward_data": ("dx",), "maxpool_backward": ("dx",),
     "conv_backward_weight": ("dw", "db"), "linear_backward_weight": ("dw", "db"),
     "softmax_xent": ("loss", "dlogits"), "sgd_update": ("param", "velocity"), "prune_grad": ("dy pruned",),
+    "batchnorm_forward": ("y", "mask", "xhat", "mean", "var"), "batchnorm_inference": ("y", "mask"),
+    "batchnorm_backward": ("dx", "dgamma", "dbeta"), "batchnorm_update_stats": ("running_mean", "running_var"),
+    "add_forward": ("y", "mask"), "add_backward": ("dx",),
+    "global_avgpool_forward": ("y",), "global_avgpool_backward": ("dx",),
 }
 
 
@@ -100,6 +104,35 @@ class Ops(Protocol):
         ``seed`` is an integer or a one-word uint32 array (the word a device
         program reads, so the host can change it per mini-batch).
         """
+
+    def batchnorm_forward(self, x, gamma, beta, eps: float = 1e-5, relu: bool = True):
+        """(y, mask or None, xhat, mean (C,), var (C,)): training mode on x (N, C, H, W) or (N, C).
+
+        Batch statistics per channel, var biased; ``xhat`` (shape of x) and
+        ``var`` are what the backward needs, ``mean``/``var`` what the
+        running statistics are updated from.
+        """
+
+    def batchnorm_backward(self, dy, xhat, var, gamma, eps: float = 1e-5, out_mask=None):
+        """(dx (shape of dy), dgamma (C,), dbeta (C,)); dx zero where out_mask is False."""
+
+    def batchnorm_inference(self, x, gamma, beta, running_mean, running_var, eps: float = 1e-5, relu: bool = True):
+        """(y, mask or None): x normalised with the running statistics (C,)."""
+
+    def batchnorm_update_stats(self, running_mean, running_var, mean, var, count: int, momentum: float):
+        """(running_mean', running_var') (C,): reference.batchnorm_running_update; in place on a device."""
+
+    def add_forward(self, a, b, relu: bool = True):
+        """(y = a + b, mask or None): the join of a residual block."""
+
+    def add_backward(self, da, db, out_mask=None):
+        """dx = da + db (two paths of a fork meet), zero where out_mask is False."""
+
+    def global_avgpool_forward(self, x):
+        """y (N, C): the mean of each plane of x (N, C, H, W)."""
+
+    def global_avgpool_backward(self, dy, x_shape, out_mask=None):
+        """dx (N, C, H, W) = dy (N, C) / (H * W) over each plane, zero where out_mask is False."""
 
 
 def _relu(op: str, y):
@@ -198,6 +231,40 @@ class ReferenceOps:
         if grad_scale != 1.0:
             grad = (np.asarray(grad) * np.float32(1.0 / grad_scale)).astype(np.asarray(grad).dtype)
         return R.sgd_update(param, grad, velocity, lr, momentum, weight_decay)
+
+    def batchnorm_forward(self, x, gamma, beta, eps=1e-5, relu=True):
+        y, saved = R.batchnorm_forward(x, gamma, beta, eps)
+        y, mask = R.relu_forward(y) if relu else (y, None)
+        return y, mask, saved.xhat, saved.mean, saved.var
+
+    def batchnorm_backward(self, dy, xhat, var, gamma, eps=1e-5, out_mask=None):
+        var, gamma = R.check_array("var", var, 1), R.check_array("gamma", gamma, 1)
+        inv_std = (1.0 / np.sqrt(var + np.asarray(eps, var.dtype))).astype(var.dtype)
+        saved = R.BatchNormSaved(R.check_array("xhat", xhat), None, var, inv_std, gamma)
+        dx, dgamma, dbeta = R.batchnorm_backward(dy, saved)
+        return (dx if out_mask is None else R.relu_backward(dx, out_mask)), dgamma, dbeta
+
+    def batchnorm_inference(self, x, gamma, beta, running_mean, running_var, eps=1e-5, relu=True):
+        y = R.batchnorm_inference(x, gamma, beta, running_mean, running_var, eps)
+        return R.relu_forward(y) if relu else (y, None)
+
+    def batchnorm_update_stats(self, running_mean, running_var, mean, var, count, momentum):
+        return R.batchnorm_running_update(running_mean, running_var, mean, var, count, momentum)
+
+    def add_forward(self, a, b, relu=True):
+        y = R.residual_add_forward(a, b)
+        return R.relu_forward(y) if relu else (y, None)
+
+    def add_backward(self, da, db, out_mask=None):
+        dx = R.fork_backward(da, db)
+        return dx if out_mask is None else R.relu_backward(dx, out_mask)
+
+    def global_avgpool_forward(self, x):
+        return R.global_avgpool_forward(x)
+
+    def global_avgpool_backward(self, dy, x_shape, out_mask=None):
+        dx = R.global_avgpool_backward(dy, x_shape)
+        return dx if out_mask is None else R.relu_backward(dx, out_mask)
 
     def prune_grad(self, g, rate, seed):
         if not 0.0 <= rate < 1.0:

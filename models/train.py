@@ -279,7 +279,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     # pre-defined sparse layers: two patterns of one shape differ only in their seed, which the
     # checkpoint's shapes cannot tell apart
     config["sparse_junctions"] = {name: [layer.density, layer.seed, layer.lanes]
-                                  for name, layer in zip(model.layer_names(), model.layers)
+                                  for name, layer in zip(model.layer_names(), model.flat_layers)
                                   if getattr(layer, "density", 1.0) < 1.0}
     config.update(extra_config or {})
 
@@ -328,7 +328,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
                 global_step = epoch * steps_per_epoch + s
                 checked = bool(check_every) and global_step % check_every == 0
                 yield Batch(dataset.x_train[idx], dataset.y_train[idx], check=checked,
-                            prune_seeds=prune_seeds(seed, global_step, len(model.layers)))
+                            prune_seeds=prune_seeds(seed, global_step, len(model.flat_layers)))
 
         stream = backend.stream(model, params, velocities, batches(step), lr=lr, momentum=momentum,
                                 weight_decay=weight_decay)

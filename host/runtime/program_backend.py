@@ -123,6 +123,11 @@ class ProgramBackend:
         if self._closed:
             from ..devices.device import DeviceError
             raise DeviceError(f"{self.name}: the backend was closed; make a new one (make_backend)")
+        missing = _step.unsupported_layers(ProgramRecorder, model)
+        if missing:
+            # refused before any device memory is allocated or program recorded
+            raise ValueError(f"model: {missing[0][0]} is not yet supported by the accelerator backends "
+                             f"(model {model.name!r}); use --backend reference")
         if self.weights is None or self.weights.model.name != model.name or \
                 self.weights.shapes != model.param_shapes():
             self.accelerator.limits.check_model(model, f"the {self.name} backend")
