@@ -121,7 +121,9 @@ def _run_train(args) -> int:
         model, init_params = load_model_file(args.init_from, input_shape=dataset.input_shape,
                                              trust_pickle=args.trust_pickle)
     else:
-        model = get_model(args.model or "lenet5").with_density(args.density, args.density_seed)
+        # the ResNets adapt to the data's shape
+        model = get_model(args.model or "lenet5", input_shape=dataset.input_shape).with_density(
+            args.density, args.density_seed)
     from .ip.precision import is_float32, multiplier
     opts = dict(args.backend_opt)
     if args.precision is not None:

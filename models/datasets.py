@@ -1,4 +1,6 @@
-"""Datasets as (x, y) numpy arrays: x float32 (N, C, H, W) in [0, 1], y int64 (N,).
+"""Datasets as (x, y) numpy arrays: x float32 (N, C, H, W), y int64 (N,).
+
+Pixels are in [0, 1], except for CIFAR-10, which is normalised per channel.
 
 ``load_dataset(spec)`` understands:
 
@@ -14,7 +16,14 @@
   x_test, y_test``, or ``x, y`` (then split 80 / 20 stratified, fixed);
   loaded with ``allow_pickle=False``;
 - ``synthetic:CxHxW`` (optionally ``synthetic:CxHxW:CLASSES``): images drawn
-  around one smooth random pattern per class, deterministic from ``seed``.
+  around one smooth random pattern per class, deterministic from ``seed``;
+- ``cifar10:DIR`` (optionally ``cifar10:DIR:augment``): the CIFAR-10 binary
+  version (``data_batch_1.bin`` .. ``data_batch_5.bin``, ``test_batch.bin``
+  in DIR or in DIR/cifar-10-batches-bin), 50,000 train / 10,000 test
+  3x32x32 images, each channel normalised to mean 0 and standard deviation
+  1 over the training set; ``:augment`` adds random crops (4 pixels of
+  black padding) and horizontal flips to the training batches
+  (:class:`CropFlip`, applied by the training loop).
 
 Every problem with a file is a ValueError ``data: PATH: ...`` saying what is
 wrong (missing, not an npz/idx/gzip file, truncated, empty arrays, a split
@@ -29,15 +38,16 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Dataset", "load_dataset", "KNOWN_DATASETS", "read_idx", "synthetic"]
+__all__ = ["Dataset", "load_dataset", "KNOWN_DATASETS", "read_idx", "synthetic", "cifar10", "read_cifar10_bin",
+           "CropFlip"]
 
 #: Spec forms accepted by :func:`load_dataset`, for error messages and --help.
 KNOWN_DATASETS = ("mnist5k", "digits", "idx:PATH (or a directory)", "npz:PATH (or FILE.npz)",
-                  "synthetic:CxHxW[:CLASSES]")
+                  "synthetic:CxHxW[:CLASSES]", "cifar10:DIR[:augment]")
 
 # Fixed seed of the train/test splits: the split is part of the dataset's
 # definition, independent of the training seed.
@@ -45,15 +55,48 @@ _SPLIT_SEED = 20260
 _TEST_FRACTION = 0.2
 
 
+@dataclass(frozen=True)
+class CropFlip:
+    """Training augmentation: a random crop of the image padded by ``pad`` pixels, then a flip with p = 1/2.
+
+    ``fill``: the padding's value per channel (a black pixel after
+    normalisation). The random numbers come from the generator the caller
+    passes, so a training loop that seeds it from (run seed, step) draws the
+    same crops again when it resumes.
+    """
+    pad: int = 4
+    fill: Tuple[float, ...] = ()
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augmented copy of x (N, C, H, W)."""
+        n, c, h, w = x.shape
+        p = self.pad
+        padded = np.empty((n, c, h + 2 * p, w + 2 * p), dtype=x.dtype)
+        padded[...] = np.asarray(self.fill if self.fill else np.zeros(c), dtype=x.dtype)[None, :, None, None]
+        padded[:, :, p:p + h, p:p + w] = x
+        offsets = rng.integers(0, 2 * p + 1, size=(n, 2))
+        flips = rng.random(n) < 0.5
+        out = np.empty_like(x)
+        for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
+            crop = padded[i, :, dy:dy + h, dx:dx + w]
+            out[i] = crop[:, :, ::-1] if flip else crop
+        return out
+
+
 @dataclass
 class Dataset:
-    """A train/test split. x_* float32 (N, C, H, W), y_* int64 (N,)."""
+    """A train/test split. x_* float32 (N, C, H, W), y_* int64 (N,).
+
+    ``augment``: None, or a callable (x batch, numpy Generator) -> augmented
+    batch that the training loop applies to every training batch.
+    """
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    augment: Optional[CropFlip] = None
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:
@@ -66,7 +109,7 @@ class Dataset:
             if n is not None and n < 1:
                 raise ValueError(f"{name}: subset size must be >= 1, got {n}")
         return Dataset(self.name, self.x_train[:train], self.y_train[:train],
-                       self.x_test[:test], self.y_test[:test], self.num_classes)
+                       self.x_test[:test], self.y_test[:test], self.num_classes, self.augment)
 
 
 def _stratified_split(y: np.ndarray, test_fraction: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -233,6 +276,68 @@ def _npz_dataset(path: str) -> Dataset:
     raise ValueError(f"data: {path} must hold arrays x_train, y_train, x_test, y_test or x, y; it holds {sorted(keys)}")
 
 
+_CIFAR_RECORD = 1 + 3 * 32 * 32          # label byte, then the R, G and B planes, each row-major
+_CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+_CIFAR_TEST = "test_batch.bin"
+
+
+def read_cifar10_bin(path) -> Tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) of one CIFAR-10 binary file (3,073 bytes a record)."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0 or data.size % _CIFAR_RECORD:
+        raise ValueError(f"data: {path}: not a CIFAR-10 binary file ({data.size} bytes is not a positive "
+                         f"multiple of the {_CIFAR_RECORD}-byte record)")
+    records = data.reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        bad = int(np.argmax(labels > 9))
+        raise ValueError(f"data: {path}: record {bad} has label {labels[bad]}; CIFAR-10 labels are 0..9")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def _cifar_dir(directory: str) -> Path:
+    for candidate in (Path(directory), Path(directory) / "cifar-10-batches-bin"):
+        if (candidate / _CIFAR_TEST).is_file():
+            return candidate
+    raise ValueError(f"data: {directory}: no {_CIFAR_TEST} here or in cifar-10-batches-bin (cifar10:DIR needs "
+                     f"the binary version: {', '.join(_CIFAR_TRAIN)}, {_CIFAR_TEST})")
+
+
+def cifar10(directory: str, augment: bool = False) -> Dataset:
+    """CIFAR-10's binary files in ``directory``, each channel normalised with the training set's mean and std.
+
+    ``augment``: attach :class:`CropFlip` (4-pixel black padding) for the training batches.
+    """
+    root = _cifar_dir(directory)
+    parts = []
+    for name in _CIFAR_TRAIN:
+        if not (root / name).is_file():
+            raise ValueError(f"data: {root / name}: the file does not exist (cifar10:{directory} needs "
+                             f"{', '.join(_CIFAR_TRAIN)} and {_CIFAR_TEST})")
+        parts.append(read_cifar10_bin(root / name))
+    xtr = np.concatenate([p[0] for p in parts]).astype(np.float32) / np.float32(255)
+    ytr = np.concatenate([p[1] for p in parts])
+    xte, yte = read_cifar10_bin(root / _CIFAR_TEST)
+    xte = xte.astype(np.float32) / np.float32(255)
+    # statistics of the training set only, in float64 (50,000 x 1,024 values a channel)
+    mean = xtr.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = xtr.std(axis=(0, 2, 3), dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    scale = lambda x: ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    crop = CropFlip(4, tuple(float(v) for v in -mean / std)) if augment else None
+    return Dataset(f"cifar10:{directory}" + (":augment" if augment else ""), scale(xtr), ytr, scale(xte), yte, 10,
+                   crop)
+
+
+def _parse_cifar10(spec: str) -> Dataset:
+    rest = spec[len("cifar10:"):]
+    augment = rest.endswith(":augment")
+    directory = rest[:-len(":augment")] if augment else rest
+    if not directory:
+        raise ValueError(f"data: {spec!r} is not cifar10:DIR[:augment]")
+    return cifar10(directory, augment)
+
+
 def synthetic(shape: Tuple[int, int, int], num_classes: int = 10, n_train: int = 2000, n_test: int = 500,
               seed: int = 0) -> Dataset:
     """Images around one smooth random pattern per class; learnable, deterministic from ``seed``.
@@ -293,6 +398,8 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
         return digits()
     if spec.startswith("synthetic:"):
         return _parse_synthetic(spec, seed)
+    if spec.startswith("cifar10:"):
+        return _parse_cifar10(spec)
     if spec.startswith("idx:"):
         return idx_dataset(spec[4:])
     if spec.startswith("npz:"):

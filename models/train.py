@@ -8,6 +8,10 @@ backend the whole epoch's batch stream, so a backend may pack batch i+1 while
 batch i runs; a backend's params may be mirrors of device memory, read only
 when the loop needs them (checkpoints, the end of the run).
 
+A dataset with an ``augment`` callable (CIFAR-10's random crops and flips)
+has every training batch augmented with random numbers drawn from (seed,
+step), so resuming stays exact with augmentation too.
+
 ``check_every`` = N asks the backend to compare every N-th step (counted over
 the whole run, the first included) with the numpy reference
 (``zskip.models.check``); a failing comparison raises ``CheckFailed``.
@@ -43,6 +47,9 @@ class Diverged(ValueError):
 # Settings that decide the trajectory: a resumed run must use the same ones.
 _TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train", "prune_rate",
                     "sparse_junctions")
+
+# tells the augmentation's random stream apart from the others seeded with the run's seed
+_AUGMENT_STREAM = 0xA06
 
 
 @dataclass
@@ -327,7 +334,11 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
                 idx = perm[s * batch_size:(s + 1) * batch_size]
                 global_step = epoch * steps_per_epoch + s
                 checked = bool(check_every) and global_step % check_every == 0
-                yield Batch(dataset.x_train[idx], dataset.y_train[idx], check=checked,
+                x = dataset.x_train[idx]
+                if dataset.augment is not None:
+                    # drawn from (seed, step) alone: a resumed run augments its batches identically
+                    x = dataset.augment(x, np.random.default_rng([seed, global_step, _AUGMENT_STREAM]))
+                yield Batch(x, dataset.y_train[idx], check=checked,
                             prune_seeds=prune_seeds(seed, global_step, len(model.flat_layers)))
 
         stream = backend.stream(model, params, velocities, batches(step), lr=lr, momentum=momentum,

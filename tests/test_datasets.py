@@ -118,3 +118,84 @@ def test_unknown_dataset_lists_known_ones(spec):
     assert str(info.value).startswith("data:")
     if not spec.startswith("synthetic"):
         assert all(k.split()[0] in str(info.value) for k in KNOWN_DATASETS)
+
+
+# --------------------------------------------------------------------------- CIFAR-10 binary version
+def _write_cifar(directory, rng, per_file=6, test=5):
+    """Six files in CIFAR-10's binary format: per record a label byte, then R, G, B planes of 32x32."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, n in [(f"data_batch_{i}.bin", per_file) for i in range(1, 6)] + [("test_batch.bin", test)]:
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 256, (n, 3, 32, 32)).astype(np.uint8)
+        records = b"".join(bytes([label]) + image.tobytes() for label, image in zip(labels, images))
+        (directory / name).write_bytes(records)
+        written[name] = (images, labels)
+    return written
+
+
+def test_cifar10_reads_the_binary_format_and_normalises_per_channel(tmp_path, rng):
+    written = _write_cifar(tmp_path / "cifar-10-batches-bin", rng)
+    ds = load_dataset(f"cifar10:{tmp_path}")
+    assert ds.x_train.shape == (30, 3, 32, 32) and ds.x_test.shape == (5, 3, 32, 32) and ds.num_classes == 10
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64 and ds.augment is None
+    train_imgs = np.concatenate([written[f"data_batch_{i}.bin"][0] for i in range(1, 6)])
+    assert ds.y_train.tolist() == np.concatenate([written[f"data_batch_{i}.bin"][1] for i in range(1, 6)]).tolist()
+    # the byte at record offset 1 + c*1024 + h*32 + w is pixel (c, h, w); normalised with the training
+    # set's per-channel mean and std
+    raw = (tmp_path / "cifar-10-batches-bin" / "data_batch_2.bin").read_bytes()
+    record = 3                                    # of file 2: sample 6 + 3 of the training set
+    c, h, w = 2, 17, 5
+    byte = raw[record * 3073 + 1 + c * 1024 + h * 32 + w]
+    pixels = train_imgs[:, c].astype(np.float64) / 255
+    expected = (byte / 255 - pixels.mean()) / pixels.std()
+    assert ds.x_train[6 + record, c, h, w] == pytest.approx(expected, rel=1e-5)
+    assert np.allclose(ds.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    assert np.allclose(ds.x_train.std(axis=(0, 2, 3)), 1, atol=1e-4)
+    test_pixels = written["test_batch.bin"][0][:, c].astype(np.float64) / 255
+    np.testing.assert_allclose(ds.x_test[:, c], (test_pixels - pixels.mean()) / pixels.std(), rtol=1e-5, atol=1e-6)
+
+
+def test_cifar10_refuses_broken_or_missing_files(tmp_path, rng):
+    _write_cifar(tmp_path, rng)
+    with open(tmp_path / "data_batch_3.bin", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match=r"^data: .*data_batch_3.bin: not a CIFAR-10 binary file"):
+        load_dataset(f"cifar10:{tmp_path}")
+    (tmp_path / "data_batch_3.bin").unlink()
+    with pytest.raises(ValueError, match=r"^data: .*data_batch_3.bin: the file does not exist"):
+        load_dataset(f"cifar10:{tmp_path}")
+    with pytest.raises(ValueError, match=r"^data: .*nowhere: no test_batch.bin"):
+        load_dataset(f"cifar10:{tmp_path / 'nowhere'}")
+    bad = bytearray((tmp_path / "test_batch.bin").read_bytes())
+    bad[3073] = 12                                # the second record's label
+    (tmp_path / "test_batch.bin").write_bytes(bytes(bad))
+    from zskip.models.datasets import read_cifar10_bin
+    with pytest.raises(ValueError, match="record 1 has label 12"):
+        read_cifar10_bin(tmp_path / "test_batch.bin")
+
+
+def test_crop_flip_augmentation_is_a_seeded_shifted_window(tmp_path, rng):
+    written = _write_cifar(tmp_path, rng)
+    ds = load_dataset(f"cifar10:{tmp_path}:augment")
+    assert ds.name.endswith(":augment") and ds.augment is not None and ds.subset(10).augment is ds.augment
+    # the padding is a raw black pixel (byte 0) normalised like the images
+    raw = np.concatenate([written[f"data_batch_{i}.bin"][0] for i in range(1, 6)]).astype(np.float64) / 255
+    black = -raw.mean(axis=(0, 2, 3)) / raw.std(axis=(0, 2, 3))
+    np.testing.assert_allclose(ds.augment.fill, black, rtol=1e-6)
+    x = ds.x_train[:16]
+    a = ds.augment(x, np.random.default_rng([1, 2]))
+    assert np.array_equal(a, ds.augment(x, np.random.default_rng([1, 2])))
+    assert not np.array_equal(a, ds.augment(x, np.random.default_rng([1, 3])))
+    # each output is one of the 81 windows of the padded image, maybe mirrored: found by brute force
+    found = []
+    for i in range(16):
+        padded = np.broadcast_to(black.astype(np.float32)[:, None, None], (3, 40, 40)).copy()
+        padded[:, 4:36, 4:36] = x[i]
+        windows = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                   if np.array_equal(a[i], padded[:, dy:dy + 32, dx:dx + 32][:, :, ::-1] if f
+                                     else padded[:, dy:dy + 32, dx:dx + 32])]
+        assert len(windows) == 1, i                # random pixels: exactly one window matches
+        found.append(windows[0])
+    assert 0 < sum(f for _, _, f in found) < 16                # some flipped, some not
+    assert len({(dy, dx) for dy, dx, _ in found}) > 4          # the offsets vary

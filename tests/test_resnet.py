@@ -229,3 +229,30 @@ def test_accelerator_backends_refuse_batchnorm_naming_it(rng):
         finally:
             backend.close()
 
+
+def test_resumed_resnet_run_with_augmentation_is_bit_identical(tmp_path, rng):
+    from test_datasets import _write_cifar
+    from zskip.host.backends import make_backend
+    from zskip.models.datasets import load_dataset
+    from zskip.models.train import train
+    _write_cifar(tmp_path / "data", rng, per_file=4, test=4)
+    data = load_dataset(f"cifar10:{tmp_path / 'data'}:augment")
+    model = get_model("resnet8", data.input_shape)
+
+    def run(dataset, **kw):
+        return train(make_backend("reference", account=False), model, dataset, epochs=2, batch_size=8, lr=0.05,
+                     momentum=0.9, weight_decay=1e-4, seed=3, quiet=True, **kw)
+
+    whole = run(data)
+    path = tmp_path / "run.npz"
+    first = run(data, checkpoint=path, max_steps=4)
+    assert first.report["stopped_at"] == {"epoch": 1, "step": 1}
+    rest = run(data, checkpoint=path, resume=True)
+    assert set(rest.params) == set(model.state_shapes())
+    for key in whole.params:
+        assert np.array_equal(whole.params[key], rest.params[key]), key
+    assert [e["test_accuracy"] for e in whole.report["epochs"]] == [e["test_accuracy"] for e in rest.report["epochs"]]
+    # the running statistics moved, and augmentation changed the trajectory
+    assert not np.array_equal(whole.params["layer1.running_mean"], model.init_params(3)["layer1.running_mean"])
+    plain = run(load_dataset(f"cifar10:{tmp_path / 'data'}"))
+    assert not np.array_equal(plain.params["layer0.w"], whole.params["layer0.w"])
