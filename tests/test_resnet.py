@@ -256,3 +256,20 @@ def test_resumed_resnet_run_with_augmentation_is_bit_identical(tmp_path, rng):
     assert not np.array_equal(whole.params["layer1.running_mean"], model.init_params(3)["layer1.running_mean"])
     plain = run(load_dataset(f"cifar10:{tmp_path / 'data'}"))
     assert not np.array_equal(plain.params["layer0.w"], whole.params["layer0.w"])
+
+
+def test_resnet8_trains_on_mnist_with_checks_on_the_reference(mnist5k):
+    # the always-on form of the accuracy goal: a few steps, every one compared op by op with the reference
+    from zskip.host.backends import make_backend
+    from zskip.models.train import train
+    data = mnist5k.subset(train=64, test=32)
+    model = get_model("resnet8", data.input_shape)
+    result = train(make_backend("reference"), model, data, epochs=2, batch_size=32, lr=0.05, momentum=0.9,
+                   seed=0, quiet=True, check_every=1)
+    epochs = result.report["epochs"]
+    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
+    assert result.report["check"]["batches_checked"] == 4 and result.report["check"]["max_rel_error"] == 0.0
+    layers = {l["index"]: l for l in epochs[-1]["layers"]}
+    assert sorted(layers) == [i for i, l in enumerate(model.flat_layers) if l.kind in ("conv", "linear")]
+    split = layers[3]["macs"]["bwd_data"]       # first conv of the first block: dy dense after BN
+    assert split["macs_skipped_input"] == 0 and 0 < split["macs_skipped_output"] < split["macs_dense"]
