@@ -338,8 +338,8 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
             raise ValueError(f"{name}: must be an integer >= {lo}, got {value!r}")
     say = log or (lambda msg: None)
-    model = get_model(model_name)
     dataset = load_dataset(data, seed=seed)
+    model = get_model(model_name, input_shape=dataset.input_shape)      # the ResNets adapt to the data
     if limit_train is not None:
         dataset = dataset.subset(limit_train, None)
     n_train = len(dataset.x_train)
