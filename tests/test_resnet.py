@@ -273,3 +273,19 @@ def test_resnet8_trains_on_mnist_with_checks_on_the_reference(mnist5k):
     assert sorted(layers) == [i for i, l in enumerate(model.flat_layers) if l.kind in ("conv", "linear")]
     split = layers[3]["macs"]["bwd_data"]       # first conv of the first block: dy dense after BN
     assert split["macs_skipped_input"] == 0 and 0 < split["macs_skipped_output"] < split["macs_dense"]
+
+
+@pytest.mark.slow
+def test_resnet8_accuracy_on_mnist5k_in_3_epochs_on_the_reference(mnist5k):
+    # Issue 15's goal is >= 97 % within 3 epochs (batch 64, fixed seed) on emu. With a constant learning
+    # rate the reference reaches 90.8 % here (lr 0.1; 86.9 % at lr 0.05, 77.4 % at lr 0.2): this test
+    # guards the measured level, and README's ResNet section states the gap.
+    from zskip.host.backends import make_backend
+    from zskip.models.train import train
+    model = get_model("resnet8", mnist5k.input_shape)
+    result = train(make_backend("reference", account=False), model, mnist5k, epochs=3, batch_size=64, lr=0.1,
+                   momentum=0.9, weight_decay=1e-4, seed=0, quiet=True, check_every=100)
+    epochs = result.report["epochs"]
+    assert result.report["check"]["batches_checked"] == 2       # steps 0 and 100, op by op
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] / 3
+    assert epochs[-1]["test_accuracy"] >= 0.88, [e["test_accuracy"] for e in epochs]
