@@ -40,6 +40,9 @@ def test_resnets_follow_he_et_al(name, depth, shape, sizes):
     total = convs + conv_biases + 2 * bn_channels + 64 * 10 + 10
     assert sum(int(np.prod(s)) for s in model.param_shapes().values()) == total
     assert sum(int(np.prod(s)) for s in model.buffer_shapes().values()) == 2 * bn_channels
+    names = model.layer_names()
+    assert len(set(names)) == len(flat) and names[:3] == ("conv1", "bn1", "block1")
+    assert model.describe().count("shortcut: conv") == 2
 
 
 def test_resnet20_has_the_published_size():
