@@ -458,7 +458,8 @@ def _vgg_strided() -> Model:
         linear(256), linear(10, relu=False)))
 
 
-def resnet(depth: int, input_shape=(3, 32, 32), num_classes: int = 10, name: Optional[str] = None) -> Model:
+def resnet(depth: int, input_shape=(3, 32, 32), num_classes: int = 10, name: Optional[str] = None,
+           bn_momentum: float = 0.1) -> Model:
     """The CIFAR ResNet of He et al. (2016, sec. 4.2) with ``depth`` = 6n + 2 layers.
 
     A 3x3 convolution of 16 channels, three stages of n residual blocks with
@@ -479,6 +480,9 @@ def resnet(depth: int, input_shape=(3, 32, 32), num_classes: int = 10, name: Opt
 
     ``input_shape`` (C, H, W): 3x32x32 (CIFAR-10) or 1x28x28 (MNIST: the
     stages then run at 28, 14 and 7 pixels), or any image of at least 4x4.
+    ``bn_momentum``: of every batch normalisation's running statistics
+    (PyTorch's 0.1 by default; short runs at a high learning rate infer
+    better with a larger one, see README).
     """
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth: must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth!r}")
@@ -486,15 +490,16 @@ def resnet(depth: int, input_shape=(3, 32, 32), num_classes: int = 10, name: Opt
     if len(input_shape) != 3 or min(input_shape[1:]) < 4:
         raise ValueError(f"input_shape: a ResNet needs a (C, H, W) image of at least 4x4, got {input_shape!r}")
     n = (depth - 2) // 6
-    layers: List[Layer] = [conv(16, 3, pad=1, relu=False), batchnorm()]
+    bn = lambda relu=True: batchnorm(relu, momentum=bn_momentum)
+    layers: List[Layer] = [conv(16, 3, pad=1, relu=False), bn()]
     channels = 16
     for stage, width in enumerate((16, 32, 64)):
         for block in range(n):
             stride = 2 if stage > 0 and block == 0 else 1
-            body = (conv(width, 3, stride, 1, relu=False), batchnorm(),
-                    conv(width, 3, 1, 1, relu=False), batchnorm(relu=False))
+            body = (conv(width, 3, stride, 1, relu=False), bn(),
+                    conv(width, 3, 1, 1, relu=False), bn(relu=False))
             shortcut = () if stride == 1 and width == channels else \
-                (conv(width, 1, stride, 0, relu=False), batchnorm(relu=False))
+                (conv(width, 1, stride, 0, relu=False), bn(relu=False))
             layers.append(residual(body, shortcut))
             channels = width
     layers += [global_avgpool(), linear(_positive("num_classes", num_classes, 2), relu=False)]

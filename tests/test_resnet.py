@@ -292,3 +292,13 @@ def test_resnet8_accuracy_on_mnist5k_in_3_epochs_on_the_reference(mnist5k):
     assert result.report["check"]["batches_checked"] == 2       # steps 0 and 100, op by op
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] / 3
     assert epochs[-1]["test_accuracy"] >= 0.88, [e["test_accuracy"] for e in epochs]
+
+
+def test_bn_momentum_of_a_resnet_sets_how_fast_running_statistics_follow(rng):
+    model = resnet(8, (1, 12, 12), bn_momentum=0.5)
+    params = model.init_params(0)
+    x = rng.random((4, 1, 12, 12)).astype(np.float32)
+    result = train_step(ReferenceOps(), model, params, model.zero_velocities(), x, np.arange(4), 0.0, 0.0, 0.0)
+    z = R.conv2d_forward(x, params["layer0.w"], params["layer0.b"], 1, 1).transpose(1, 0, 2, 3).reshape(16, -1)
+    np.testing.assert_allclose(result.params["layer1.running_mean"], 0.5 * z.mean(axis=1), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(result.params["layer1.running_var"], 0.5 + 0.5 * z.var(axis=1, ddof=1), rtol=1e-5)
