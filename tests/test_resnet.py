@@ -302,3 +302,15 @@ def test_bn_momentum_of_a_resnet_sets_how_fast_running_statistics_follow(rng):
     z = R.conv2d_forward(x, params["layer0.w"], params["layer0.b"], 1, 1).transpose(1, 0, 2, 3).reshape(16, -1)
     np.testing.assert_allclose(result.params["layer1.running_mean"], 0.5 * z.mean(axis=1), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(result.params["layer1.running_var"], 0.5 + 0.5 * z.var(axis=1, ddof=1), rtol=1e-5)
+
+
+def test_resnet_architecture_round_trips_through_its_dict():
+    from zskip.models.networks import model_from_dict, model_to_dict
+    import json
+    model = resnet(8, (1, 28, 28), bn_momentum=0.3)
+    again = model_from_dict(json.loads(json.dumps(model_to_dict(model))))
+    assert again == model and again.state_shapes() == model.state_shapes()
+    broken = model_to_dict(model)
+    broken["layers"][2]["body"][1]["kind"] = "groupnorm"
+    with pytest.raises(ValueError, match=r"^architecture: layers\[2\]\.body\[1\] has kind 'groupnorm'"):
+        model_from_dict(broken)
