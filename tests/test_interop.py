@@ -430,3 +430,11 @@ def test_cli_init_from_and_export(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(ckpt_path), "--to", "hls4ml", str(tmp_path / "h"),
                  "--board", "zedboard"]) == 2
     assert "board must be one of" in capsys.readouterr().err
+
+
+def test_export_refuses_layers_it_cannot_write_by_name():
+    pytest.importorskip("onnx")
+    from zskip.models.networks import get_model
+    model = get_model("resnet8")
+    with pytest.raises(ValueError, match=r"bn1 \(batchnorm\) cannot be exported yet"):
+        to_onnx(model, model.init_params(0), None)

@@ -116,10 +116,18 @@ def assemble(name: str, input_shape: Tuple[int, int, int], steps: List[Step]) ->
     return model, params
 
 
+#: the layer kinds every export path writes (batch normalisation and residual blocks: not yet)
+EXPORTABLE_KINDS = ("conv", "maxpool", "flatten", "linear")
+
+
 def check_params(model: Model, params) -> Dict[str, np.ndarray]:
     """``params`` as float32 arrays, or a ValueError naming the entry that does not fit ``model``."""
     if not isinstance(model, Model):
         raise TypeError(f"model: expected a zskip.models.networks.Model, got {type(model).__name__}")
+    for name, layer in zip(model.layer_names(), model.flat_layers):
+        if layer.kind not in EXPORTABLE_KINDS:
+            raise ValueError(f"model {model.name!r}: {name} ({layer.kind}) cannot be exported yet; the torch, "
+                             f"ONNX and hls4ml exports take {', '.join(EXPORTABLE_KINDS)} layers")
     expected = model.param_shapes()
     if not isinstance(params, dict) or set(params) != set(expected):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
