@@ -145,6 +145,16 @@ enum zskip_error {
     // a hardware-rule assertion failed (ZSKIP_EMU_ASSERTS emulation builds
     // only; hls/common/hw_assert.h)
     ERR_HW_RULE = 10,
+    // a tensor offset field (D_X .. D_LABELS) is not a multiple of BEAT_WORDS
+    ERR_ALIGN = 11,
+};
+
+// Words of one beat of the tensor ports (act, wgt, grad, bits: 128 bits).
+// Every tensor offset field D_X .. D_LABELS (unused ones are 0) is a
+// multiple of it, so a tensor starts on a beat; D_SEED, a one-word scalar,
+// is exempt. The host allocator aligns (host/ip/program.py ArenaLayout).
+enum zskip_beat {
+    BEAT_WORDS = 4,
 };
 
 }  // namespace zskip

@@ -94,6 +94,14 @@ static const char *kernel_name(uint32_t opcode) {
 // PRUNE_GRAD applied (0 for every other opcode).
 static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float *grad, uint32_t *bits,
                                const ip_memory &mem, kernel_counters &cnt, float &tau) {
+    // every tensor starts on a beat of its port (descriptor.h BEAT_WORDS)
+    bool aligned = true;
+ALIGN_CHECK:
+    for (unsigned f = D_X; f <= D_LABELS; ++f) {
+#pragma HLS UNROLL
+        aligned = aligned && d[f] % BEAT_WORDS == 0;
+    }
+    if (!aligned) return ERR_ALIGN;
     const uint32_t flags = d[D_FLAGS];
     const bool skip = flags & FLAG_SKIP_ZEROS;
     const bool relu = flags & FLAG_RELU;

@@ -88,6 +88,22 @@ _FLOAT_STATS = frozenset(re.sub(r"_F32$", "", k[2:]).lower() for k in _STAT_ENUM
 _WIDE_STATS = frozenset(re.sub(r"_LO$", "", k[2:]).lower() for k in _STAT_ENUM if k.endswith("_LO"))
 #: error code -> name (without ERR_)
 ERRORS: Dict[int, str] = {v: k[4:] for k, v in _parse_enum(_TEXT, "zskip_error").items()}
+#: words per beat of the tensor ports: every tensor offset is a multiple of it
+BEAT_WORDS: int = _parse_enum(_TEXT, "zskip_beat")["BEAT_WORDS"]
+_OFFSET_FIELDS = tuple(k for k, v in FIELDS.items() if FIELDS["x"] <= v <= FIELDS["labels"])
+#: error name -> what it means, for the errors a user can cause by building a program by hand
+_ERROR_HINTS = {
+    "ALIGN": (f"a tensor offset field ({', '.join(_OFFSET_FIELDS)}) is not a multiple of "
+              f"BEAT_WORDS = {BEAT_WORDS} words (one 128-bit beat); allocate tensors with ArenaLayout"),
+    "OPCODE": "unknown opcode",
+    "HW_RULE": "a hardware-rule assertion failed (ZSKIP_EMU_ASSERTS build)",
+}
+
+
+def error_message(name: str) -> str:
+    """``ERR_<name>`` with what it means where a user can cause it (``name`` as in :data:`ERRORS`)."""
+    hint = _ERROR_HINTS.get(name)
+    return f"ERR_{name}" + (f": {hint}" if hint else "")
 #: the version register value this driver expects
 ZSKIP_VERSION = _parse_define(VERSION_H, "ZSKIP_VERSION")
 
@@ -306,8 +322,9 @@ def unpack_bits(words: np.ndarray, shape) -> np.ndarray:
 class ArenaLayout:
     """Word offsets of named tensors in the four arenas.
 
-    ``alloc(arena, name, words)`` reserves ``words`` 32-bit words and returns
-    the offset; ``size(arena)`` is the arena length a buffer must have. Bit
+    ``alloc(arena, name, words)`` reserves ``words`` 32-bit words at the next
+    multiple of :data:`BEAT_WORDS` (the IP refuses an unaligned tensor with
+    ERR_ALIGN) and returns the offset; ``size(arena)`` is the arena length a buffer must have. Bit
     tensors are allocated with :func:`bit_words` so each owns its last word.
     ``put`` / ``get`` move a named tensor between numpy and the host side of
     the arena buffers (``Accelerator.allocate_arenas``).
@@ -326,8 +343,8 @@ class ArenaLayout:
         words = int(words)
         if words < 1:
             raise ValueError(f"words must be >= 1, got {words}")
-        offset = self._next[arena]
-        self._next[arena] += words
+        offset = -(-self._next[arena] // BEAT_WORDS) * BEAT_WORDS
+        self._next[arena] = offset + words
         self.entries[name] = (arena, offset, words)
         return offset
 

@@ -28,7 +28,7 @@ import numpy as np
 from ...models import reference as R
 from ..devices.device import DeviceError
 from ..ip.program import (ARENA_DTYPES, ARENAS, D_WORDS, OPCODES, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
-                      bit_words, decode_stats, encode)
+                      bit_words, decode_stats, encode, error_message)
 
 _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters", "enc_iters",
              "mac_iters", "mac_stalls", "wb_iters", "saturations", "nonfinite")
@@ -136,7 +136,7 @@ class Accelerator:
         for i, rec in enumerate(records):
             if rec["error"] != "NONE":
                 raise DeviceError(f"{self.name}: descriptor {i} (opcode {rec['opcode']}) refused by the IP: "
-                                  f"ERR_{rec['error']}")
+                                  f"{error_message(rec['error'])}")
         self.last_program_stats = records
         self.last_stats = {k: sum(r[k] for r in records) for k in _COUNTERS}
         self.last_stats["cycles_register"] = int(cycles)
