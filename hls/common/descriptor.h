@@ -73,7 +73,7 @@ enum zskip_field {
 //   R, S kernel size (maxpool: R = window size); STRIDE; PAD; COUNT element
 //   count (sgd).
 //   X [act] layer input / logits      Y [act] layer output
-//   WGT [wgt] weights / parameters    BIAS [wgt] bias     VEL [wgt] momentum
+//   WGT [wgt] weights / parameters    BIAS [wgt] bias     VEL [vel] momentum
 //   DY [grad] gradient of the op's output (pre-activation)
 //   DX [grad] gradient of the op's input / dlogits
 //   DW [grad] weight gradient (sgd: the gradient it applies)

@@ -88,6 +88,8 @@ static const float tb_wgt[112] = {
 -1.127142072e+00f, -7.340111136e-01f, 5.058915615e-01f, 6.522834883e-05f, 9.934980869e-01f, -1.493265510e+00f, 2.173423953e-02f, -1.221681595e+00f};
 static const float tb_grad[1] = {
 0.000000000e+00f};
+static const float tb_vel[1] = {
+0.000000000e+00f};
 static const uint32_t tb_bits[4] = {
 0x00000000u, 0x00000000u, 0x00000000u, 0x00000000u};
 #define ZSKIP_TB_F32_REGIONS {{0, 336, 128}}

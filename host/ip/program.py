@@ -39,9 +39,9 @@ VERSION_H = HLS_DIR / "common" / "version.h"
 CONFIG_H = HLS_DIR / "common" / "config.h"
 
 #: the arenas of the IP, in the order of zskip_top's pointer arguments after ``program``
-ARENAS = ("act", "wgt", "grad", "bits")
+ARENAS = ("act", "wgt", "grad", "bits", "vel")
 #: numpy dtype of each arena's words
-ARENA_DTYPES = {"act": np.float32, "wgt": np.float32, "grad": np.float32, "bits": np.uint32}
+ARENA_DTYPES = {"act": np.float32, "wgt": np.float32, "grad": np.float32, "bits": np.uint32, "vel": np.float32}
 
 
 def _parse_enum(text: str, name: str) -> Dict[str, int]:
@@ -429,7 +429,7 @@ def operand_extents(words: Sequence[int]) -> Dict[str, int]:
     elif op == "MAXPOOL_BWD":
         operands = [("grad", "dy", y_size), ("bits", "argmax", y_size), ("grad", "dx", x_size)]
     elif op == "SGD_UPDATE":
-        operands = [("wgt", "wgt", f["count"]), ("wgt", "vel", f["count"]), ("grad", "dw", f["count"])]
+        operands = [("wgt", "wgt", f["count"]), ("vel", "vel", f["count"]), ("grad", "dw", f["count"])]
     elif op == "SOFTMAX_XENT":
         operands = [("act", "x", n * c), ("bits", "labels", n), ("grad", "dx", n * c), ("grad", "loss", 1)]
     elif op == "PRUNE_GRAD":

@@ -9,7 +9,7 @@ whole training step can be one program through :meth:`Accelerator.run_program`:
     acc = Accelerator.emulated()
     layout = ArenaLayout()
     layout.alloc("act", "x", x.size) ...                # word offsets of every tensor
-    bufs = acc.allocate_arenas(layout, n_desc=3)        # program, act, wgt, grad, bits, stats
+    bufs = acc.allocate_arenas(layout, n_desc=3)        # program, act, wgt, grad, bits, vel, stats
     layout.put(bufs, "x", x)                            # pack inputs (host side)
     program = [encode("CONV_FWD", ...), ...]
     records = acc.run_program(program, bufs)            # flush, run, invalidate; one stats dict each
@@ -418,7 +418,7 @@ class Accelerator:
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
         lay = ArenaLayout()
         count = max(1, param.size)
-        off = dict(wgt=lay.alloc("wgt", "param", count), vel=lay.alloc("wgt", "velocity", count),
+        off = dict(wgt=lay.alloc("wgt", "param", count), vel=lay.alloc("vel", "velocity", count),
                    dw=lay.alloc("grad", "grad", count))
         desc = encode("SGD_UPDATE", limits=self.limits, count=param.size, lr=float(lr), momentum=float(momentum),
                       weight_decay=float(weight_decay), grad_scale=grad_scale, **off)
