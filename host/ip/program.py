@@ -384,8 +384,10 @@ class ArenaLayout:
         raise ValueError(f"kind must be 'f32', 'bits' or 'index', got {kind!r}")
 
     def size(self, arena: str) -> int:
-        """Words in ``arena`` (at least 1, so a buffer can always be allocated)."""
-        return max(1, self._next[arena])
+        """Words in ``arena``: whole beats (a tensor owns the words up to the next beat, so a
+        128-bit port may write its last beat whole), at least one, so a buffer can always be
+        allocated."""
+        return max(BEAT_WORDS, -(-self._next[arena] // BEAT_WORDS) * BEAT_WORDS)
 
 
 def _conv_out(h, r, stride, pad):
