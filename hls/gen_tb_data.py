@@ -176,7 +176,7 @@ def case_sgd_update() -> Case:
     p, g, v = (rng.standard_normal(50).astype(np.float32) for _ in range(3))
     lr, momentum, wd = 0.05, 0.9, 1e-3
     p2, v2 = R.sgd_update(p, g, v, lr, momentum, wd)
-    cs.program.append(encode("SGD_UPDATE", count=p.size, wgt=cs.tensor("wgt", "p", p), vel=cs.tensor("wgt", "v", v),
+    cs.program.append(encode("SGD_UPDATE", count=p.size, wgt=cs.tensor("wgt", "p", p), vel=cs.tensor("vel", "v", v),
                              dw=cs.tensor("grad", "g", g), lr=lr, momentum=momentum, weight_decay=wd))
     cs.expect("p", p2)
     cs.expect("v", v2)
@@ -261,7 +261,7 @@ def render(kernel: str, case: Case) -> str:
              f"static const unsigned TB_N_DESC = {len(case.program)};",
              f"static const double TB_REL_TOL = {REL_TOL!r};",
              f"static const uint32_t tb_program[{program.size}] = {{\n{_words(program)}}};"]
-    for arena in ("act", "wgt", "grad"):
+    for arena in ("act", "wgt", "grad", "vel"):
         lines.append(f"static const float tb_{arena}[{arenas[arena].size}] = {{\n{_floats(arenas[arena])}}};")
     lines.append(f"static const uint32_t tb_bits[{arenas['bits'].size}] = {{\n{_words(arenas['bits'])}}};")
     for kind, checks, fmt, ctype in (("f32", case.f32_checks, _floats, "float"),

@@ -5,7 +5,7 @@ import pytest
 from zskip.host.devices import emu
 from zskip.host.runtime.accelerator import Accelerator
 from zskip.host.devices.device import DeviceError
-from zskip.host.ip.program import FIELDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, decode_stats, encode
+from zskip.host.ip.program import BEAT_WORDS, FIELDS, S_WORDS, ZSKIP_VERSION, ArenaLayout, decode_stats, encode
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def _fc_program(device):
     acc = Accelerator(device)
     bufs = acc.allocate_arenas(lay, 1)
     bufs["act"][off["x"]:off["x"] + 2] = [1.0, 2.0]
-    bufs["wgt"][off["wgt"]:off["wgt"] + 3] = [3.0, 4.0, 0.5]
+    bufs["wgt"][off["wgt"]:off["wgt"] + 2] = [3.0, 4.0]
+    bufs["wgt"][off["bias"]] = 0.5
     return acc, bufs, desc, off
 
 
@@ -92,6 +93,22 @@ def test_the_interpreter_validates_and_reports_errors(device):
         acc.run_program([bad], bufs_big)
     rec = decode_stats(bufs_big["stats"][:S_WORDS])
     assert rec["error"] == "CHANNELS"
+
+
+def test_an_unaligned_tensor_offset_is_refused_by_the_interpreter(device):
+    """An x offset planted off a 128-bit beat: ERR_ALIGN with its meaning, and y is not written."""
+    acc, bufs, desc, off = _fc_program(device)
+    assert all(v % BEAT_WORDS == 0 for v in off.values()), off
+    bad = desc.copy()
+    bad[FIELDS["x"]] = off["x"] + 1
+    with pytest.raises(DeviceError, match=r"ERR_ALIGN: a tensor offset field .* multiple of BEAT_WORDS = 4"):
+        acc.run_program([bad], bufs)
+    rec = decode_stats(bufs["stats"][:S_WORDS])
+    assert rec["error"] == "ALIGN"
+    bufs["act"].sync_from_device()
+    assert not bufs["act"][off["y"]:off["y"] + 2].any()
+    acc.run_program([desc], bufs)  # the aligned descriptor runs
+    assert bufs["act"][off["y"]] == 11.5
 
 
 def test_build_failure_names_the_command_and_the_compiler_message(tmp_path, monkeypatch):

@@ -104,9 +104,15 @@ def test_operand_extents_cover_every_operand():
 def test_arena_layout():
     lay = P.ArenaLayout()
     assert lay.alloc("act", "a", 10) == 0
-    assert lay.alloc("act", "b", 5) == 10
+    # every tensor starts on a 128-bit beat (4 words): 10 rounds up to 12
+    assert P.BEAT_WORDS == 4
+    assert lay.alloc("act", "b", 5) == 12
+    assert lay.alloc("act", "c", 4) == 20
     assert lay.alloc("bits", "m", 2) == 0
-    assert lay.size("act") == 15 and lay.size("grad") == 1
+    assert lay.alloc("bits", "n", 1) == 4
+    assert lay.alloc("act", "d", 3) == 24
+    # whole beats: the last tensor owns the rest of its beat
+    assert lay.size("act") == 28 and lay.size("grad") == 4
     with pytest.raises(ValueError, match="arena must be one of"):
         lay.alloc("ddr", "c", 1)
     with pytest.raises(ValueError, match="already allocated"):

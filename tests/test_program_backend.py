@@ -86,7 +86,7 @@ def test_weights_stay_on_device_and_are_read_back_only_when_asked(lenet, backend
     params, velocities = lenet.init_params(0), lenet.zero_velocities()
     first = backend.train_step(lenet, params, velocities, *batch, LR, MOMENTUM, WD)
     reads = []
-    buffer = backend.weights.buffer
+    buffer = backend.weights.buffers["wgt"]
     original = type(buffer).sync_from_device
     monkeypatch.setattr(type(buffer), "sync_from_device",
                         lambda self: (reads.append(self is buffer), original(self))[1])

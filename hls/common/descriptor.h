@@ -73,7 +73,7 @@ enum zskip_field {
 //   R, S kernel size (maxpool: R = window size); STRIDE; PAD; COUNT element
 //   count (sgd).
 //   X [act] layer input / logits      Y [act] layer output
-//   WGT [wgt] weights / parameters    BIAS [wgt] bias     VEL [wgt] momentum
+//   WGT [wgt] weights / parameters    BIAS [wgt] bias     VEL [vel] momentum
 //   DY [grad] gradient of the op's output (pre-activation)
 //   DX [grad] gradient of the op's input / dlogits
 //   DW [grad] weight gradient (sgd: the gradient it applies)
@@ -145,6 +145,16 @@ enum zskip_error {
     // a hardware-rule assertion failed (ZSKIP_EMU_ASSERTS emulation builds
     // only; hls/common/hw_assert.h)
     ERR_HW_RULE = 10,
+    // a tensor offset field (D_X .. D_LABELS) is not a multiple of BEAT_WORDS
+    ERR_ALIGN = 11,
+};
+
+// Words of one beat of the tensor ports (act, wgt, grad, bits: 128 bits).
+// Every tensor offset field D_X .. D_LABELS (unused ones are 0) is a
+// multiple of it, so a tensor starts on a beat; D_SEED, a one-word scalar,
+// is exempt. The host allocator aligns (host/ip/program.py ArenaLayout).
+enum zskip_beat {
+    BEAT_WORDS = 4,
 };
 
 }  // namespace zskip

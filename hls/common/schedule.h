@@ -102,9 +102,9 @@ ZSKIP_SCHEDULE(POOL_SCATTER_SET, 1, LOAD_DEPTH)
 ZSKIP_SCHEDULE(POOL_SCATTER_ADD, ACC_LATENCY, LOAD_DEPTH + ACC_LATENCY)
 // maxpool write-back: one word per cycle
 ZSKIP_SCHEDULE(POOL_WB, 1, WB_DEPTH)
-// sgd: parameter and velocity are read through the one wgt bundle: two
-// reads per element, II = 2
-ZSKIP_SCHEDULE(SGD_UPDATE, 2, SGD_DEPTH)
+// sgd: parameter (wgt), velocity (vel) and gradient (grad) come through
+// three bundles, one read and at most one write of each per element: II = 1
+ZSKIP_SCHEDULE(SGD_UPDATE, 1, SGD_DEPTH)
 // softmax max: a one-cycle compare recurrence, II = 1
 ZSKIP_SCHEDULE(SOFTMAX_MAX, 1, LOAD_DEPTH)
 // softmax exp sum: a float add recurrence, II = adder latency

@@ -2,7 +2,7 @@
 // The including testbench first includes its data header, generated from the
 // numpy reference by hls/gen_tb_data.py, which defines:
 //   TB_N_DESC, tb_program[]                 the program
-//   tb_act[], tb_wgt[], tb_grad[], tb_bits[]  initial arena contents
+//   tb_act[], tb_wgt[], tb_grad[], tb_bits[], tb_vel[]  initial arena contents
 //   ZSKIP_TB_F32_REGIONS, tb_f32_expect[]   float regions {arena, offset, count} to compare
 //   ZSKIP_TB_BITS_REGIONS, tb_bits_expect[] uint32 regions to compare exactly
 //   TB_REL_TOL                              tolerance relative to the region's largest |value|
@@ -23,7 +23,8 @@
 
 namespace zskip_tb {
 
-enum arena_id { ARENA_ACT = 0, ARENA_WGT = 1, ARENA_GRAD = 2, ARENA_BITS = 3 };
+// positions in host/ip/program.py ARENAS (gen_tb_data.py writes them)
+enum arena_id { ARENA_ACT = 0, ARENA_WGT = 1, ARENA_GRAD = 2, ARENA_BITS = 3, ARENA_VEL = 4 };
 
 struct region {
     unsigned arena, offset, count;
@@ -44,15 +45,16 @@ std::vector<T> copy_of(const T (&a)[N], unsigned min_words) {
 
 inline int run(const char *name) {
     std::vector<float> act = copy_of(tb_act, ZSKIP_COSIM_ARENA_WORDS), wgt = copy_of(tb_wgt, ZSKIP_COSIM_ARENA_WORDS),
-                       grad = copy_of(tb_grad, ZSKIP_COSIM_ARENA_WORDS);
+                       grad = copy_of(tb_grad, ZSKIP_COSIM_ARENA_WORDS),
+                       vel = copy_of(tb_vel, ZSKIP_COSIM_ARENA_WORDS);
     std::vector<uint32_t> bits = copy_of(tb_bits, ZSKIP_COSIM_ARENA_WORDS);
     std::vector<uint32_t> program = copy_of(tb_program, ZSKIP_COSIM_PROGRAM_WORDS);
     const unsigned stats_words = TB_N_DESC * zskip::S_WORDS;
     std::vector<uint32_t> stats(stats_words > ZSKIP_COSIM_STATS_WORDS ? stats_words : ZSKIP_COSIM_STATS_WORDS, 0);
     uint32_t version = 0;
     uint64_t cycles = 0;
-    zskip_top(program.data(), act.data(), wgt.data(), grad.data(), bits.data(), stats.data(), TB_N_DESC, &version,
-              &cycles);
+    zskip_top(program.data(), act.data(), wgt.data(), grad.data(), bits.data(), vel.data(), stats.data(), TB_N_DESC,
+              &version, &cycles);
     int failures = 0;
     if (version != ZSKIP_VERSION) {
         printf("%s: version register 0x%08x, expected 0x%08x\n", name, version, ZSKIP_VERSION);
@@ -64,7 +66,8 @@ inline int run(const char *name) {
             ++failures;
         }
     }
-    const std::vector<float> *farenas[3] = {&act, &wgt, &grad};
+    // the float arenas by arena_id (bits is compared as words below)
+    const std::vector<float> *farenas[5] = {&act, &wgt, &grad, 0, &vel};
     unsigned e = 0;
     for (unsigned r = 0; r < sizeof(tb_f32_checks) / sizeof(tb_f32_checks[0]); ++r) {
         const region &g = tb_f32_checks[r];

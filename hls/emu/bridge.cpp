@@ -23,9 +23,9 @@ enum zskip_emu_config_word {
 
 extern "C" {
 
-void zskip_emu_run(const uint32_t *program, float *act, float *wgt, float *grad, uint32_t *bits,
+void zskip_emu_run(const uint32_t *program, float *act, float *wgt, float *grad, uint32_t *bits, float *vel,
                    uint32_t *stats, uint32_t n_desc, uint32_t *version, uint64_t *cycles) {
-    zskip_top(program, act, wgt, grad, bits, stats, n_desc, version, cycles);
+    zskip_top(program, act, wgt, grad, bits, vel, stats, n_desc, version, cycles);
 }
 
 // The compiled configuration, CFG_WORDS words.

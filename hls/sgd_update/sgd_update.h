@@ -1,6 +1,7 @@
 // SGD with momentum and weight decay (PyTorch's rule, models/reference.sgd_update):
 //   v' = momentum * v + (g + weight_decay * p),   p' = p - lr * v'.
-// Parameters and velocities stay in the wgt arena between steps.
+// Parameters stay in the wgt arena and velocities in the vel arena between
+// steps: two ports, so an element's two reads and two writes take one cycle.
 #ifndef ZSKIP_SGD_UPDATE_H
 #define ZSKIP_SGD_UPDATE_H
 
@@ -13,7 +14,8 @@
 
 namespace zskip {
 
-// param [count], velocity [count] (wgt arena, updated in place), grad [count].
+// param [count] (wgt arena), velocity [count] (vel arena), both updated in
+// place, grad [count] (grad arena).
 // No on-chip arrays (so no sgd_update_onchip struct): the update streams
 // element by element.
 // The update arithmetic runs in float32 (the optimiser unit); the velocity and
@@ -30,8 +32,9 @@ inline unsigned sgd_update(unsigned count, float lr, float momentum, float weigh
 SGD_UPDATE:
     for (unsigned i = 0; i < count; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=ELEMENTS
-// param and velocity share the wgt bundle: two reads per element, II = 2
-#pragma HLS PIPELINE II=2
+// param, velocity and grad come through three bundles (wgt, vel, grad), one
+// read each per element; the writes use the write channels of wgt and vel
+#pragma HLS PIPELINE II=1
         float p = to_f32(from_f32<opt_t>(param[i]));
         float g = to_f32(from_f32<grad_t>(grad[i])) * grad_unscale;
         float v = to_f32(from_f32<opt_t>(velocity[i]));

@@ -93,7 +93,15 @@ static const char *kernel_name(uint32_t opcode) {
 // Runs one descriptor; returns its ERR_* code. tau: the threshold a
 // PRUNE_GRAD applied (0 for every other opcode).
 static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float *grad, uint32_t *bits,
-                               const ip_memory &mem, kernel_counters &cnt, float &tau) {
+                               float *vel, const ip_memory &mem, kernel_counters &cnt, float &tau) {
+    // every tensor starts on a beat of its port (descriptor.h BEAT_WORDS)
+    bool aligned = true;
+ALIGN_CHECK:
+    for (unsigned f = D_X; f <= D_LABELS; ++f) {
+#pragma HLS UNROLL
+        aligned = aligned && d[f] % BEAT_WORDS == 0;
+    }
+    if (!aligned) return ERR_ALIGN;
     const uint32_t flags = d[D_FLAGS];
     const bool skip = flags & FLAG_SKIP_ZEROS;
     const bool relu = flags & FLAG_RELU;
@@ -128,7 +136,7 @@ static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float 
                                         grad + d[D_DX], *mem.pool, cnt);
     case OP_SGD_UPDATE:
         return sgd_update(d[D_COUNT], f32_from_bits(d[D_LR_F32]), f32_from_bits(d[D_MOMENTUM_F32]),
-                          f32_from_bits(d[D_WEIGHT_DECAY_F32]), wgt + d[D_WGT], wgt + d[D_VEL],
+                          f32_from_bits(d[D_WEIGHT_DECAY_F32]), wgt + d[D_WGT], vel + d[D_VEL],
                           grad + d[D_DW], cnt, 1.0f / grad_scale(d));
     case OP_SOFTMAX_XENT:
         return softmax_xent<softmax_config>(d[D_N], d[D_C], act + d[D_X], bits + d[D_LABELS], grad + d[D_DX],
@@ -148,10 +156,11 @@ static void put64(uint32_t *rec, unsigned lo, uint64_t value) {
     rec[lo + 1] = (uint32_t)(value >> 32);
 }
 
-void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uint32_t *bits,
+void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uint32_t *bits, float *vel,
                uint32_t *stats, uint32_t n_desc, uint32_t *version, uint64_t *cycles) {
 // One AXI master bundle per tensor class so the arenas are separate ports
-// (parallel bursts, and the PYNQ driver hands each its own buffer); their
+// (parallel bursts, and the PYNQ driver hands each its own buffer; vel has
+// its own so sgd_update reads parameter and velocity in one cycle); their
 // base addresses and the scalars are AXI-lite registers of bundle control.
 // depth: the words co-simulation gives each port (cosim.h); it bounds
 // nothing on the board, where the arenas are the host's buffers.
@@ -160,12 +169,14 @@ void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uin
 #pragma HLS INTERFACE m_axi port=wgt offset=slave bundle=gmem_wgt depth=ZSKIP_COSIM_ARENA_WORDS
 #pragma HLS INTERFACE m_axi port=grad offset=slave bundle=gmem_grad depth=ZSKIP_COSIM_ARENA_WORDS
 #pragma HLS INTERFACE m_axi port=bits offset=slave bundle=gmem_bits depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=vel offset=slave bundle=gmem_vel depth=ZSKIP_COSIM_ARENA_WORDS
 #pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gmem_stats depth=ZSKIP_COSIM_STATS_WORDS
 #pragma HLS INTERFACE s_axilite port=program bundle=control
 #pragma HLS INTERFACE s_axilite port=act bundle=control
 #pragma HLS INTERFACE s_axilite port=wgt bundle=control
 #pragma HLS INTERFACE s_axilite port=grad bundle=control
 #pragma HLS INTERFACE s_axilite port=bits bundle=control
+#pragma HLS INTERFACE s_axilite port=vel bundle=control
 #pragma HLS INTERFACE s_axilite port=stats bundle=control
 #pragma HLS INTERFACE s_axilite port=n_desc bundle=control
 #pragma HLS INTERFACE s_axilite port=version bundle=control
@@ -197,7 +208,7 @@ DESC:
         saturation_count() = 0;
         nonfinite_count() = 0;
         float tau = 0.0f;
-        unsigned err = run_descriptor(d, act, wgt, grad, bits, mem, cnt, tau);
+        unsigned err = run_descriptor(d, act, wgt, grad, bits, vel, mem, cnt, tau);
 #ifdef ZSKIP_EMU_ASSERTS
         if (hw_violation_record().set) err = ERR_HW_RULE;
 #endif

@@ -57,7 +57,7 @@ from ...overlay import toolchain
 from ...overlay.toolchain import cache_dir
 from .device import DeviceError
 from ..ip.precision import precision_types
-from ..ip.program import ARENAS, D_WORDS, HLS_DIR, S_WORDS, Limits, operand_extents
+from ..ip.program import ARENA_DTYPES, ARENAS, D_WORDS, HLS_DIR, S_WORDS, Limits, operand_extents
 
 SOURCES = (HLS_DIR / "zskip_top" / "zskip_top.cpp", HLS_DIR / "emu" / "bridge.cpp")
 # -fno-gnu-unique: the kernels' function-local statics (on-chip buffers, scoreboards) are
@@ -324,7 +324,9 @@ class EmuDevice:
         lib = load_private_copy(self.library_path)
         u32p = ndpointer(np.uint32, flags="C_CONTIGUOUS")
         f32p = ndpointer(np.float32, flags="C_CONTIGUOUS")
-        lib.zskip_emu_run.argtypes = [u32p, f32p, f32p, f32p, u32p, u32p, ctypes.c_uint32,
+        # program, the arenas in ARENAS order (bridge.cpp), stats
+        arena_ptrs = [f32p if ARENA_DTYPES[a] == np.float32 else u32p for a in ARENAS]
+        lib.zskip_emu_run.argtypes = [u32p, *arena_ptrs, u32p, ctypes.c_uint32,
                                       ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint64)]
         lib.zskip_emu_run.restype = None
         lib.zskip_emu_config.argtypes = [u32p]
@@ -371,7 +373,8 @@ class EmuDevice:
         if self._version is None:
             empty_u = np.zeros(1, np.uint32)
             empty_f = np.zeros(1, np.float32)
-            self._version, _ = self._call(empty_u, empty_f, empty_f, empty_f, empty_u, empty_u, 0)
+            arenas = [empty_f if ARENA_DTYPES[a] == np.float32 else empty_u for a in ARENAS]
+            self._version, _ = self._call(empty_u, *arenas, empty_u, 0)
         return self._version
 
     def run(self, buffers: Mapping[str, EmuBuffer], n_desc: int, timeout_s: float = 30.0) -> int:
@@ -402,8 +405,7 @@ class EmuDevice:
                 if end > sizes[arena]:
                     raise DeviceError(f"run: descriptor {i} reaches word {end} of the {arena} arena, "
                                       f"which has {sizes[arena]} words")
-        self._version, cycles = self._call(dev["program"], dev["act"], dev["wgt"], dev["grad"], dev["bits"],
-                                           dev["stats"], int(n_desc))
+        self._version, cycles = self._call(*(dev[n] for n in names), int(n_desc))
         return int(cycles)
 
     def close(self) -> None:

@@ -39,9 +39,9 @@ VERSION_H = HLS_DIR / "common" / "version.h"
 CONFIG_H = HLS_DIR / "common" / "config.h"
 
 #: the arenas of the IP, in the order of zskip_top's pointer arguments after ``program``
-ARENAS = ("act", "wgt", "grad", "bits")
+ARENAS = ("act", "wgt", "grad", "bits", "vel")
 #: numpy dtype of each arena's words
-ARENA_DTYPES = {"act": np.float32, "wgt": np.float32, "grad": np.float32, "bits": np.uint32}
+ARENA_DTYPES = {"act": np.float32, "wgt": np.float32, "grad": np.float32, "bits": np.uint32, "vel": np.float32}
 
 
 def _parse_enum(text: str, name: str) -> Dict[str, int]:
@@ -88,6 +88,22 @@ _FLOAT_STATS = frozenset(re.sub(r"_F32$", "", k[2:]).lower() for k in _STAT_ENUM
 _WIDE_STATS = frozenset(re.sub(r"_LO$", "", k[2:]).lower() for k in _STAT_ENUM if k.endswith("_LO"))
 #: error code -> name (without ERR_)
 ERRORS: Dict[int, str] = {v: k[4:] for k, v in _parse_enum(_TEXT, "zskip_error").items()}
+#: words per beat of the tensor ports: every tensor offset is a multiple of it
+BEAT_WORDS: int = _parse_enum(_TEXT, "zskip_beat")["BEAT_WORDS"]
+_OFFSET_FIELDS = tuple(k for k, v in FIELDS.items() if FIELDS["x"] <= v <= FIELDS["labels"])
+#: error name -> what it means, for the errors a user can cause by building a program by hand
+_ERROR_HINTS = {
+    "ALIGN": (f"a tensor offset field ({', '.join(_OFFSET_FIELDS)}) is not a multiple of "
+              f"BEAT_WORDS = {BEAT_WORDS} words (one 128-bit beat); allocate tensors with ArenaLayout"),
+    "OPCODE": "unknown opcode",
+    "HW_RULE": "a hardware-rule assertion failed (ZSKIP_EMU_ASSERTS build)",
+}
+
+
+def error_message(name: str) -> str:
+    """``ERR_<name>`` with what it means where a user can cause it (``name`` as in :data:`ERRORS`)."""
+    hint = _ERROR_HINTS.get(name)
+    return f"ERR_{name}" + (f": {hint}" if hint else "")
 #: the version register value this driver expects
 ZSKIP_VERSION = _parse_define(VERSION_H, "ZSKIP_VERSION")
 
@@ -306,8 +322,9 @@ def unpack_bits(words: np.ndarray, shape) -> np.ndarray:
 class ArenaLayout:
     """Word offsets of named tensors in the four arenas.
 
-    ``alloc(arena, name, words)`` reserves ``words`` 32-bit words and returns
-    the offset; ``size(arena)`` is the arena length a buffer must have. Bit
+    ``alloc(arena, name, words)`` reserves ``words`` 32-bit words at the next
+    multiple of :data:`BEAT_WORDS` (the IP refuses an unaligned tensor with
+    ERR_ALIGN) and returns the offset; ``size(arena)`` is the arena length a buffer must have. Bit
     tensors are allocated with :func:`bit_words` so each owns its last word.
     ``put`` / ``get`` move a named tensor between numpy and the host side of
     the arena buffers (``Accelerator.allocate_arenas``).
@@ -326,8 +343,8 @@ class ArenaLayout:
         words = int(words)
         if words < 1:
             raise ValueError(f"words must be >= 1, got {words}")
-        offset = self._next[arena]
-        self._next[arena] += words
+        offset = -(-self._next[arena] // BEAT_WORDS) * BEAT_WORDS
+        self._next[arena] = offset + words
         self.entries[name] = (arena, offset, words)
         return offset
 
@@ -367,8 +384,10 @@ class ArenaLayout:
         raise ValueError(f"kind must be 'f32', 'bits' or 'index', got {kind!r}")
 
     def size(self, arena: str) -> int:
-        """Words in ``arena`` (at least 1, so a buffer can always be allocated)."""
-        return max(1, self._next[arena])
+        """Words in ``arena``: whole beats (a tensor owns the words up to the next beat, so a
+        128-bit port may write its last beat whole), at least one, so a buffer can always be
+        allocated."""
+        return max(BEAT_WORDS, -(-self._next[arena] // BEAT_WORDS) * BEAT_WORDS)
 
 
 def _conv_out(h, r, stride, pad):
@@ -412,7 +431,7 @@ def operand_extents(words: Sequence[int]) -> Dict[str, int]:
     elif op == "MAXPOOL_BWD":
         operands = [("grad", "dy", y_size), ("bits", "argmax", y_size), ("grad", "dx", x_size)]
     elif op == "SGD_UPDATE":
-        operands = [("wgt", "wgt", f["count"]), ("wgt", "vel", f["count"]), ("grad", "dw", f["count"])]
+        operands = [("wgt", "wgt", f["count"]), ("vel", "vel", f["count"]), ("grad", "dw", f["count"])]
     elif op == "SOFTMAX_XENT":
         operands = [("act", "x", n * c), ("bits", "labels", n), ("grad", "dx", n * c), ("grad", "loss", 1)]
     elif op == "PRUNE_GRAD":

@@ -9,7 +9,7 @@ whole training step can be one program through :meth:`Accelerator.run_program`:
     acc = Accelerator.emulated()
     layout = ArenaLayout()
     layout.alloc("act", "x", x.size) ...                # word offsets of every tensor
-    bufs = acc.allocate_arenas(layout, n_desc=3)        # program, act, wgt, grad, bits, stats
+    bufs = acc.allocate_arenas(layout, n_desc=3)        # program, act, wgt, grad, bits, vel, stats
     layout.put(bufs, "x", x)                            # pack inputs (host side)
     program = [encode("CONV_FWD", ...), ...]
     records = acc.run_program(program, bufs)            # flush, run, invalidate; one stats dict each
@@ -28,7 +28,7 @@ import numpy as np
 from ...models import reference as R
 from ..devices.device import DeviceError
 from ..ip.program import (ARENA_DTYPES, ARENAS, D_WORDS, OPCODES, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
-                      bit_words, decode_stats, encode)
+                      bit_words, decode_stats, encode, error_message)
 
 _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters", "enc_iters",
              "mac_iters", "mac_stalls", "wb_iters", "saturations", "nonfinite")
@@ -136,7 +136,7 @@ class Accelerator:
         for i, rec in enumerate(records):
             if rec["error"] != "NONE":
                 raise DeviceError(f"{self.name}: descriptor {i} (opcode {rec['opcode']}) refused by the IP: "
-                                  f"ERR_{rec['error']}")
+                                  f"{error_message(rec['error'])}")
         self.last_program_stats = records
         self.last_stats = {k: sum(r[k] for r in records) for k in _COUNTERS}
         self.last_stats["cycles_register"] = int(cycles)
@@ -418,7 +418,7 @@ class Accelerator:
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
         lay = ArenaLayout()
         count = max(1, param.size)
-        off = dict(wgt=lay.alloc("wgt", "param", count), vel=lay.alloc("wgt", "velocity", count),
+        off = dict(wgt=lay.alloc("wgt", "param", count), vel=lay.alloc("vel", "velocity", count),
                    dw=lay.alloc("grad", "grad", count))
         desc = encode("SGD_UPDATE", limits=self.limits, count=param.size, lr=float(lr), momentum=float(momentum),
                       weight_decay=float(weight_decay), grad_scale=grad_scale, **off)

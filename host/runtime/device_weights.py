@@ -21,9 +21,16 @@ from ..ip.program import ArenaLayout
 
 __all__ = ["DeviceWeights", "DeviceTensors"]
 
+#: the arenas a model's weights live in between steps (parameters, momentum buffers)
+WEIGHT_ARENAS = ("wgt", "vel")
+
+
 
 class DeviceWeights:
-    """The ``wgt`` arena of one model: every parameter and its momentum buffer.
+    """The ``wgt`` and ``vel`` arenas of one model: every parameter and its momentum buffer.
+
+    Parameters live in ``wgt``, momentum buffers in ``vel`` (the IP reads them
+    through separate ports, so sgd_update takes one element per cycle).
 
     ``generation`` counts the states of the arena; a mirror
     (:class:`DeviceTensors`) is valid while its generation is current.
@@ -35,8 +42,9 @@ class DeviceWeights:
         self.layout = ArenaLayout()
         for key, shape in self.shapes.items():
             self.layout.alloc("wgt", self.param_slot(key), max(1, int(np.prod(shape))))
-            self.layout.alloc("wgt", self.velocity_slot(key), max(1, int(np.prod(shape))))
-        self.buffer = accelerator.device.allocate((self.layout.size("wgt"),), np.float32)
+            self.layout.alloc("vel", self.velocity_slot(key), max(1, int(np.prod(shape))))
+        #: arena name -> device buffer, shared by every program of the model
+        self.buffers = {a: accelerator.device.allocate((self.layout.size(a),), np.float32) for a in WEIGHT_ARENAS}
         self.generation = 0
         self.mirror: Tuple[Optional[DeviceTensors], Optional[DeviceTensors]] = (None, None)
         self._host: Optional[Tuple[dict, dict]] = None     # read-back copy of the current generation
@@ -73,14 +81,14 @@ class DeviceWeights:
                 a = np.asarray(arrays[key])
                 if a.shape != shape:
                     raise ValueError(f"{what}: {key} must have shape {shape}, got {a.shape}")
-        host = self.buffer
-        if velocities is None and self.generation:
-            host.sync_from_device()        # keep the device's momentum buffers: the flush writes all of them
+        host = self.buffers
         for key in self.shapes:
-            self.layout.put({"wgt": host}, self.param_slot(key), np.asarray(params[key], dtype=np.float32))
+            self.layout.put(host, self.param_slot(key), np.asarray(params[key], dtype=np.float32))
             if velocities is not None:
-                self.layout.put({"wgt": host}, self.velocity_slot(key), np.asarray(velocities[key], np.float32))
-        host.sync_to_device()
+                self.layout.put(host, self.velocity_slot(key), np.asarray(velocities[key], np.float32))
+        # velocities None keeps the device's momentum buffers: their arena is not flushed
+        for arena in (WEIGHT_ARENAS if velocities is not None else ("wgt",)):
+            host[arena].sync_to_device()
         self.advance()
 
     def advance(self) -> Tuple["DeviceTensors", "DeviceTensors"]:
@@ -99,8 +107,9 @@ class DeviceWeights:
         if self._host is None:
             if self.closed:
                 raise RuntimeError("device weights: the backend was closed before they were read back")
-            self.buffer.sync_from_device()
-            bufs = {"wgt": self.buffer}
+            for buf in self.buffers.values():
+                buf.sync_from_device()
+            bufs = self.buffers
             self._host = tuple({k: self.layout.get(bufs, slot(k), s) for k, s in self.shapes.items()}
                                for slot in (self.param_slot, self.velocity_slot))
         return self._host
@@ -110,7 +119,8 @@ class DeviceWeights:
         if not self.closed:
             if self.generation:
                 self.read(self.generation)
-            self.buffer.freebuffer()
+            for buf in self.buffers.values():
+                buf.freebuffer()
             self.closed = True
 
 

@@ -21,7 +21,7 @@ from ...models import reference as R
 from ...models import step as _step
 from ...models.networks import Model
 from ...models.step import check_prune_rate
-from .device_weights import DeviceWeights
+from .device_weights import WEIGHT_ARENAS, DeviceWeights
 from ..ip.program import ArenaLayout
 from .step_recorder import Call, ProgramRecorder, ReplayOps
 
@@ -36,8 +36,8 @@ class StepProgram:
     """A recorded program and the device buffers it runs on.
 
     ``kind``: "train" or "predict"; ``slots``: one buffer set per ping-pong
-    slot (program, act, grad, bits, stats; ``wgt`` is the shared
-    DeviceWeights arena); ``x``/``labels``: names of the input tensors;
+    slot (program, act, grad, bits, stats; ``wgt`` and ``vel`` are the shared
+    DeviceWeights arenas); ``x``/``labels``: names of the input tensors;
     ``prune_seeds``: name of the per-layer pruning seed words in the bits
     arena (written with every batch, so one program prunes differently at
     every step), None when the program does not prune.
@@ -164,8 +164,9 @@ class ProgramBackend:
                                   self.prune_rate if kind == "train" else 0.0, loss_scale(self.precision, batch))
             for _ in range(2 if kind == "train" else 1):
                 bufs = self.accelerator.allocate_arenas(prog.layout, prog.n_desc)
-                bufs["wgt"].freebuffer()
-                bufs["wgt"] = weights.buffer
+                for arena, buf in weights.buffers.items():
+                    bufs[arena].freebuffer()
+                    bufs[arena] = buf
                 bufs["program"][:] = prog.words.reshape(-1)
                 bufs["program"].sync_to_device()          # written once, run many times
                 prog.slots.append(bufs)
@@ -318,10 +319,10 @@ class ProgramBackend:
 
 
 def _free_slots(prog: StepProgram) -> None:
-    """Free a program's buffers (not the shared weights arena)."""
+    """Free a program's buffers (not the shared weights arenas)."""
     for bufs in prog.slots:
         for name, buf in bufs.items():
-            if name != "wgt":
+            if name not in WEIGHT_ARENAS:
                 buf.freebuffer()
     prog.slots.clear()
 

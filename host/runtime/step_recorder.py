@@ -117,7 +117,7 @@ class ProgramRecorder:
             where, offset, _ = self.layout.entries[name]
             offset += within
         else:
-            where, offset = "wgt", self.weights.layout.offset(name)
+            where, offset, _ = self.weights.layout.entries[name]
         if where != arena:
             raise RuntimeError(f"{arg}: lives in the {where} arena, the kernel reads it from {arena}")
         return offset
@@ -232,7 +232,7 @@ class ProgramRecorder:
     def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, grad_scale=1.0):
         self._emit("sgd_update", ("arg:0", "arg:2"), "SGD_UPDATE", count=int(np.size(param)), lr=float(lr),
                    momentum=float(momentum), weight_decay=float(weight_decay), grad_scale=float(grad_scale),
-                   wgt=self._slot("param", param, "wgt"), vel=self._slot("velocity", velocity, "wgt"),
+                   wgt=self._slot("param", param, "wgt"), vel=self._slot("velocity", velocity, "vel"),
                    dw=self._slot("grad", grad, "grad"))
         return param, velocity
 

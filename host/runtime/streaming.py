@@ -29,7 +29,7 @@ from ...models import step as _step
 from ...models.step import Batch  # noqa: F401  (re-exported: the items a stream takes)
 from ...models.check import CapturingOps, CheckReport, check_step, tolerance_for
 from ..devices.device import DeviceError
-from ..ip.program import S_WORDS, decode_stats
+from ..ip.program import S_WORDS, decode_stats, error_message
 
 __all__ = ["Batch", "StreamedStep", "DeviceRunner", "sequential_stream", "TIMING_STAGES"]
 
@@ -86,7 +86,7 @@ class DeviceRunner:
         for i, rec in enumerate(records):
             if rec["error"] != "NONE":
                 raise DeviceError(f"{getattr(self.device, 'name', 'device')}: descriptor {i} (opcode "
-                                  f"{rec['opcode']}) refused by the IP: ERR_{rec['error']}")
+                                  f"{rec['opcode']}) refused by the IP: {error_message(rec['error'])}")
         return records
 
     @property
