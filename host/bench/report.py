@@ -33,11 +33,11 @@ __all__ = ["RecordingOps", "op_bytes", "measure_steps", "compare_modes", "board_
 #: the kernels' counters a bench report keeps per pass (accelerator.last_stats)
 COUNTERS = ("cycles", "macs_executed", "macs_dense", "mac_iters", "mac_stalls", "enc_iters", "scan_iters")
 
-#: the goals (issue 11): name -> (target, "min" = at least / "max" = at most). The utilisation
+#: the performance goals: name -> (target, "min" = at least / "max" = at most). The utilisation
 #: goals hold against honest counters (ideal / measured cycles) and a strong baseline (the
 #: dense mode's own array utilisation); speedup_bwd and the accuracy drop are goals of a run
 #: with --prune-rate (Sarma et al.'s best back-prop figure, 5.4x, within 1 point of accuracy);
-#: the emulator-speed goals are issue 5's.
+#: the emulator-speed goals compare the C simulation with PyTorch's CPU kernels.
 GOALS = {"utilization_step": (0.85, "min"), "dense_array_utilization_step": (0.85, "min"),
          "speedup_bwd": (5.4, "min"), "prune_accuracy_drop": (0.01, "max"),
          "emu_float32_over_torch_cpu": (1.0, "max"), "emu_fixed_over_torch_cpu": (8.0, "max")}
