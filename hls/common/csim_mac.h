@@ -12,24 +12,26 @@
 
 namespace zskip {
 
-// The MAC lane's add, acc += narrow(b) * v, as C simulation computes it.
-// Generic: the ap_types / float expression itself.
-template <class B, class V, class A = acc_t>
+// The MAC lane's add, acc += narrow(b) * v, as C simulation computes it,
+// with multiplier MUL (multipliers.h). Generic: the synthesis branch's
+// expression itself, mac_multiply<MUL>::add (the path of the approximate
+// multipliers: their integer datapaths on ap_uint fields, per product).
+template <class B, class V, class A = acc_t, class MUL = mul_t>
 struct csim_mac {
     typedef typename exact_narrow<B>::type narrow_t;
     struct operand {
         V v;
         explicit operand(const V &x) : v(x) {}
     };
-    static void add(A &t, const A &b, const operand &v) { t += narrow_t(b) * v.v; }
+    static void add(A &t, const A &b, const operand &v) { mac_multiply<MUL>::add(t, narrow_t(b), v.v); }
     static void add_if(A &t, const A &b, const operand &v, bool live) {
-        if (live) t += narrow_t(b) * v.v;
+        if (live) mac_multiply<MUL>::add(t, narrow_t(b), v.v);
     }
 };
-// float: a dead lane adds an exact zero (accumulators are never -0, so the
+// float with the exact multiplier: a dead lane adds an exact zero (accumulators are never -0, so the
 // sum is unchanged) instead of branching on random bits.
 template <class B>
-struct csim_mac<B, float, float> {
+struct csim_mac<B, float, float, mul_exact> {
     struct operand {
         float v;
         explicit operand(float x) : v(x) {}
@@ -40,7 +42,7 @@ struct csim_mac<B, float, float> {
         t += live ? p : 0.0f;
     }
 };
-// ap_fixed with a saturating accumulator that truncates nothing (fraction
+// ap_fixed (exact multiplier only) with a saturating accumulator that truncates nothing (fraction
 // bits of the product) or rounds with AP_RND: the same result on the raw
 // integers (full-precision sum, round half up to the accumulator's fraction,
 // then saturate, as the ap_types assignment does), without the
@@ -48,7 +50,8 @@ struct csim_mac<B, float, float> {
 // and narrowed by truncation and wrap to WB bits, as exact_narrow does.
 template <int WB, int IB, ap_q_mode QB, ap_o_mode OB, int NB, int WV, int IV, ap_q_mode QV, ap_o_mode OV, int NV,
           int WA, int IA, ap_q_mode QA, int NA>
-struct csim_mac<ap_fixed<WB, IB, QB, OB, NB>, ap_fixed<WV, IV, QV, OV, NV>, ap_fixed<WA, IA, QA, AP_SAT, NA> > {
+struct csim_mac<ap_fixed<WB, IB, QB, OB, NB>, ap_fixed<WV, IV, QV, OV, NV>, ap_fixed<WA, IA, QA, AP_SAT, NA>,
+                mul_exact> {
     typedef ap_fixed<WA, IA, QA, AP_SAT, NA> A;
     typedef ap_fixed<WV, IV, QV, OV, NV> V;
     static const int SHIFT = (WA - IA) - (WB - IB);          // acc fraction bits above b's
