@@ -182,3 +182,21 @@ def test_lenet5_training_with_check_every_step(tmp_path, lut_file, name):
     assert r["check"]["batches_checked"] == 2
     assert r["check"]["max_rel_error"] <= tolerance_for("float32").rtol
     assert np.isfinite(r["epochs"][0]["train_loss"])
+
+
+def test_resource_estimate_counts_a_rom_per_lane_pair_and_the_multipliers_dsp():
+    """lut m = 7: 4^7 = 16,384 entries of 8 bits = 128 Kib per ROM, four BRAM36 (36 Kib each, 4K x 9 aspect);
+    one ROM per two lanes (a BRAM's two read ports), in both engines (conv and fc)."""
+    from zskip.overlay import resources as R
+    from zskip.overlay.boards import load_boards
+    board = load_boards()["pynq-z2"]
+    per_rom = -(-16384 * 8 // (36 * 1024))
+    assert per_rom == 4 and R.rom_bram36(16384, 8) == per_rom
+    assert R.multiplier_resources(board, "lut", 7)["rom_bram36"] == 2 * (board.pe_lanes // 2) * per_rom
+    assert R.multiplier_resources(board, "lut", 5)["rom_bram36"] == 0          # 1,024 x 6 bits: LUT ROM
+    assert R.multiplier_resources(board, "exact")["rom_bram36"] == 0
+    dsp = {m: R.multiplier_resources(board, m)["mac_dsp"] for m in ("exact", "bf16", "mitchell")}
+    lanes = 2 * board.pe_lanes
+    assert dsp["exact"] == lanes * board.dsp_per_mac("float32")
+    assert dsp["exact"] - dsp["bf16"] == lanes * 2 and dsp["exact"] - dsp["mitchell"] == lanes * 3
+    assert R.multiplier_resources(board, "exact")["dsp_total"] == R.dsp_total(board, "float32")
