@@ -4,7 +4,8 @@ registers, the plain ap_types MAC expression), the default form the C-simulation
 (fused encoder and MAC, per-address hazard stamps, the raw-integer fixed-point MAC). Results
 must be bit-identical and every counter equal, on the kernel test grid and on a full LeNet-5
 training step with pruning, in float32, fixed point and float32 with approximate multipliers
-(Mitchell's and a table: the generic C-sim MAC of csim_mac.h against the synthesis MAC). This is the proof that each C-sim speed
+(Mitchell's, bf16 and a table: the uint32 C-sim multipliers of csim_mac.h against the ap_uint
+functors of the synthesis MAC). This is the proof that each C-sim speed
 path equals the synthesis form (hls/README.md)."""
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def _same(a, b):
     assert len(a) == len(b)
 
 
-@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>", "float32,mul=mitchell"])
+@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>", "float32,mul=mitchell", "float32,mul=bf16"])
 @pytest.mark.parametrize("skip", [True, False], ids=["sparse", "dense"])
 def test_kernel_grid_equal_in_both_forms(monkeypatch, precision, skip):
     csim, synth = _pair(monkeypatch, precision, skip)
@@ -88,7 +89,7 @@ def test_kernel_grid_equal_in_both_forms(monkeypatch, precision, skip):
 @pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>", "float32,mul=mitchell", "float32,mul=lut"])
 def test_lenet5_training_step_equal_in_both_forms(monkeypatch, tmp_path, precision):
     if precision.endswith("mul=lut"):
-        # the approximate multipliers take the generic C-sim MAC (csim_mac.h): a 6-bit table of Mitchell's model
+        # the C-sim path's uint32 table lookup (csim_mac.h) against the functor: a 6-bit table of Mitchell's model
         table = tmp_path / "mitchell6.bin"
         M.write_lut(table, M.lut_from_model(M.LUT_MODELS["mitchell"], 6), 6)
         precision += f":{table}"

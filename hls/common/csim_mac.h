@@ -14,8 +14,7 @@ namespace zskip {
 
 // The MAC lane's add, acc += narrow(b) * v, as C simulation computes it,
 // with multiplier MUL (multipliers.h). Generic: the synthesis branch's
-// expression itself, mac_multiply<MUL>::add (the path of the approximate
-// multipliers: their integer datapaths on ap_uint fields, per product).
+// expression itself, mac_multiply<MUL>::add.
 template <class B, class V, class A = acc_t, class MUL = mul_t>
 struct csim_mac {
     typedef typename exact_narrow<B>::type narrow_t;
@@ -40,6 +39,84 @@ struct csim_mac<B, float, float, mul_exact> {
     static void add_if(float &t, const float &b, const operand &v, bool live) {
         const float p = float(b) * v.v;
         t += live ? p : 0.0f;
+    }
+};
+// The approximate float32 multipliers on plain uint32 arithmetic: the same
+// bits as their ap_uint functors (multipliers.h), without the arbitrary-
+// precision library per product. An inf or NaN operand takes the functor.
+inline uint32_t csim_bits(float f) {
+    union {
+        float f;
+        uint32_t u;
+    } c;
+    c.f = f;
+    return c.u;
+}
+inline float csim_float(uint32_t u) {
+    union {
+        float f;
+        uint32_t u;
+    } c;
+    c.u = u;
+    return c.f;
+}
+template <class MUL>
+struct csim_multiply {
+    static float apply(float a, float b) { return MUL::apply(a, b); }
+};
+// sign, exponent and flush/overflow of approximate_multiply, given the
+// significand product's carry and fraction
+inline float csim_compose(uint32_t ua, uint32_t ub, uint32_t carry, uint32_t frac) {
+    const uint32_t sign = (ua ^ ub) & 0x80000000u;
+    const uint32_t ea = (ua >> 23) & 0xFFu, eb = (ub >> 23) & 0xFFu;
+    const int e = (int)ea + (int)eb - 127 + (int)carry;
+    if (ea == 0 || eb == 0 || e <= 0) return csim_float(sign);
+    if (e >= 255) return csim_float(sign | 0x7F800000u);
+    return csim_float(sign | ((uint32_t)e << 23) | frac);
+}
+inline bool csim_special(uint32_t ua, uint32_t ub) {
+    return ((ua >> 23) & 0xFFu) == 0xFFu || ((ub >> 23) & 0xFFu) == 0xFFu;
+}
+template <>
+struct csim_multiply<mul_mitchell> {
+    static float apply(float a, float b) {
+        const uint32_t ua = csim_bits(a), ub = csim_bits(b);
+        if (csim_special(ua, ub)) return mul_mitchell::apply(a, b);
+        const uint32_t s = (ua & 0x7FFFFFu) + (ub & 0x7FFFFFu);
+        return csim_compose(ua, ub, s >> 23, s & 0x7FFFFFu);
+    }
+};
+template <class TABLE>
+struct csim_multiply<mul_lut<TABLE> > {
+    static const unsigned M = TABLE::mant_bits;
+    static float apply(float a, float b) {
+        const uint32_t ua = csim_bits(a), ub = csim_bits(b);
+        if (csim_special(ua, ub)) return mul_lut<TABLE>::apply(a, b);
+        const uint32_t index = (((ua & 0x7FFFFFu) >> (23 - M)) << M) | ((ub & 0x7FFFFFu) >> (23 - M));
+        const uint32_t e = (uint32_t)TABLE::entry(ap_uint<2 * M>(index));
+        return csim_compose(ua, ub, e >> M, (e & ((1u << M) - 1u)) << (23 - M));
+    }
+};
+inline float csim_bf16_round(float a) {
+    const uint32_t u = csim_bits(a);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return csim_float(0x7FC00000u);
+    return csim_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+}
+template <>
+struct csim_multiply<mul_bf16> {
+    static float apply(float a, float b) { return csim_bf16_round(a) * csim_bf16_round(b); }
+};
+// float with an approximate multiplier: its uint32 form, operands in the
+// order of mac_multiply (streamed value first)
+template <class B, class MUL>
+struct csim_mac<B, float, float, MUL> {
+    struct operand {
+        float v;
+        explicit operand(float x) : v(x) {}
+    };
+    static void add(float &t, const float &b, const operand &v) { t += csim_multiply<MUL>::apply(v.v, float(b)); }
+    static void add_if(float &t, const float &b, const operand &v, bool live) {
+        if (live) t += csim_multiply<MUL>::apply(v.v, float(b));
     }
 };
 // ap_fixed (exact multiplier only) with a saturating accumulator that truncates nothing (fraction
