@@ -16,7 +16,10 @@ Relative error of an element: ``|d - r| / max(|r|, floor * max|r|)`` where
 the maximum runs over the tensor, so near-zero elements (where float32
 summation order decides the last bits) are measured against the tensor's
 scale. float32: ``rtol = 1e-4``, ``floor = 0.1`` (measured on LeNet-5 and
-vgg_tiny steps: worst relative errors 1e-5 to 5e-5 with floor 0.01). A ReLU mask may differ
+vgg_tiny steps: worst relative errors 1e-5 to 5e-5 with floor 0.01). A spec with ``mul=NAME``
+(``float32,mul=mitchell``) keeps that tolerance and checks against the reference multiplying
+with NAME (``zskip.models.mul_reference``): the products are the backend's bit for bit, so only
+the summation order is left to the tolerance, as with the exact multiplier. A ReLU mask may differ
 only where the reference pre-activation is within the tolerance of zero; an
 argmax may differ only between equal window values (ties).
 """
