@@ -616,8 +616,8 @@ MAC_CYCLE:
             if (j < n) {
                 hz.record(ta[j], hz.now);
                 // the operand is stored wide (engine_memory.h) and holds exactly a
-                // B value: narrowing it by truncation is exact
-                // the product by the multiplier MUL (mul_t of types.h by default)
+                // B value: narrowing it by truncation is exact; the product is
+                // MUL's (mul_t of types.h by default; mul_exact: narrow(b) * v)
                 mac_multiply<MUL>::add(acc[ta[j]], typename exact_narrow<B>::type(bsrc[tb[j]]), w.v);
             }
         }
