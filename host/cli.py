@@ -86,7 +86,7 @@ def _add_train(sub) -> None:
                    help="accelerator arithmetic per tensor class: float32, fixed16, fixed12, fixed8, ap_fixed<W,I> "
                         "or e.g. act=ap_fixed<16,6>,wgt=ap_fixed<16,4>,grad=ap_fixed<16,2>,acc=ap_fixed<32,12>,"
                         "opt=float32 (emu backend; default float32); float32 may add mul=exact|bf16|mitchell|lut:FILE, the MAC "
-                        "multiplier (reference backend only for now)")
+                        "multiplier (reference and emu backends)")
     p.add_argument("--prune-rate", type=float, default=0.0, metavar="P",
                    help="stochastic pruning of each layer's activation gradient at target rate P in [0, 1) "
                         "(SparseTrain; default 0: off)")

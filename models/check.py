@@ -16,18 +16,23 @@ Relative error of an element: ``|d - r| / max(|r|, floor * max|r|)`` where
 the maximum runs over the tensor, so near-zero elements (where float32
 summation order decides the last bits) are measured against the tensor's
 scale. float32: ``rtol = 1e-4``, ``floor = 0.1`` (measured on LeNet-5 and
-vgg_tiny steps: worst relative errors 1e-5 to 5e-5 with floor 0.01). A ReLU mask may differ
+vgg_tiny steps: worst relative errors 1e-5 to 5e-5 with floor 0.01). A spec with ``mul=NAME``
+(``float32,mul=mitchell``) keeps that tolerance and checks against the reference multiplying
+with NAME (``zskip.models.mul_reference``): the products are the backend's bit for bit, so only
+the summation order is left to the tolerance, as with the exact multiplier. A ReLU mask may differ
 only where the reference pre-activation is within the tolerance of zero; an
 argmax may differ only between equal window values (ties).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import step as _step
+from .multipliers import check_multiplier
 from .networks import BatchNorm, Conv, GlobalAvgPool, Linear, MaxPool, Model, Residual
 from .ops import OP_OUTPUTS, ReferenceOps
 
@@ -38,21 +43,37 @@ __all__ = ["Tolerance", "TOLERANCES", "TensorError", "CheckReport", "CheckFailed
 @dataclass(frozen=True)
 class Tolerance:
     """``rtol``: allowed relative error; ``floor``: fraction of the tensor's max |r| below which
-    an element's relative error is measured against that fraction instead of itself."""
+    an element's relative error is measured against that fraction instead of itself; ``mul``: the
+    multiplier of the reference's convolution and fully-connected MACs (the backend's own, so the
+    tolerance covers only the order of the float32 additions)."""
     rtol: float
     floor: float
+    mul: str = "exact"
 
 
 #: tolerance per precision of the backend's arithmetic
 TOLERANCES = {"float32": Tolerance(rtol=1e-4, floor=0.1)}
 
 
+_MUL_PAIR = re.compile(r"^\s*mul\s*=\s*(.+?)\s*$")
+
+
 def tolerance_for(precision: str) -> Tolerance:
-    """The comparison tolerance of ``precision``; ValueError when none is defined for it."""
-    if precision not in TOLERANCES:
+    """The comparison tolerance of ``precision``; ValueError when none is defined for it.
+
+    A ``mul=NAME`` pair (e.g. ``float32,mul=mitchell``) keeps the tolerance of
+    the rest of the spec and makes the reference multiply with NAME: the
+    products are then bit-identical to the backend's, and what remains is the
+    float32 summation order, as with the exact multiplier.
+    """
+    parts = [p for p in re.split(r",(?=\s*\w+\s*=)", precision)] if isinstance(precision, str) else [precision]
+    muls = [m.group(1) for m in map(lambda p: _MUL_PAIR.match(p) if isinstance(p, str) else None, parts) if m]
+    rest = ",".join(p for p in parts if not (isinstance(p, str) and _MUL_PAIR.match(p))).strip() or "float32"
+    if rest not in TOLERANCES or len(muls) > 1:
         raise ValueError(f"precision: the comparison with the reference has tolerances for "
-                         f"{sorted(TOLERANCES)}, not {precision!r}")
-    return TOLERANCES[precision]
+                         f"{sorted(TOLERANCES)} (with an optional mul=), not {precision!r}")
+    tol = TOLERANCES[rest]
+    return Tolerance(tol.rtol, tol.floor, check_multiplier(muls[0])) if muls else tol
 
 
 @dataclass
@@ -200,7 +221,7 @@ class _CheckingOps:
     """ReferenceOps on the backend's inputs: each call compares and then returns the backend's outputs."""
 
     def __init__(self, labels: Dict[str, List[str]], device_outputs: Sequence[Tuple[str, object]], tol: Tolerance):
-        self._ref = ReferenceOps()
+        self._ref = ReferenceOps(mul=tol.mul)
         self._labels = labels
         self._device = list(device_outputs)
         self._next = 0

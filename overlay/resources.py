@@ -19,6 +19,12 @@ fixed point); the float units of the other kernels (adder trees of the
 partial sums, bias adds, SGD, softmax, prune) are listed with their counts.
 
     python -m zskip.overlay.resources            # prints the table of overlay/README.md
+    python -m zskip.overlay.resources --multipliers   # the MAC multipliers' cost per board (README)
+
+Multipliers (:func:`multiplier_resources`): a float32 build may replace the MAC
+lanes' float32 multiplier (3 of its 5 DSP48) by bf16 (1 DSP48), Mitchell's
+(no DSP, adders in LUTs) or a LUT multiplier, whose table is a ROM per lane:
+block RAM per two lanes (the two ports) above 1,024 entries, LUT ROM below.
 """
 from __future__ import annotations
 
@@ -308,6 +314,95 @@ def dsp_total(board: Board, precision: str) -> int:
     return sum(n * each for _, n, each in dsp_instances(board, precision))
 
 
+# ----------------------------------------------------------------------------- multipliers
+#: DSP48 of the float32 multiply inside a float32 multiply-add (the rest, 2, is the adder;
+#: dsp_instances' f_mul)
+FLOAT_MUL_DSP = 3
+#: BRAM36 aspect ratios (word bits, words)
+BRAM36_SHAPES = ((1, 32768), (2, 16384), (4, 8192), (9, 4096), (18, 2048), (36, 1024))
+#: a ROM of at most this many entries is LUT ROM (64 x 1 bit per LUT6), not block RAM
+LUTROM_ENTRIES = 1024
+
+
+@dataclass(frozen=True)
+class MultiplierCost:
+    """The cost of one multiplier unit of a MAC lane (:func:`multiplier_cost`)."""
+    name: str
+    dsp: int              # DSP48 of the multiply alone
+    luts: int             # LUTs of its datapath (rounding, adders, special values, LUT ROM)
+    rom_bram36: int       # BRAM36 of one ROM (lut tables above LUTROM_ENTRIES entries)
+    lanes_per_rom: int    # lanes one ROM serves (a BRAM's two ports: two lanes)
+    note: str
+
+
+def rom_bram36(entries: int, width: int) -> int:
+    """BRAM36 blocks of a ROM of ``entries`` words of ``width`` bits (best aspect ratio)."""
+    return min(math.ceil(width / w) * math.ceil(entries / d) for w, d in BRAM36_SHAPES)
+
+
+def multiplier_cost(mul: str, mant_bits: int = 0) -> MultiplierCost:
+    """Cost of one MAC lane's multiplier ``mul`` (exact, bf16, mitchell, lut with ``mant_bits`` = m).
+
+    exact: the float32 core's 3 DSP48 (UG1399 / the floating-point LogiCORE at full DSP usage);
+    bf16: two round-to-nearest-even units on the operands (a 16-bit incrementer each) and one 8 x 8
+    significand product (1 DSP48) with an 8-bit exponent adder; mitchell: one 23-bit adder for the
+    fractions, a 10-bit exponent adder and the special-value muxes, no DSP; lut: a ROM of 4^m entries
+    of m + 1 bits indexed by the top m fraction bits of each operand, plus mitchell's exponent and
+    special-value logic; block RAM above LUTROM_ENTRIES entries, one BRAM ROM per two lanes (two
+    read ports), else LUT ROM per lane. LUT figures are estimates of the datapath width, not csynth.
+    """
+    if mul == "exact":
+        return MultiplierCost("exact", FLOAT_MUL_DSP, 100, 0, 1, "Xilinx float32 multiplier core")
+    if mul == "bf16":
+        return MultiplierCost("bf16", 1, 80, 0, 1, "2 RNE roundings + 8x8 significand product")
+    if mul == "mitchell":
+        return MultiplierCost("mitchell", 0, 70, 0, 1, "23-bit fraction adder + exponent adder, no DSP")
+    if mul == "lut":
+        if not 1 <= mant_bits <= 12:
+            raise ValueError(f"mant_bits: a lut multiplier needs m in [1, 12], got {mant_bits!r}")
+        entries, width = 4 ** mant_bits, mant_bits + 1
+        logic = 60
+        if entries <= LUTROM_ENTRIES:
+            return MultiplierCost(f"lut m={mant_bits}", 0, logic + math.ceil(entries / 64) * width, 0, 1,
+                                  f"{entries} x {width}-bit LUT ROM per lane")
+        return MultiplierCost(f"lut m={mant_bits}", 0, logic, rom_bram36(entries, width), 2,
+                              f"{entries} x {width}-bit BRAM ROM per two lanes")
+    raise ValueError(f"mul: must be exact, bf16, mitchell or lut, got {mul!r}")
+
+
+def multiplier_resources(board: Board, mul: str, mant_bits: int = 0) -> Dict[str, int]:
+    """What multiplier ``mul`` costs on ``board``'s float32 build: MAC-lane DSP, ROM BRAM36, multiplier LUTs.
+
+    Two MAC-lane instances (conv_config and fc_config engines, :func:`dsp_instances`), pe_lanes
+    lanes each; every lane owns its multiplier (and its ROM share: a lane reads its table every
+    cycle). ``dsp_total`` is the whole IP's DSP with this multiplier in place of the float32 one.
+    """
+    cost = multiplier_cost(mul, mant_bits)
+    lanes = board.pe_lanes * 2
+    mac_dsp = lanes * (board.dsp_per_mac("float32") - FLOAT_MUL_DSP + cost.dsp)
+    exact_mac = lanes * board.dsp_per_mac("float32")
+    return {"mac_dsp": mac_dsp, "dsp_total": dsp_total(board, "float32") - exact_mac + mac_dsp,
+            "rom_bram36": 2 * math.ceil(board.pe_lanes / cost.lanes_per_rom) * cost.rom_bram36,
+            "luts": lanes * cost.luts}
+
+
+def multiplier_table(estimates: List[Estimate], lut_bits=(5, 7)) -> str:
+    """Markdown: per board (its :func:`estimate`) and multiplier, the float32 build's DSP, the ROMs'
+    BRAM36 added to the on-chip memory's, the multipliers' LUTs, and whether it fits MARGIN."""
+    rows = ["| board | PE lanes | multiplier | DSP of the IP (MAC lanes) / total | BRAM36: ROMs + on-chip memory "
+            "/ total | multiplier LUTs | fits (80 %) |", "|---|---|---|---|---|---|---|"]
+    for e in estimates:
+        b = e.limits
+        for mul, m in [("exact", 0), ("bf16", 0), ("mitchell", 0)] + [("lut", m) for m in lut_bits]:
+            r = multiplier_resources(b, mul, m)
+            bram = r["rom_bram36"] + e.bram36
+            fits = r["dsp_total"] <= MARGIN * b.dsp and bram <= MARGIN * b.bram36 and e.uram <= MARGIN * b.uram
+            rows.append(f"| {b.name} | {b.pe_lanes} | {multiplier_cost(mul, m).name} | {r['dsp_total']} "
+                        f"({r['mac_dsp']}) / {b.dsp} | {r['rom_bram36']} + {e.bram36} / {b.bram36} | {r['luts']} "
+                        f"| {'yes' if fits else 'NO'} |")
+    return "\n".join(rows) + "\n"
+
+
 def estimate(board: Board, structs: Optional[List[OnchipStruct]] = None) -> Estimate:
     """The resource estimate of ``board``'s configuration."""
     arrays = onchip_arrays(board, structs)
@@ -333,9 +428,12 @@ def markdown_table(estimates: List[Estimate]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
     structs = onchip_structs()
-    print(markdown_table([estimate(b, structs) for b in load_boards().values()]), end="")
+    estimates = [estimate(b, structs) for b in load_boards().values()]
+    print((multiplier_table if "--multipliers" in argv else markdown_table)(estimates), end="")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@ branch (-D__SYNTHESIS__: DATAFLOW stages joined by hls::stream, the per-lane haz
 registers, the plain ap_types MAC expression), the default form the C-simulation speed paths
 (fused encoder and MAC, per-address hazard stamps, the raw-integer fixed-point MAC). Results
 must be bit-identical and every counter equal, on the kernel test grid and on a full LeNet-5
-training step with pruning, in float32 and fixed point. This is the proof that each C-sim speed
+training step with pruning, in float32, fixed point and float32 with approximate multipliers
+(Mitchell's, bf16 and a table: the uint32 C-sim multipliers of csim_mac.h against the ap_uint
+functors of the synthesis MAC). This is the proof that each C-sim speed
 path equals the synthesis form (hls/README.md)."""
 import numpy as np
 import pytest
 
 from zskip.host.runtime.accelerator import Accelerator
 from zskip.host.devices import emu
+from zskip.models import multipliers as M
 from zskip.models import step as S
 from zskip.models.networks import get_model
 
@@ -59,7 +62,7 @@ def _same(a, b):
     assert len(a) == len(b)
 
 
-@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>"])
+@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>", "float32,mul=mitchell", "float32,mul=bf16"])
 @pytest.mark.parametrize("skip", [True, False], ids=["sparse", "dense"])
 def test_kernel_grid_equal_in_both_forms(monkeypatch, precision, skip):
     csim, synth = _pair(monkeypatch, precision, skip)
@@ -83,8 +86,13 @@ def test_kernel_grid_equal_in_both_forms(monkeypatch, precision, skip):
     _same(*logs)
 
 
-@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>"])
-def test_lenet5_training_step_equal_in_both_forms(monkeypatch, precision):
+@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>", "float32,mul=mitchell", "float32,mul=lut"])
+def test_lenet5_training_step_equal_in_both_forms(monkeypatch, tmp_path, precision):
+    if precision.endswith("mul=lut"):
+        # the C-sim path's uint32 table lookup (csim_mac.h) against the functor: a 6-bit table of Mitchell's model
+        table = tmp_path / "mitchell6.bin"
+        M.write_lut(table, M.lut_from_model(M.LUT_MODELS["mitchell"], 6), 6)
+        precision += f":{table}"
     csim, synth = _pair(monkeypatch, precision, True)
     model = get_model("lenet5")
     rng = np.random.default_rng(0)

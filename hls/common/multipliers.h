@@ -23,6 +23,8 @@
 #include <ap_int.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 namespace zskip {
 
 // Bit-pattern views of a float; a union is the reinterpretation Vitis HLS
@@ -138,6 +140,32 @@ struct lut_fraction {
 template <class TABLE>
 struct mul_lut {
     static float apply(float a, float b) { return approximate_multiply<lut_fraction<TABLE> >(a, b); }
+};
+
+// The MAC lane's multiply-add, t += product of (v, b), with multiplier MUL:
+// v is the streamed operand (x forward, dy backward), b the operand read
+// from the engine memory (w, or x in backward-weight), so the product is
+// MUL::apply(v, b), the operand order of zskip.models.mul_reference. The
+// approximate multipliers are float32 units: A, B and V must be float.
+template <class MUL>
+struct mac_multiply {
+    template <class A, class B, class V>
+    static void add(A &t, const B &b, const V &v) {
+        static_assert(std::is_same<A, float>::value && std::is_same<B, float>::value &&
+                          std::is_same<V, float>::value,
+                      "an approximate multiplier needs float32 act, wgt, grad and acc (precision spec)");
+        t += MUL::apply(v, b);
+    }
+};
+// exact: the plain expression, for every type (float: the Xilinx
+// floating-point core; ap_fixed: a DSP product of the full width), exactly
+// as the engine wrote it before multipliers were pluggable
+template <>
+struct mac_multiply<mul_exact> {
+    template <class A, class B, class V>
+    static void add(A &t, const B &b, const V &v) {
+        t += b * v;
+    }
 };
 
 }  // namespace zskip

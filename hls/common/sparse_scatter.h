@@ -552,7 +552,7 @@ ENC_WINDOW:
 // still has a write in flight (hazard_history): then the iteration is a
 // bubble and the same token is formed again in the next. A window is read
 // when the previous one is used up, so a token never spans two windows.
-template <class CFG, class B, class V>
+template <class CFG, class B, class V, class MUL = mul_t>
 void mac_process(hls::stream<item_token<CFG, V> > &in, acc_t *acc, const acc_t *bsrc, mac_arbiter<CFG> &arb,
                  hazard_history<CFG> &hz, kernel_counters &cnt, uint64_t &trips) {
     static const unsigned CYCLE_MAX = CFG::max_ch * CFG::max_dim * CFG::max_dim * CFG::max_ksize * CFG::max_ksize;
@@ -616,8 +616,9 @@ MAC_CYCLE:
             if (j < n) {
                 hz.record(ta[j], hz.now);
                 // the operand is stored wide (engine_memory.h) and holds exactly a
-                // B value: narrowing it by truncation is exact
-                acc[ta[j]] += typename exact_narrow<B>::type(bsrc[tb[j]]) * w.v;
+                // B value: narrowing it by truncation is exact; the product is
+                // MUL's (mul_t of types.h by default; mul_exact: narrow(b) * v)
+                mac_multiply<MUL>::add(acc[ta[j]], typename exact_narrow<B>::type(bsrc[tb[j]]), w.v);
             }
         }
         ++hz.now;

@@ -19,9 +19,9 @@ A spec may add ``mul=NAME`` (anywhere among its pairs, e.g. ``float32,mul=mitche
 multiplier of the MAC lanes, one of ``zskip.models.multipliers.MULTIPLIERS``
 (``exact`` by default, ``bf16``, ``mitchell``, ``lut:FILE``). The multipliers
 are float32 units, so ``mul`` other than ``exact`` needs float32 act, wgt,
-grad and acc. The reference backend trains with any of them; the HLS engine
-takes only ``exact`` until its MAC lanes take the multiplier as a template
-parameter (:func:`precision_types` refuses the others).
+grad and acc. Every backend trains with any of them: the HLS engine's MAC
+lanes take the multiplier as a type (``mul_t``, chosen by the macros of
+:func:`precision_types`).
 
 Why the classes differ (the gradient scaling rule): each class has its own
 binary point, chosen from the range of its values in LeNet-5 / MNIST training.
@@ -37,13 +37,14 @@ Micikevicius et al., ICLR 2018).
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Dict
 
 import numpy as np
 
 __all__ = ["CLASSES", "SHORTHANDS", "parse_precision", "precision_types", "is_float32", "loss_scale",
-           "LOSS_SCALE_HEADROOM_BITS", "multiplier"]
+           "LOSS_SCALE_HEADROOM_BITS", "multiplier", "multiplier_macros", "MUL_FUNCTORS"]
 
 #: tensor class -> the type macro of hls/common/types.h
 CLASSES = {"act": "ZSKIP_ACT_T", "wgt": "ZSKIP_WGT_T", "grad": "ZSKIP_GRAD_T", "acc": "ZSKIP_ACC_T",
@@ -149,18 +150,45 @@ def _parse_types(text: str, spec: str) -> Dict[str, str]:
     return out
 
 
-def precision_types(spec: str) -> Dict[str, str]:
-    """The type macros (``ZSKIP_*_T`` -> type) to compile the kernels for ``spec``; float32 classes omitted.
+def precision_types(spec: str, table_dir=None) -> Dict[str, str]:
+    """The macros (``ZSKIP_*_T`` -> type) to compile the kernels for ``spec``; float32 classes omitted.
 
-    Refuses a ``mul=`` other than exact: the engine's MAC lanes do not take a
-    multiplier yet (``hls/common/multipliers.h`` holds the functors they will take).
+    A ``mul=`` other than exact adds ``ZSKIP_MUL_T`` (the multiplier functor of
+    ``hls/common/multipliers.h`` that ``types.h`` makes ``mul_t``); ``lut:FILE``
+    also ``ZSKIP_MUL_LUT_HEADER``, the table's C++ header (its ROM), written to
+    ``table_dir`` (default: the compiled-library cache) under a name carrying a
+    hash of the table, so the library's hash changes with the table.
     """
     mul = multiplier(spec)
+    out = {CLASSES[c]: t for c, t in parse_precision(spec).items() if t != "float"}
     if mul != "exact":
-        raise ValueError(f"precision: mul={mul}: the HLS engine's MAC lanes have only the exact multiplier so far "
-                         f"(the functors of hls/common/multipliers.h wait for the engine to take them); train with "
-                         f"the reference backend (--backend reference)")
-    return {CLASSES[c]: t for c, t in parse_precision(spec).items() if t != "float"}
+        out.update(multiplier_macros(mul, table_dir))
+    return out
+
+
+#: multiplier name -> its functor in hls/common/multipliers.h (namespace zskip)
+MUL_FUNCTORS = {"exact": "mul_exact", "bf16": "mul_bf16", "mitchell": "mul_mitchell", "lut": "mul_lut<mul_lut_table>"}
+
+
+def multiplier_macros(mul: str, table_dir=None) -> Dict[str, str]:
+    """``{ZSKIP_MUL_T: functor}`` for multiplier ``mul`` (plus ``ZSKIP_MUL_LUT_HEADER`` for ``lut:FILE``)."""
+    import hashlib
+    from pathlib import Path
+    from ...models.multipliers import check_multiplier, lut_cpp_header, read_lut
+    mul = check_multiplier(mul)
+    if not mul.startswith("lut:"):
+        return {"ZSKIP_MUL_T": MUL_FUNCTORS[mul]}
+    text = lut_cpp_header(read_lut(mul[4:]))
+    if table_dir is None:
+        from ...overlay.toolchain import cache_dir
+        table_dir = cache_dir()
+    header = Path(table_dir) / f"mul_lut_{hashlib.sha256(text.encode()).hexdigest()[:16]}.h"
+    if not header.is_file() or header.read_text() != text:
+        header.parent.mkdir(parents=True, exist_ok=True)
+        tmp = header.with_name(f"{header.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, header)
+    return {"ZSKIP_MUL_T": MUL_FUNCTORS["lut"], "ZSKIP_MUL_LUT_HEADER": f'"{header}"'}
 
 
 #: integer bits of grad_t left above the largest scaled dlogit, for the gradients that grow
