@@ -6,20 +6,23 @@
 
 #include <stdint.h>
 
+#include "wide_port.h"
+
 namespace zskip {
 
-// Sequential writer: collects 32 bits, then stores one word.
+// Sequential writer: collects 32 bits, then stores one word of the bits port.
 struct bit_writer {
-    uint32_t *dst;
+    words<uint32_t> dst;
     uint32_t word;
     unsigned fill;
 
-    explicit bit_writer(uint32_t *d) : dst(d), word(0), fill(0) {}
+    explicit bit_writer(words<uint32_t> d) : dst(d), word(0), fill(0) {}
 
     void put(bool bit) {
         word |= (uint32_t)bit << fill;
         if (++fill == 32) {
-            *dst++ = word;
+            dst[0] = word;
+            dst += 1;
             word = 0;
             fill = 0;
         }
@@ -28,14 +31,17 @@ struct bit_writer {
     // Stores the last partial word (its unused high bits are zero).
     void flush() {
         if (fill) {
-            *dst++ = word;
+            dst[0] = word;
+            dst += 1;
             word = 0;
             fill = 0;
         }
     }
 };
 
-inline bool get_bit(const uint32_t *src, uint64_t index) {
+// Bit `index` of a bit tensor (a port's words<const uint32_t> or an on-chip array).
+template <class SRC>
+inline bool get_bit(const SRC &src, uint64_t index) {
     return (src[index >> 5] >> (index & 31u)) & 1u;
 }
 

@@ -11,6 +11,8 @@
 #ifndef ZSKIP_COSIM_ARENA_WORDS
 #define ZSKIP_COSIM_ARENA_WORDS 262144
 #endif
+// the same in 128-bit beats: the INTERFACE depth of the data ports
+#define ZSKIP_COSIM_ARENA_BEATS (ZSKIP_COSIM_ARENA_WORDS / 4)
 #ifndef ZSKIP_COSIM_PROGRAM_WORDS
 #define ZSKIP_COSIM_PROGRAM_WORDS 2304
 #endif

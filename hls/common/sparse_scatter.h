@@ -42,6 +42,7 @@
 #include "counters.h"
 #include "hw_assert.h"
 #include "types.h"
+#include "wide_port.h"
 // csim-path: proven by tests/test_emu_forms.py::test_lenet5_training_step_equal_in_both_forms
 #ifdef __SYNTHESIS__
 #include <hls_stream.h>
@@ -369,7 +370,7 @@ ARB_RECORD:
 // adds of consecutive words never wait on each other.
 // Returns the loop's trips.
 template <class CFG, class V, bool WITH_SUM, class SINK>
-uint64_t scan_image(const float *src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
+uint64_t scan_image(words<const float> src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
                     const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels, acc_t *sum,
                     SINK &out, kernel_counters &cnt) {
     static const unsigned WORDS_MAX = CFG::max_ch * CFG::max_dim * CFG::max_dim;
@@ -464,7 +465,7 @@ struct nz_stream_sink {
 };
 
 template <class CFG, class V, bool WITH_SUM>
-void scan_process(const float *src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
+void scan_process(words<const float> src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
                   const tap_axis<CFG> &rows, const tap_axis<CFG> &cols, unsigned channels, acc_t *sum,
                   hls::stream<nz_item<V> > &out, kernel_counters &cnt, uint64_t &trips) {
     nz_stream_sink<V> sink(out);
@@ -631,7 +632,7 @@ MAC_CYCLE:
 }
 
 template <class CFG, class B, class V, bool WITH_SUM, class MEM>
-region_trips scatter_image(const float *src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
+region_trips scatter_image(words<const float> src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
                            const scatter_map &m, const uint32_t *sets, acc_t *acc, const acc_t *bsrc, acc_t *sum,
                            MEM &mem, kernel_counters &cnt) {
 #pragma HLS DATAFLOW
@@ -770,7 +771,7 @@ void csim_issue(lane_token<CFG, V> &t, MEM &mem, kernel_counters &cnt, uint64_t 
 
 template <class CFG, class B, class V, bool WITH_SUM, class MEM>
 __attribute__((optimize("tree-vectorize")))
-region_trips scatter_image(const float *src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
+region_trips scatter_image(words<const float> src, unsigned planes, unsigned rows_n, unsigned cols_n, bool skip_zeros,
                            const scatter_map &m, const uint32_t *sets, acc_t *acc, const acc_t *bsrc, acc_t *sum,
                            MEM &mem, kernel_counters &cnt) {
     static const unsigned W = enc_bits<CFG>::value;
@@ -880,7 +881,7 @@ inline uint64_t region_cycles(const region_trips &r) {
 // channels are consecutive) or, channels_last, [k][t][c] (backward-data).
 // Returns the cycles.
 template <class CFG>
-uint64_t load_weights(const float *w, unsigned K, unsigned C, unsigned RS, bool channels_last, acc_t *dst) {
+uint64_t load_weights(words<const float> w, unsigned K, unsigned C, unsigned RS, bool channels_last, acc_t *dst) {
     static const unsigned W_MAX = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
     const unsigned n = K * C * RS;
     unsigned k = 0, c = 0, t = 0;

@@ -40,7 +40,15 @@ template <class T, unsigned N>
 std::vector<T> copy_of(const T (&a)[N], unsigned min_words) {
     std::vector<T> v(a, a + N);
     if (v.size() < min_words) v.resize(min_words, T(0));
+    v.resize((v.size() + zskip::BEAT_WORDS - 1) / zskip::BEAT_WORDS * zskip::BEAT_WORDS, T(0));
     return v;
+}
+
+// The 128-bit beats of a word buffer (whose size is a multiple of BEAT_WORDS):
+// zskip_top's data ports take beats (wide_port.h), laid out as the words.
+template <class V>
+zskip::beat<V> *beats_of(std::vector<V> &v) {
+    return reinterpret_cast<zskip::beat<V> *>(v.data());
 }
 
 inline int run(const char *name) {
@@ -53,8 +61,8 @@ inline int run(const char *name) {
     std::vector<uint32_t> stats(stats_words > ZSKIP_COSIM_STATS_WORDS ? stats_words : ZSKIP_COSIM_STATS_WORDS, 0);
     uint32_t version = 0;
     uint64_t cycles = 0;
-    zskip_top(program.data(), act.data(), wgt.data(), grad.data(), bits.data(), vel.data(), stats.data(), TB_N_DESC,
-              &version, &cycles);
+    zskip_top(program.data(), beats_of(act), beats_of(wgt), beats_of(grad), beats_of(bits), beats_of(vel),
+              stats.data(), TB_N_DESC, &version, &cycles);
     int failures = 0;
     if (version != ZSKIP_VERSION) {
         printf("%s: version register 0x%08x, expected 0x%08x\n", name, version, ZSKIP_VERSION);

@@ -16,6 +16,7 @@
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
 #include "../common/types.h"
+#include "../common/wide_port.h"
 
 namespace zskip {
 
@@ -24,8 +25,8 @@ namespace zskip {
 // Returns ERR_NONE or the shape error. Per image: mask load, region,
 // write-back, one after another.
 template <class CFG>
-unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, const float *dy, const float *w,
-                       const uint32_t *out_mask, float *dx, scatter_engine_onchip<CFG> &buf, kernel_counters &cnt) {
+unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, words<const float> dy, words<const float> w,
+                       words<const uint32_t> out_mask, words<float> dx, scatter_engine_onchip<CFG> &buf, kernel_counters &cnt) {
     static const unsigned X_MAX = scatter_engine_onchip<CFG>::XSIZE;
     static const unsigned BATCH = TRIP_BATCH;
     const unsigned WORDS = scatter_engine_onchip<CFG>::WORDS;
@@ -79,7 +80,7 @@ IMAGE:
                                                                          sh.ow, skip_zeros, m, sets, buf.plane,
                                                                          buf.w, 0, buf, cnt);
         cycles += region_cycles(r);
-        float *dxn = dx + (uint64_t)n * C * PLANE;
+        words<float> dxn = dx + (uint64_t)n * C * PLANE;
         unsigned wc = 0, wp = 0;
     BWD_DATA_WB:
         for (unsigned i = 0; i < C * PLANE; ++i) {

@@ -14,6 +14,7 @@
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
 #include "../common/types.h"
+#include "../common/wide_port.h"
 
 namespace zskip {
 
@@ -21,8 +22,8 @@ namespace zskip {
 // On the engine memory `buf` (engine_memory.h). Returns ERR_NONE or the
 // shape error. Per image: x load, region; then the write-back.
 template <class CFG>
-unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, const float *dy, float *dw,
-                         float *db, scatter_engine_onchip<CFG> &buf, kernel_counters &cnt) {
+unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, words<const float> x, words<const float> dy, words<float> dw,
+                         words<float> db, scatter_engine_onchip<CFG> &buf, kernel_counters &cnt) {
     static const unsigned CH_MAX = CFG::max_ch;
     static const unsigned W_MAX = scatter_engine_onchip<CFG>::WSIZE;
     static const unsigned X_MAX = scatter_engine_onchip<CFG>::XSIZE;
@@ -57,7 +58,7 @@ unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, const float *x, 
 IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
-        const float *xn = x + (uint64_t)n * C * PLANE;
+        words<const float> xn = x + (uint64_t)n * C * PLANE;
         unsigned lc = 0, lp = 0;
     BWD_W_LOAD_X:
         for (unsigned i = 0; i < C * PLANE; ++i) {

@@ -13,6 +13,7 @@
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
 #include "../common/types.h"
+#include "../common/wide_port.h"
 
 namespace zskip {
 
@@ -21,8 +22,8 @@ namespace zskip {
 // ERR_NONE or the shape error. Loads, each image's region and its
 // write-back run one after another (counters.h).
 template <class CFG>
-unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, const float *x, const float *w,
-                  const float *b, float *y, uint32_t *mask, scatter_engine_onchip<CFG> &buf, kernel_counters &cnt) {
+unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, words<const float> x, words<const float> w,
+                  words<const float> b, words<float> y, words<uint32_t> mask, scatter_engine_onchip<CFG> &buf, kernel_counters &cnt) {
     static const unsigned O_MAX = scatter_engine_onchip<CFG>::XSIZE;
     static const unsigned CH_MAX = CFG::max_ch;
     static const unsigned BATCH = TRIP_BATCH;
@@ -62,7 +63,7 @@ IMAGE:
                                                                         skip_zeros, m, buf.ones, buf.plane, buf.w,
                                                                         0, buf, cnt);
         cycles += region_cycles(r);
-        float *yn = y + (uint64_t)n * K * OPLANE;
+        words<float> yn = y + (uint64_t)n * K * OPLANE;
         unsigned wk = 0, wp = 0;
     FWD_WB:
         for (unsigned i = 0; i < K * OPLANE; ++i) {

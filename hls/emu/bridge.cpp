@@ -23,9 +23,15 @@ enum zskip_emu_config_word {
 
 extern "C" {
 
+// The arenas arrive as the host's word buffers (16-byte aligned: host/devices/emu.py
+// checks); the data ports take them as 128-bit beats of the same layout.
 void zskip_emu_run(const uint32_t *program, float *act, float *wgt, float *grad, uint32_t *bits, float *vel,
                    uint32_t *stats, uint32_t n_desc, uint32_t *version, uint64_t *cycles) {
-    zskip_top(program, act, wgt, grad, bits, vel, stats, n_desc, version, cycles);
+    using zskip::f32_beat;
+    using zskip::u32_beat;
+    zskip_top(program, reinterpret_cast<f32_beat *>(act), reinterpret_cast<f32_beat *>(wgt),
+              reinterpret_cast<f32_beat *>(grad), reinterpret_cast<u32_beat *>(bits), reinterpret_cast<f32_beat *>(vel),
+              stats, n_desc, version, cycles);
 }
 
 // The compiled configuration, CFG_WORDS words.

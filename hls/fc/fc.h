@@ -11,6 +11,7 @@
 #include "../common/counters.h"
 #include "../common/engine_memory.h"
 #include "../common/shapes.h"
+#include "../common/wide_port.h"
 #include "../conv_bwd_data/conv_bwd_data.h"
 #include "../conv_bwd_weight/conv_bwd_weight.h"
 #include "../conv_fwd/conv_fwd.h"
@@ -31,7 +32,7 @@ typedef scatter_engine_onchip<fc_config> fc_memory;
 
 // y (N, J) = relu(x (N, I) w (J, I)^T + b); mask bits of y > 0 when relu.
 inline unsigned fc_fwd(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, bool relu,
-                       const float *x, const float *w, const float *b, float *y, uint32_t *mask,
+                       words<const float> x, words<const float> w, words<const float> b, words<float> y, words<uint32_t> mask,
                        fc_memory &buf, kernel_counters &cnt) {
     return conv_fwd<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, relu, x, w, b, y, mask, buf, cnt);
 }
@@ -39,15 +40,15 @@ inline unsigned fc_fwd(unsigned n, unsigned in_f, unsigned out_f, bool skip_zero
 // dx (N, I) = dy (N, J) w (J, I), zero where out_mask (N, I) is 0 (has_mask);
 // masked outputs are never computed in sparse mode.
 inline unsigned fc_bwd_data(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, bool has_mask,
-                            const float *dy, const float *w, const uint32_t *out_mask, float *dx,
+                            words<const float> dy, words<const float> w, words<const uint32_t> out_mask, words<float> dx,
                             fc_memory &buf, kernel_counters &cnt) {
     return conv_bwd_data<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, has_mask, dy, w, out_mask, dx, buf,
                                     cnt);
 }
 
 // dw (J, I) = dy^T x, db (J,) = sum over the batch of dy.
-inline unsigned fc_bwd_weight(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, const float *x,
-                              const float *dy, float *dw, float *db, fc_memory &buf,
+inline unsigned fc_bwd_weight(unsigned n, unsigned in_f, unsigned out_f, bool skip_zeros, words<const float> x,
+                              words<const float> dy, words<float> dw, words<float> db, fc_memory &buf,
                               kernel_counters &cnt) {
     return conv_bwd_weight<fc_config>(fc_shape(n, in_f, out_f), skip_zeros, x, dy, dw, db, buf, cnt);
 }

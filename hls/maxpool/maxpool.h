@@ -11,6 +11,7 @@
 #include "../common/counters.h"
 #include "../common/descriptor.h"
 #include "../common/types.h"
+#include "../common/wide_port.h"
 
 namespace zskip {
 
@@ -47,8 +48,8 @@ void maxpool_memory(maxpool_onchip<CFG> *&mem) {
 // mask bits of y > 0 when write_mask. Per plane: load, then the window scan
 // (one window element per cycle, flattened over the plane's windows).
 template <class CFG>
-unsigned maxpool_fwd(const pool_shape &sh, bool write_mask, const float *x, float *y, uint32_t *argmax,
-                     uint32_t *mask, maxpool_onchip<CFG> &buf, kernel_counters &cnt) {
+unsigned maxpool_fwd(const pool_shape &sh, bool write_mask, words<const float> x, words<float> y, words<uint32_t> argmax,
+                     words<uint32_t> mask, maxpool_onchip<CFG> &buf, kernel_counters &cnt) {
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned WIN_MAX = CFG::max_dim * CFG::max_dim * CFG::max_ksize * CFG::max_ksize;
     static const unsigned PLANES = TRIP_BATCH * CFG::max_ch;
@@ -110,7 +111,7 @@ POOL_PLANE:
 // dy [N][C][OH][OW], argmax -> dx [N][C][H][W] (dy accumulated at argmax).
 // An argmax outside the plane is reported as ERR_DIM.
 template <class CFG>
-unsigned maxpool_bwd(const pool_shape &sh, const float *dy, const uint32_t *argmax, float *dx,
+unsigned maxpool_bwd(const pool_shape &sh, words<const float> dy, words<const uint32_t> argmax, words<float> dx,
                      maxpool_onchip<CFG> &buf, kernel_counters &cnt) {
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned PLANES = TRIP_BATCH * CFG::max_ch;

@@ -25,6 +25,7 @@
 #include "../common/config.h"
 #include "../common/counters.h"
 #include "../common/descriptor.h"
+#include "../common/wide_port.h"
 
 namespace zskip {
 
@@ -65,7 +66,7 @@ inline uint32_t xorshift32(uint32_t x) {
 inline float prune_abs(float v) { return v < 0 ? -v : v; }
 
 // Pass 1: tau = mean |g| over the nonzeros * tau_scale.
-inline float prune_threshold(const float *g, uint32_t count, float tau_scale, kernel_counters &cnt) {
+inline float prune_threshold(words<const float> g, uint32_t count, float tau_scale, kernel_counters &cnt) {
     const double unit = (double)(1ull << PRUNE_SUM_FRAC_BITS);
     uint64_t total = 0;
     uint32_t nonzeros = 0;
@@ -89,7 +90,7 @@ PRUNE_STATS:
 }
 
 // Pass 2: dst = src pruned with threshold tau (dst may equal src: in place).
-inline void prune_apply(const float *src, float *dst, uint32_t count, float tau, uint32_t seed,
+inline void prune_apply(words<const float> src, words<float> dst, uint32_t count, float tau, uint32_t seed,
                         kernel_counters &cnt) {
     const uint32_t blocks = (count + PRUNE_BLOCK - 1) / PRUNE_BLOCK;
     const float unit = 1.0f / 16777216.0f;  // 2^-24: 24 random bits -> [0, 1)
@@ -135,15 +136,15 @@ PRUNE_GROUPS:
 // tau_scale > 0: derive tau from src (tau argument ignored); otherwise use
 // tau as given. dst = pruned src (a copy when tau is 0). Returns the tau that
 // was applied.
-inline float prune_grad(const float *src, float *dst, uint32_t count, float tau, float tau_scale, uint32_t seed,
+inline float prune_grad(words<const float> src, words<float> dst, uint32_t count, float tau, float tau_scale, uint32_t seed,
                         kernel_counters &cnt) {
     if (tau_scale > 0.0f) tau = prune_threshold(src, count, tau_scale, cnt);
-    if (tau > 0.0f || src != dst) prune_apply(src, dst, count, tau, seed, cnt);
+    if (tau > 0.0f || !src.same_as(dst)) prune_apply(src, dst, count, tau, seed, cnt);
     return tau;
 }
 
 // In place on g.
-inline float prune_grad(float *g, uint32_t count, float tau, float tau_scale, uint32_t seed,
+inline float prune_grad(words<float> g, uint32_t count, float tau, float tau_scale, uint32_t seed,
                         kernel_counters &cnt) {
     return prune_grad(g, g, count, tau, tau_scale, seed, cnt);
 }

@@ -32,9 +32,13 @@ int main(int argc, char **argv) {
                 expected.size());
         return 1;
     }
+    // the gradient arena is a 128-bit port: g padded to whole beats
+    const size_t count = g.size();
+    g.resize((count + zskip::BEAT_WORDS - 1) / zskip::BEAT_WORDS * zskip::BEAT_WORDS, 0.0f);
     zskip::kernel_counters cnt;
     zskip::clear(cnt);
-    const float tau = zskip::prune_grad(g.data(), (uint32_t)g.size(), strtof(argv[3], 0), strtof(argv[4], 0),
+    const zskip::words<float> g_port(reinterpret_cast<zskip::f32_beat *>(g.data()), 0);
+    const float tau = zskip::prune_grad(g_port, (uint32_t)count, strtof(argv[3], 0), strtof(argv[4], 0),
                                         (uint32_t)strtoul(argv[5], 0, 10), cnt);
     const float expected_tau = strtof(argv[6], 0);
     if (memcmp(&tau, &expected_tau, sizeof tau) != 0) {
@@ -42,13 +46,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     size_t bad = 0;
-    for (size_t i = 0; i < g.size(); i++) {
+    for (size_t i = 0; i < count; i++) {
         if (memcmp(&g[i], &expected[i], sizeof(float)) != 0) {
             if (bad < 5) fprintf(stderr, "prune_grad_tb: [%zu] got %.9g expected %.9g\n", i, g[i], expected[i]);
             bad++;
         }
     }
-    printf("prune_grad_tb: %zu elements, tau %.9g, %zu mismatches, %llu cycles\n", g.size(), tau, bad,
+    printf("prune_grad_tb: %zu elements, tau %.9g, %zu mismatches, %llu cycles\n", count, tau, bad,
            (unsigned long long)cnt.cycles);
     return bad ? 1 : 0;
 }

@@ -11,6 +11,7 @@
 #include "../common/counters.h"
 #include "../common/descriptor.h"
 #include "../common/types.h"
+#include "../common/wide_port.h"
 
 namespace zskip {
 
@@ -25,8 +26,8 @@ namespace zskip {
 // wgt_t step accumulate instead of rounding away; the MAC kernels narrow it to
 // wgt_t on every load.
 // grad_unscale: 1 / the loss scale the gradients carry (a power of two).
-inline unsigned sgd_update(unsigned count, float lr, float momentum, float weight_decay, float *param,
-                           float *velocity, const float *grad, kernel_counters &cnt, float grad_unscale = 1.0f) {
+inline unsigned sgd_update(unsigned count, float lr, float momentum, float weight_decay, words<float> param,
+                           words<float> velocity, words<const float> grad, kernel_counters &cnt, float grad_unscale = 1.0f) {
     static const unsigned ELEMENTS = TRIP_ELEMENTS;
     if (count < 1) return ERR_COUNT;
 SGD_UPDATE:

@@ -12,6 +12,7 @@
 #include "../common/counters.h"
 #include "../common/descriptor.h"
 #include "../common/types.h"
+#include "../common/wide_port.h"
 
 namespace zskip {
 
@@ -23,8 +24,8 @@ struct softmax_xent_onchip {
 // logits [N][classes] (act), labels [N] (uint32) -> dlogits [N][classes]
 // (grad) = (softmax - onehot) / N * grad_scale, *loss = mean -log p[label].
 template <class CFG>
-unsigned softmax_xent(unsigned n, unsigned classes, const float *logits, const uint32_t *labels,
-                      float *dlogits, float *loss, kernel_counters &cnt, float grad_scale = 1.0f) {
+unsigned softmax_xent(unsigned n, unsigned classes, words<const float> logits, words<const uint32_t> labels,
+                      words<float> dlogits, words<float> loss, kernel_counters &cnt, float grad_scale = 1.0f) {
     static softmax_xent_onchip<CFG> buf;
     static const unsigned CLASSES_MAX = CFG::max_classes;
     static const unsigned BATCH = TRIP_BATCH;
@@ -40,7 +41,7 @@ SAMPLE:
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
         const uint32_t label = labels[i];
         if (label >= classes) return ERR_LABEL;
-        const float *row = logits + (uint64_t)i * classes;
+        words<const float> row = logits + (uint64_t)i * classes;
         float mx = row[0];
     SOFTMAX_MAX:
         for (unsigned j = 1; j < classes; ++j) {
@@ -62,7 +63,7 @@ SAMPLE:
                   ZSKIP_CYCLES(SOFTMAX_GRAD, classes);
         const float p_label = buf.z[label] / sum;
         total += -logf(p_label > FLT_MIN ? p_label : FLT_MIN);
-        float *drow = dlogits + (uint64_t)i * classes;
+        words<float> drow = dlogits + (uint64_t)i * classes;
     SOFTMAX_GRAD:
         for (unsigned j = 0; j < classes; ++j) {
 #pragma HLS LOOP_TRIPCOUNT max=CLASSES_MAX
@@ -74,7 +75,7 @@ SAMPLE:
         }
     }
     count_nonfinite(total * inv_n);
-    *loss = total * inv_n;
+    loss[0] = total * inv_n;
     uint64_t elements = (uint64_t)n * classes;
     cnt.load_iters += 2 * elements;
     cnt.wb_iters += elements;

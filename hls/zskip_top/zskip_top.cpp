@@ -92,8 +92,8 @@ static const char *kernel_name(uint32_t opcode) {
 
 // Runs one descriptor; returns its ERR_* code. tau: the threshold a
 // PRUNE_GRAD applied (0 for every other opcode).
-static unsigned run_descriptor(const uint32_t *d, float *act, float *wgt, float *grad, uint32_t *bits,
-                               float *vel, const ip_memory &mem, kernel_counters &cnt, float &tau) {
+static unsigned run_descriptor(const uint32_t *d, words<float> act, words<float> wgt, words<float> grad,
+                               words<uint32_t> bits, words<float> vel, const ip_memory &mem, kernel_counters &cnt, float &tau) {
     // every tensor starts on a beat of its port (descriptor.h BEAT_WORDS)
     bool aligned = true;
 ALIGN_CHECK:
@@ -156,20 +156,23 @@ static void put64(uint32_t *rec, unsigned lo, uint64_t value) {
     rec[lo + 1] = (uint32_t)(value >> 32);
 }
 
-void zskip_top(const uint32_t *program, float *act, float *wgt, float *grad, uint32_t *bits, float *vel,
+void zskip_top(const uint32_t *program, f32_beat *act, f32_beat *wgt, f32_beat *grad, u32_beat *bits, f32_beat *vel,
                uint32_t *stats, uint32_t n_desc, uint32_t *version, uint64_t *cycles) {
 // One AXI master bundle per tensor class so the arenas are separate ports
 // (parallel bursts, and the PYNQ driver hands each its own buffer; vel has
 // its own so sgd_update reads parameter and velocity in one cycle); their
 // base addresses and the scalars are AXI-lite registers of bundle control.
-// depth: the words co-simulation gives each port (cosim.h); it bounds
+// act .. vel are 128-bit ports (a beat struct of four 32-bit words,
+// aggregated into one bus word); program and stats stay 32-bit.
+// depth: the elements (words, or beats on the 128-bit ports) co-simulation
+// gives each port (cosim.h); it bounds
 // nothing on the board, where the arenas are the host's buffers.
 #pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem_prog depth=ZSKIP_COSIM_PROGRAM_WORDS
-#pragma HLS INTERFACE m_axi port=act offset=slave bundle=gmem_act depth=ZSKIP_COSIM_ARENA_WORDS
-#pragma HLS INTERFACE m_axi port=wgt offset=slave bundle=gmem_wgt depth=ZSKIP_COSIM_ARENA_WORDS
-#pragma HLS INTERFACE m_axi port=grad offset=slave bundle=gmem_grad depth=ZSKIP_COSIM_ARENA_WORDS
-#pragma HLS INTERFACE m_axi port=bits offset=slave bundle=gmem_bits depth=ZSKIP_COSIM_ARENA_WORDS
-#pragma HLS INTERFACE m_axi port=vel offset=slave bundle=gmem_vel depth=ZSKIP_COSIM_ARENA_WORDS
+#pragma HLS INTERFACE m_axi port=act offset=slave bundle=gmem_act depth=ZSKIP_COSIM_ARENA_BEATS
+#pragma HLS INTERFACE m_axi port=wgt offset=slave bundle=gmem_wgt depth=ZSKIP_COSIM_ARENA_BEATS
+#pragma HLS INTERFACE m_axi port=grad offset=slave bundle=gmem_grad depth=ZSKIP_COSIM_ARENA_BEATS
+#pragma HLS INTERFACE m_axi port=bits offset=slave bundle=gmem_bits depth=ZSKIP_COSIM_ARENA_BEATS
+#pragma HLS INTERFACE m_axi port=vel offset=slave bundle=gmem_vel depth=ZSKIP_COSIM_ARENA_BEATS
 #pragma HLS INTERFACE m_axi port=stats offset=slave bundle=gmem_stats depth=ZSKIP_COSIM_STATS_WORDS
 #pragma HLS INTERFACE s_axilite port=program bundle=control
 #pragma HLS INTERFACE s_axilite port=act bundle=control
@@ -208,7 +211,8 @@ DESC:
         saturation_count() = 0;
         nonfinite_count() = 0;
         float tau = 0.0f;
-        unsigned err = run_descriptor(d, act, wgt, grad, bits, vel, mem, cnt, tau);
+        unsigned err = run_descriptor(d, words<float>(act, 0), words<float>(wgt, 0), words<float>(grad, 0),
+                                      words<uint32_t>(bits, 0), words<float>(vel, 0), mem, cnt, tau);
 #ifdef ZSKIP_EMU_ASSERTS
         if (hw_violation_record().set) err = ERR_HW_RULE;
 #endif

@@ -400,6 +400,12 @@ class EmuDevice:
         # a board would read or write out of its buffers silently; the emulator
         # refuses, since the same mistake here would corrupt the Python process
         sizes = {a: dev[a].size for a in ARENAS}
+        for a in ARENAS:
+            # the data ports are 128-bit (hls/common/wide_port.h): the IP takes
+            # each arena as 16-byte beats
+            if dev[a].ctypes.data % 16:
+                raise DeviceError(f"run: the {a} arena's device copy is not 16-byte aligned "
+                                  f"(the 128-bit data ports need it)")
         for i in range(n_desc):
             for arena, end in operand_extents(dev["program"][i * D_WORDS:(i + 1) * D_WORDS]).items():
                 if end > sizes[arena]:
