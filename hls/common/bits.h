@@ -28,6 +28,19 @@ struct bit_writer {
         }
     }
 
+    // Four bits at once (bit j of `nibble` is the j-th): the beat-wide
+    // write-backs. The writer must have taken only whole nibbles so far.
+    void put4(uint32_t nibble) {
+        word |= (nibble & 0xFu) << fill;
+        fill += 4;
+        if (fill == 32) {
+            dst[0] = word;
+            dst += 1;
+            word = 0;
+            fill = 0;
+        }
+    }
+
     // Stores the last partial word (its unused high bits are zero).
     void flush() {
         if (fill) {

@@ -73,6 +73,9 @@ ZSKIP_SCHEDULE(CLEAR_ACC, 1, CLEAR_DEPTH)
 ZSKIP_SCHEDULE(FWD_LOAD_B, 1, LOAD_DEPTH)
 // conv_fwd write-back: one y word per cycle (bias add feeds no recurrence)
 ZSKIP_SCHEDULE(FWD_WB, 1, WB_DEPTH)
+// conv_fwd write-back, beat-wide: one 128-bit beat of y (4 words) per cycle,
+// the 4 accumulator words in 4 distinct banks (taken only when they are)
+ZSKIP_SCHEDULE(FWD_WB_BEAT, 1, WB_DEPTH)
 // conv_bwd_data mask load: one mask bit per cycle into the channel sets
 ZSKIP_SCHEDULE(BWD_DATA_MASK, 1, LOAD_DEPTH)
 // conv_bwd_data write-back: one dx word per cycle

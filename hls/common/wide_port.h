@@ -73,6 +73,23 @@ struct words {
     beat_type &beat_at(uint64_t i) const { return base[(first + i) / BEAT_WORDS]; }
 };
 
+// The beat of four words (lane j = word[j]), to write with one transfer.
+template <class V>
+inline beat<V> make_beat(const V (&word)[BEAT_WORDS]) {
+    static_assert(BEAT_WORDS == 4, "a beat is four 32-bit words of a 128-bit port");
+    const beat<V> b = {{word[0], word[1], word[2], word[3]}};
+    return b;
+}
+
+// Whether the BEAT_WORDS words of a beat, stored `stride` words apart in an
+// on-chip array partitioned cyclic over `banks` banks, fall in distinct banks
+// (so one iteration may touch all of them): j * stride mod banks differs for
+// j < 4 exactly when no lane distance 1..3 times stride is a multiple of banks,
+// i.e. banks / gcd(stride, banks) >= 4. Three comparators, per descriptor.
+inline bool beat_in_distinct_banks(unsigned stride, unsigned banks) {
+    return (stride % banks) != 0 && (2 * stride % banks) != 0 && (3 * stride % banks) != 0;
+}
+
 }  // namespace zskip
 
 #endif

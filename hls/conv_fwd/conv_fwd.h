@@ -10,6 +10,7 @@
 #include "../common/config.h"
 #include "../common/counters.h"
 #include "../common/engine_memory.h"
+#include "../common/hw_assert.h"
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
 #include "../common/types.h"
@@ -56,6 +57,12 @@ FWD_LOAD_B:
     m.a_size = scatter_engine_onchip<CFG>::XSIZE; m.b_size = scatter_engine_onchip<CFG>::WSIZE;
 
     bit_writer mask_out(mask);
+    // The write-back moves a whole beat per cycle when a beat of y never
+    // spans two channels (OPLANE a multiple of 4: y and every image start on
+    // a beat) and its 4 positions, K words apart in plane, fall in 4 distinct
+    // of the P banks; otherwise one word per cycle.
+    static const unsigned P = CFG::pe_lanes;
+    const bool wide_wb = OPLANE % BEAT_WORDS == 0 && beat_in_distinct_banks(K, P);
 IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
@@ -64,6 +71,44 @@ IMAGE:
                                                                         0, buf, cnt);
         cycles += region_cycles(r);
         words<float> yn = y + (uint64_t)n * K * OPLANE;
+        if (wide_wb) {
+            unsigned wk = 0, wp = 0;
+        FWD_WB_BEAT:
+            for (unsigned b = 0; b < K * OPLANE / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=O_MAX/BEAT_WORDS
+// one 128-bit beat of y per cycle: 4 positions of channel wk, which sit K
+// words apart in plane, i.e. in 4 distinct banks (wide_wb)
+#pragma HLS PIPELINE II=1
+                float word[BEAT_WORDS];
+// the 4 lanes are registers of the one beat written below
+#pragma HLS ARRAY_PARTITION variable=word complete
+                uint32_t live_bits = 0;
+            FWD_WB_LANE:
+                for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+                    const unsigned at = (wp + j) * K + wk;
+                    ZSKIP_HW_ASSERT(j == 0 || at % P != (wp * K + wk) % P, "FWD_WB_BEAT",
+                                    "two words of a beat in one plane bank");
+                    act_t v = act_t(buf.plane[at] + buf.bias[wk]);
+                    buf.plane[at] = 0;
+                    count_nonfinite(v);  // before ReLU, which would turn a NaN into 0
+                    bool live = v > 0;
+                    if (relu && !live) v = 0;
+                    word[j] = to_f32(v);
+                    live_bits |= (uint32_t)live << j;
+                }
+                yn.beat_at((uint64_t)b * BEAT_WORDS) = make_beat(word);
+                if (relu) mask_out.put4(live_bits);
+                wp += BEAT_WORDS;
+                if (wp == OPLANE) {
+                    wp = 0;
+                    ++wk;
+                }
+            }
+            cnt.wb_iters += (uint64_t)K * OPLANE / BEAT_WORDS;
+            cycles += ZSKIP_CYCLES(FWD_WB_BEAT, (uint64_t)K * OPLANE / BEAT_WORDS);
+            continue;
+        }
         unsigned wk = 0, wp = 0;
     FWD_WB:
         for (unsigned i = 0; i < K * OPLANE; ++i) {

@@ -33,6 +33,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 from ... import HLS_DIR
 from ...models import reference as R
+from ..ip.program import BEAT_WORDS as BEAT
 
 __all__ = ["ConvPass", "PASSES", "kernel_constants", "schedule", "predict_cycles", "ideal_cycles",
            "choose_pe_lanes"]
@@ -119,13 +120,16 @@ class ConvPass:
 
 
 def _region(scan_words: float, elements: float, candidates: float, items: float, lanes: int,
-            channel_sets: bool, shared: bool = True) -> float:
+            channel_sets: bool, shared: bool = True, token_items: Optional[int] = None) -> float:
     """One image's DATAFLOW region: max(scan, encoder, MAC) + the fills.
 
     shared: consecutive elements update overlapping accumulators, so an
     element whose tokens take fewer cycles than the adder latency waits for
-    the previous one's writes (at least ACC_LATENCY cycles per element)."""
+    the previous one's writes (at least ACC_LATENCY cycles per element).
+    token_items: the most items a lane token holds before two of them need one
+    accumulator bank (default: lanes)."""
     d = kernel_constants()
+    per_token = token_items or lanes
     enc = elements * max(1.0, candidates / max(elements, 1) / enc_bits(lanes) + 0.5) if elements else 0.0
     if items <= 0:
         mac = 0.0
@@ -133,7 +137,7 @@ def _region(scan_words: float, elements: float, candidates: float, items: float,
         live = items / candidates if candidates else 1.0
         mac = max(items / lanes, candidates / lanes * min(1.0, 2.0 * live))
     else:
-        mac = items / lanes
+        mac = items / per_token
     if items > 0:
         # a lane token never spans two encoder windows
         mac = max(mac, min(enc, items))
@@ -170,7 +174,13 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
         cand = macs_dense / n * (scanned_nonzero / (n * c * plane))
         load = (_loop("LOAD_W", k * c * rs) + _loop("FWD_LOAD_B", k) + _loop("CLEAR_ACC", math.ceil(oplane * k / lanes))
                 + _loop("AXIS_IN", p.h) + _loop("AXIS_IN", p.w))
-        image = _region(c * plane, candidates=cand, channel_sets=False, **per) + _loop("FWD_WB", k * oplane)
+        wb = (_loop("FWD_WB_BEAT", k * oplane // BEAT) if oplane % BEAT == 0 and _beat_in_distinct_banks(k, lanes)
+              else _loop("FWD_WB", k * oplane))
+        # a tap's k output channels are consecutive accumulator words and the
+        # next tap's output position the next k: a token holds whole taps
+        # until the banks wrap (k * floor(lanes / k) items when k < lanes)
+        token = k * (lanes // k) if k < lanes else lanes
+        image = _region(c * plane, candidates=cand, channel_sets=False, token_items=token, **per) + wb
         return desc + load + n * image
     cand = macs_dense / n * (scanned_nonzero / (n * k * oplane))
     if pass_name == "bwd_data":
@@ -187,6 +197,12 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
                                                        shared=copies == 1 and oplane > 1, **per)
     wb = _loop("BWD_W_WB_SUM" if copies > 1 else "BWD_W_WB", k * c * rs) + _loop("BWD_W_WB_B", k)
     return desc + load + n * image + wb
+
+
+def _beat_in_distinct_banks(stride: int, banks: int) -> bool:
+    """Whether a beat's 4 words, ``stride`` words apart in a memory cyclic over
+    ``banks`` banks, fall in 4 distinct banks (hls/common/wide_port.h)."""
+    return all(j * stride % banks for j in range(1, BEAT))
 
 
 def _max_words(lanes: int, p: ConvPass) -> float:
