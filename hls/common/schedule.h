@@ -67,6 +67,9 @@ ZSKIP_SCHEDULE(ENC_WINDOW, 1, ENC_DEPTH)
 ZSKIP_SCHEDULE(MAC_CYCLE, 1, MAC_DEPTH)
 // weight load: one word per cycle from one port
 ZSKIP_SCHEDULE(LOAD_W, 1, LOAD_DEPTH)
+// weight load, beat-wide: one 128-bit beat (4 words) per cycle into 4
+// distinct banks of the weight memory (taken only when they are)
+ZSKIP_SCHEDULE(LOAD_W_BEAT, 1, LOAD_DEPTH)
 // accumulator clear: one word per bank per cycle (pe_lanes banks)
 ZSKIP_SCHEDULE(CLEAR_ACC, 1, CLEAR_DEPTH)
 // conv_fwd bias load: one word per cycle

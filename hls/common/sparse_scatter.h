@@ -876,14 +876,57 @@ inline uint64_t region_cycles(const region_trips &r) {
                      ZSKIP_FILL(ENC_WINDOW), ZSKIP_BODY(MAC_CYCLE, r.mac), ZSKIP_FILL(MAC_CYCLE));
 }
 
-// Weight load: w [K][C][RS] float32 in DDR, one word per cycle, quantised to
-// wgt_t and stored in the engine as [c][t][k] (forward: a tap's output
-// channels are consecutive) or, channels_last, [k][t][c] (backward-data).
-// Returns the cycles.
+// Weight load: w [K][C][RS] float32 in DDR, quantised to wgt_t and stored in
+// the engine as [c][t][k] (forward: a tap's output channels are consecutive)
+// or, channels_last, [k][t][c] (backward-data). One 128-bit beat (4 words)
+// per cycle where its 4 words land in 4 distinct banks of dst (cyclic over
+// P): forward when a beat stays within one k (C * RS a multiple of 4: its
+// words sit K apart) and K allows it (beat_in_distinct_banks); channels_last
+// when RS == 1 (the fully-connected layers: the layout is DDR order, words 1
+// apart). Otherwise one word per cycle. Adds its trips to load_iters; returns
+// the cycles.
 template <class CFG>
-uint64_t load_weights(words<const float> w, unsigned K, unsigned C, unsigned RS, bool channels_last, acc_t *dst) {
+uint64_t load_weights(words<const float> w, unsigned K, unsigned C, unsigned RS, bool channels_last, acc_t *dst,
+                      kernel_counters &cnt) {
+    static const unsigned P = CFG::pe_lanes;
     static const unsigned W_MAX = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
+    static const unsigned BEATS_MAX = (W_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     const unsigned n = K * C * RS;
+    const bool wide_fwd = !channels_last && (C * RS) % BEAT_WORDS == 0 && beat_in_distinct_banks(K, P);
+    const bool wide_last = channels_last && RS == 1;
+// the weight memory's banks as declared (engine_memory.h): word i in bank i mod P
+#pragma HLS ARRAY_PARTITION variable=dst cyclic factor=P
+    if (wide_fwd || wide_last) {
+        const unsigned beats = (n + BEAT_WORDS - 1) / BEAT_WORDS;
+        const unsigned run = C * RS;  // words of one k in DDR
+        unsigned r = 0, k = 0;
+    LOAD_W_BEAT:
+        for (unsigned b = 0; b < beats; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=BEATS_MAX
+// one 128-bit beat of w per cycle, its 4 words into 4 distinct banks
+#pragma HLS PIPELINE II=1
+            float word[BEAT_WORDS];
+// the 4 lanes of the one beat read below are registers
+#pragma HLS ARRAY_PARTITION variable=word complete
+            split_beat(w.beat_at((uint64_t)b * BEAT_WORDS), word);
+        LOAD_W_LANE:
+            for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+                const unsigned i = b * BEAT_WORDS + j;
+                const unsigned at = wide_last ? i : (r + j) * K + k;
+                ZSKIP_HW_ASSERT(j == 0 || at % P != (wide_last ? i - j : r * K + k) % P, "LOAD_W_BEAT",
+                                "two words of a beat in one weight bank");
+                if (i < n) dst[at] = acc_t(from_f32<wgt_t>(word[j]));
+            }
+            r += BEAT_WORDS;
+            if (r == run) {
+                r = 0;
+                ++k;
+            }
+        }
+        cnt.load_iters += beats;
+        return ZSKIP_CYCLES(LOAD_W_BEAT, beats);
+    }
     unsigned k = 0, c = 0, t = 0;
 LOAD_W:
     for (unsigned i = 0; i < n; ++i) {
@@ -899,6 +942,7 @@ LOAD_W:
             }
         }
     }
+    cnt.load_iters += n;
     return ZSKIP_CYCLES(LOAD_W, n);
 }
 

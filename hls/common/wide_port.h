@@ -81,6 +81,16 @@ inline beat<V> make_beat(const V (&word)[BEAT_WORDS]) {
     return b;
 }
 
+// The four words of a beat read with one transfer (word[j] = lane j).
+template <class V>
+inline void split_beat(const beat<V> &b, V (&word)[BEAT_WORDS]) {
+    static_assert(BEAT_WORDS == 4, "a beat is four 32-bit words of a 128-bit port");
+    word[0] = b.lane[0];
+    word[1] = b.lane[1];
+    word[2] = b.lane[2];
+    word[3] = b.lane[3];
+}
+
 // Whether the BEAT_WORDS words of a beat, stored `stride` words apart in an
 // on-chip array partitioned cyclic over `banks` banks, fall in distinct banks
 // (so one iteration may touch all of them): j * stride mod banks differs for

@@ -36,9 +36,8 @@ unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, wor
     engine_start_descriptor(buf);
 
     // weights stored [k][r][s][c] so a tap's channels are consecutive
-    uint64_t cycles = load_weights<CFG>(w, K, C, RS, true, buf.w);
+    uint64_t cycles = load_weights<CFG>(w, K, C, RS, true, buf.w, cnt);
     cycles += clear_accumulators<CFG>(buf.plane, PLANE * C);
-    cnt.load_iters += (uint64_t)K * C * RS;
 
     fill_all_ones<CFG>(buf.ones, C);
     cycles += ZSKIP_CYCLES(AXIS_OUT, build_axis_from_output<CFG>(buf.rows, sh.oh, sh.h, sh.r, sh.stride, sh.pad));

@@ -34,7 +34,7 @@ unsigned conv_fwd(const conv_shape &sh, bool skip_zeros, bool relu, words<const 
     engine_start_descriptor(buf);
 
     // weights stay on chip for the whole batch: one pass over w in DDR order
-    uint64_t cycles = load_weights<CFG>(w, K, C, RS, false, buf.w);
+    uint64_t cycles = load_weights<CFG>(w, K, C, RS, false, buf.w, cnt);
 FWD_LOAD_B:
     for (unsigned k = 0; k < K; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max=CH_MAX
@@ -43,7 +43,7 @@ FWD_LOAD_B:
     }
     cycles += ZSKIP_CYCLES(FWD_LOAD_B, K);
     cycles += clear_accumulators<CFG>(buf.plane, OPLANE * K);
-    cnt.load_iters += (uint64_t)K * C * RS + K;
+    cnt.load_iters += K;
 
     fill_all_ones<CFG>(buf.ones, K);
     cycles += ZSKIP_CYCLES(AXIS_IN, build_axis_from_input<CFG>(buf.rows, sh.h, sh.oh, sh.r, sh.stride, sh.pad));

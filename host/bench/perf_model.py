@@ -172,7 +172,7 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
     if pass_name == "fwd":
         # candidates of the emitted elements: the dense candidates scaled by the emitted fraction
         cand = macs_dense / n * (scanned_nonzero / (n * c * plane))
-        load = (_loop("LOAD_W", k * c * rs) + _loop("FWD_LOAD_B", k) + _loop("CLEAR_ACC", math.ceil(oplane * k / lanes))
+        load = (_load_weights(k, c, rs, lanes, False) + _loop("FWD_LOAD_B", k) + _loop("CLEAR_ACC", math.ceil(oplane * k / lanes))
                 + _loop("AXIS_IN", p.h) + _loop("AXIS_IN", p.w))
         wb = (_loop("FWD_WB_BEAT", k * oplane // BEAT) if oplane % BEAT == 0 and _beat_in_distinct_banks(k, lanes)
               else _loop("FWD_WB", k * oplane))
@@ -184,7 +184,7 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
         return desc + load + n * image
     cand = macs_dense / n * (scanned_nonzero / (n * k * oplane))
     if pass_name == "bwd_data":
-        load = (_loop("LOAD_W", k * c * rs) + _loop("CLEAR_ACC", math.ceil(plane * c / lanes))
+        load = (_load_weights(k, c, rs, lanes, True) + _loop("CLEAR_ACC", math.ceil(plane * c / lanes))
                 + _loop("AXIS_OUT", oh) + _loop("AXIS_OUT", ow))
         image = (_region(k * oplane, candidates=cand, channel_sets=skip_zeros and p.has_mask, **per)
                  + _loop("BWD_DATA_WB", c * plane) + (_loop("BWD_DATA_MASK", c * plane) if p.has_mask else 0))
@@ -197,6 +197,16 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
                                                        shared=copies == 1 and oplane > 1, **per)
     wb = _loop("BWD_W_WB_SUM" if copies > 1 else "BWD_W_WB", k * c * rs) + _loop("BWD_W_WB_B", k)
     return desc + load + n * image + wb
+
+
+def _load_weights(k: int, c: int, rs: int, lanes: int, channels_last: bool) -> float:
+    """The weight load (load_weights in sparse_scatter.h): a beat per cycle
+    where its 4 words land in 4 distinct banks, else a word per cycle."""
+    n = k * c * rs
+    if (channels_last and rs == 1) or (not channels_last and c * rs % BEAT == 0
+                                       and _beat_in_distinct_banks(k, lanes)):
+        return _loop("LOAD_W_BEAT", math.ceil(n / BEAT))
+    return _loop("LOAD_W", n)
 
 
 def _beat_in_distinct_banks(stride: int, banks: int) -> bool:
