@@ -83,8 +83,14 @@ ZSKIP_SCHEDULE(FWD_WB_BEAT, 1, WB_DEPTH)
 ZSKIP_SCHEDULE(BWD_DATA_MASK, 1, LOAD_DEPTH)
 // conv_bwd_data write-back: one dx word per cycle
 ZSKIP_SCHEDULE(BWD_DATA_WB, 1, WB_DEPTH)
+// conv_bwd_data write-back, beat-wide: one 128-bit beat of dx per cycle, the
+// 4 accumulator words in 4 distinct banks (taken only when they are)
+ZSKIP_SCHEDULE(BWD_DATA_WB_BEAT, 1, WB_DEPTH)
 // conv_bwd_weight x load: one word per cycle
 ZSKIP_SCHEDULE(BWD_W_LOAD_X, 1, LOAD_DEPTH)
+// conv_bwd_weight x load, beat-wide: one 128-bit beat of x per cycle into 4
+// distinct plane banks and 4 rows of sets (taken only when they are)
+ZSKIP_SCHEDULE(BWD_W_LOAD_X_BEAT, 1, LOAD_DEPTH)
 // conv_bwd_weight dw write-back: one word per cycle
 ZSKIP_SCHEDULE(BWD_W_WB, 1, WB_DEPTH)
 // dw write-back adding ACC_LATENCY partial copies: the copies of a word sit in

@@ -15,6 +15,7 @@
 #include "../common/engine_memory.h"
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
+#include "../common/hw_assert.h"
 #include "../common/types.h"
 #include "../common/wide_port.h"
 
@@ -51,6 +52,11 @@ unsigned conv_bwd_data(const conv_shape &sh, bool skip_zeros, bool has_mask, wor
     m.copies = 1; m.copy_stride = 0;
     m.a_size = scatter_engine_onchip<CFG>::XSIZE; m.b_size = scatter_engine_onchip<CFG>::WSIZE;
 
+    // dx is written a beat per cycle when a beat stays in one channel (PLANE a
+    // multiple of 4: every image starts on a beat) and its 4 positions, C
+    // words apart in plane, fall in 4 distinct of the P banks
+    static const unsigned P = CFG::pe_lanes;
+    const bool wide_wb = PLANE % BEAT_WORDS == 0 && beat_in_distinct_banks(C, P);
 IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
@@ -80,6 +86,40 @@ IMAGE:
                                                                          buf.w, 0, buf, cnt);
         cycles += region_cycles(r);
         words<float> dxn = dx + (uint64_t)n * C * PLANE;
+        if (wide_wb) {
+            unsigned wc = 0, wp = 0;
+        BWD_DATA_WB_BEAT:
+            for (unsigned b = 0; b < C * PLANE / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=X_MAX/BEAT_WORDS
+// one 128-bit beat of dx per cycle: 4 positions of channel wc, C words apart
+// in plane (4 distinct banks: wide_wb), their mask bits in 4 rows of sets
+#pragma HLS PIPELINE II=1
+                float word[BEAT_WORDS];
+// the 4 lanes are registers of the one beat written below
+#pragma HLS ARRAY_PARTITION variable=word complete
+            BWD_DATA_WB_LANE:
+                for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+                    const unsigned at = (wp + j) * C + wc;
+                    ZSKIP_HW_ASSERT(j == 0 || at % P != (wp * C + wc) % P, "BWD_DATA_WB_BEAT",
+                                    "two words of a beat in one plane bank");
+                    grad_t v = grad_t(buf.plane[at]);
+                    buf.plane[at] = 0;
+                    if (has_mask && !((buf.sets[wp + j][wc >> 5] >> (wc & 31)) & 1u)) v = 0;
+                    count_nonfinite(v);
+                    word[j] = to_f32(v);
+                }
+                dxn.beat_at((uint64_t)b * BEAT_WORDS) = make_beat(word);
+                wp += BEAT_WORDS;
+                if (wp == PLANE) {
+                    wp = 0;
+                    ++wc;
+                }
+            }
+            cnt.wb_iters += (uint64_t)C * PLANE / BEAT_WORDS;
+            cycles += ZSKIP_CYCLES(BWD_DATA_WB_BEAT, (uint64_t)C * PLANE / BEAT_WORDS);
+            continue;
+        }
         unsigned wc = 0, wp = 0;
     BWD_DATA_WB:
         for (unsigned i = 0; i < C * PLANE; ++i) {

@@ -13,6 +13,7 @@
 #include "../common/engine_memory.h"
 #include "../common/shapes.h"
 #include "../common/sparse_scatter.h"
+#include "../common/hw_assert.h"
 #include "../common/types.h"
 #include "../common/wide_port.h"
 
@@ -55,28 +56,66 @@ unsigned conv_bwd_weight(const conv_shape &sh, bool skip_zeros, words<const floa
     m.copies = copies; m.copy_stride = dw_words;
     m.a_size = scatter_engine_onchip<CFG>::WSIZE; m.b_size = scatter_engine_onchip<CFG>::XSIZE;
 
+    // x loads a beat per cycle when a beat stays in one channel (PLANE a
+    // multiple of 4: every image starts on a beat) and its 4 positions, C
+    // words apart in plane, fall in 4 distinct of the P banks
+    static const unsigned P = CFG::pe_lanes;
+    const bool wide_x = PLANE % BEAT_WORDS == 0 && beat_in_distinct_banks(C, P);
 IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
         words<const float> xn = x + (uint64_t)n * C * PLANE;
-        unsigned lc = 0, lp = 0;
-    BWD_W_LOAD_X:
-        for (unsigned i = 0; i < C * PLANE; ++i) {
+        if (wide_x) {
+            unsigned lc = 0, lp = 0;
+        BWD_W_LOAD_X_BEAT:
+            for (unsigned b = 0; b < C * PLANE / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=X_MAX/BEAT_WORDS
+// one 128-bit beat of x per cycle: 4 positions of channel lc, C words apart
+// in plane (4 distinct banks: wide_x) and 4 rows of sets (one bank each)
+#pragma HLS PIPELINE II=1
+                float word[BEAT_WORDS];
+// the 4 lanes of the one beat read below are registers
+#pragma HLS ARRAY_PARTITION variable=word complete
+                split_beat(xn.beat_at((uint64_t)b * BEAT_WORDS), word);
+            BWD_W_LOAD_X_LANE:
+                for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+                    const unsigned at = (lp + j) * C + lc;
+                    ZSKIP_HW_ASSERT(j == 0 || at % P != (lp * C + lc) % P, "BWD_W_LOAD_X_BEAT",
+                                    "two words of a beat in one plane bank");
+                    act_t v = from_f32<act_t>(word[j]);
+                    buf.plane[at] = acc_t(v);
+                    uint32_t &set = buf.sets[lp + j][lc >> 5];
+                    set = ((lc & 31) ? set : 0u) | ((uint32_t)(v != 0) << (lc & 31));
+                }
+                lp += BEAT_WORDS;
+                if (lp == PLANE) {
+                    lp = 0;
+                    ++lc;
+                }
+            }
+            cnt.load_iters += (uint64_t)C * PLANE / BEAT_WORDS;
+            cycles += ZSKIP_CYCLES(BWD_W_LOAD_X_BEAT, (uint64_t)C * PLANE / BEAT_WORDS);
+        } else {
+            unsigned lc = 0, lp = 0;
+        BWD_W_LOAD_X:
+            for (unsigned i = 0; i < C * PLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=X_MAX
 // one word of x [c][h][w] per cycle: quantise, store, set the nonzero bit
 // (the first channel of a set word overwrites it: no clearing pass)
 #pragma HLS PIPELINE II=1
-            act_t v = from_f32<act_t>(xn[i]);
-            buf.plane[lp * C + lc] = acc_t(v);
-            uint32_t &word = buf.sets[lp][lc >> 5];
-            word = ((lc & 31) ? word : 0u) | ((uint32_t)(v != 0) << (lc & 31));
-            if (++lp == PLANE) {
-                lp = 0;
-                ++lc;
+                act_t v = from_f32<act_t>(xn[i]);
+                buf.plane[lp * C + lc] = acc_t(v);
+                uint32_t &word = buf.sets[lp][lc >> 5];
+                word = ((lc & 31) ? word : 0u) | ((uint32_t)(v != 0) << (lc & 31));
+                if (++lp == PLANE) {
+                    lp = 0;
+                    ++lc;
+                }
             }
+            cnt.load_iters += (uint64_t)C * PLANE;
+            cycles += ZSKIP_CYCLES(BWD_W_LOAD_X, (uint64_t)C * PLANE);
         }
-        cnt.load_iters += (uint64_t)C * PLANE;
-        cycles += ZSKIP_CYCLES(BWD_W_LOAD_X, (uint64_t)C * PLANE);
         const uint32_t *sets = skip_zeros ? &buf.sets[0][0] : buf.ones;
         const region_trips r = scatter_image<CFG, act_t, grad_t, true>(dy + (uint64_t)n * K * OPLANE, K, sh.oh,
                                                                         sh.ow, skip_zeros, m, sets, buf.w,

@@ -183,17 +183,20 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
         image = _region(c * plane, candidates=cand, channel_sets=False, token_items=token, **per) + wb
         return desc + load + n * image
     cand = macs_dense / n * (scanned_nonzero / (n * k * oplane))
+    # x / dx move a beat per cycle when a beat stays in one channel and its 4
+    # positions, c words apart on chip, fall in 4 distinct banks
+    wide_x = plane % BEAT == 0 and _beat_in_distinct_banks(c, lanes)
     if pass_name == "bwd_data":
         load = (_load_weights(k, c, rs, lanes, True) + _loop("CLEAR_ACC", math.ceil(plane * c / lanes))
                 + _loop("AXIS_OUT", oh) + _loop("AXIS_OUT", ow))
         image = (_region(k * oplane, candidates=cand, channel_sets=skip_zeros and p.has_mask, **per)
-                 + _loop("BWD_DATA_WB", c * plane) + (_loop("BWD_DATA_MASK", c * plane) if p.has_mask else 0))
+                 + (_loop("BWD_DATA_WB_BEAT", c * plane // BEAT) if wide_x else _loop("BWD_DATA_WB", c * plane)) + (_loop("BWD_DATA_MASK", c * plane) if p.has_mask else 0))
         return desc + load + n * image
     lat = d["ACC_LATENCY"]
     copies = lat if oplane > 1 and math.ceil(rs * c / lanes) < lat and lat * k * rs * c <= _max_words(lanes, p) else 1
     load = (_loop("CLEAR_ACC", math.ceil(copies * k * rs * c / lanes)) + _loop("CLEAR_ACC", math.ceil(k / lanes))
             + _loop("AXIS_OUT", oh) + _loop("AXIS_OUT", ow))
-    image = _loop("BWD_W_LOAD_X", c * plane) + _region(k * oplane, candidates=cand, channel_sets=skip_zeros,
+    image = (_loop("BWD_W_LOAD_X_BEAT", c * plane // BEAT) if wide_x else _loop("BWD_W_LOAD_X", c * plane)) + _region(k * oplane, candidates=cand, channel_sets=skip_zeros,
                                                        shared=copies == 1 and oplane > 1, **per)
     wb = _loop("BWD_W_WB_SUM" if copies > 1 else "BWD_W_WB", k * c * rs) + _loop("BWD_W_WB_B", k)
     return desc + load + n * image + wb
