@@ -10,10 +10,11 @@
 // these rows; `zskip hls-lint` checks that every PIPELINE loop has a row and
 // every row a loop. The named constants are defined here, once.
 //
-// The m_axi ports are 32-bit words today (ap_uint<128> ports are issue 11
-// item 1, not done): a loop that moves one tensor word per iteration has
-// II = 1; a loop that would move more words of one port per iteration pays
-// that many cycles (II > 1 below).
+// The data m_axi ports are 128 bits wide (wide_port.h): a loop moves one
+// word per iteration (one 128-bit access each, II = 1) or, the *_BEAT rows,
+// one beat of 4 words per iteration where the 4 words go to 4 distinct
+// on-chip banks (II = 1, a quarter of the trips); a loop that would need more
+// accesses to one port or bank per iteration pays them (II > 1 below).
 #ifndef ZSKIP_SCHEDULE_CONSTANTS_H
 #define ZSKIP_SCHEDULE_CONSTANTS_H
 
@@ -57,7 +58,8 @@ ZSKIP_SCHEDULE(DESC_FETCH, 1, LOAD_DEPTH)
 ZSKIP_SCHEDULE(AXIS_IN, 1, 3)
 // backward tap table: one source coordinate per cycle, its taps unrolled
 ZSKIP_SCHEDULE(AXIS_OUT, 1, 3)
-// compaction: one operand word per cycle (32-bit port); the bias-gradient sum
+// compaction: one operand word per cycle (it emits at most one element per
+// cycle into the stream, so it is not beat-wide); the bias-gradient sum
 // rotates over ACC_LATENCY partial sums, so its float adds keep II = 1
 ZSKIP_SCHEDULE(SCAN, 1, SCAN_DEPTH)
 // encoder: one window of ENC_BITS candidates per cycle, no loop-carried data
