@@ -44,7 +44,10 @@ Kernel = Callable[[Dict[str, np.ndarray], int], Dict[str, int]]
 _C_DTYPES = {"float": np.float32, "double": np.float64, "uint32_t": np.uint32, "int32_t": np.int32,
              "uint64_t": np.uint64, "int64_t": np.int64, "uint16_t": np.uint16, "int16_t": np.int16,
              "uint8_t": np.uint8, "int8_t": np.int8, "int": np.int32, "unsigned": np.uint32,
-             "unsigned int": np.uint32}
+             "unsigned int": np.uint32,
+             # the 128-bit data ports (hls/common/wide_port.h): a beat is 4 words,
+             # and the host sees the buffer as its words
+             "f32_beat": np.float32, "u32_beat": np.uint32}
 
 #: where the emulated DDR's buffers start: above 4 GiB (ZynqMP's high DDR), so a
 #: driver that writes only the low word of a 64-bit pointer register fails
