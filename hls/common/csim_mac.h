@@ -44,22 +44,6 @@ struct csim_mac<B, float, float, mul_exact> {
 // The approximate float32 multipliers on plain uint32 arithmetic: the same
 // bits as their ap_uint functors (multipliers.h), without the arbitrary-
 // precision library per product. An inf or NaN operand takes the functor.
-inline uint32_t csim_bits(float f) {
-    union {
-        float f;
-        uint32_t u;
-    } c;
-    c.f = f;
-    return c.u;
-}
-inline float csim_float(uint32_t u) {
-    union {
-        float f;
-        uint32_t u;
-    } c;
-    c.u = u;
-    return c.f;
-}
 template <class MUL>
 struct csim_multiply {
     static float apply(float a, float b) { return MUL::apply(a, b); }
@@ -70,9 +54,9 @@ inline float csim_compose(uint32_t ua, uint32_t ub, uint32_t carry, uint32_t fra
     const uint32_t sign = (ua ^ ub) & 0x80000000u;
     const uint32_t ea = (ua >> 23) & 0xFFu, eb = (ub >> 23) & 0xFFu;
     const int e = (int)ea + (int)eb - 127 + (int)carry;
-    if (ea == 0 || eb == 0 || e <= 0) return csim_float(sign);
-    if (e >= 255) return csim_float(sign | 0x7F800000u);
-    return csim_float(sign | ((uint32_t)e << 23) | frac);
+    if (ea == 0 || eb == 0 || e <= 0) return word_f32(sign);
+    if (e >= 255) return word_f32(sign | 0x7F800000u);
+    return word_f32(sign | ((uint32_t)e << 23) | frac);
 }
 inline bool csim_special(uint32_t ua, uint32_t ub) {
     return ((ua >> 23) & 0xFFu) == 0xFFu || ((ub >> 23) & 0xFFu) == 0xFFu;
@@ -80,7 +64,7 @@ inline bool csim_special(uint32_t ua, uint32_t ub) {
 template <>
 struct csim_multiply<mul_mitchell> {
     static float apply(float a, float b) {
-        const uint32_t ua = csim_bits(a), ub = csim_bits(b);
+        const uint32_t ua = f32_word(a), ub = f32_word(b);
         if (csim_special(ua, ub)) return mul_mitchell::apply(a, b);
         const uint32_t s = (ua & 0x7FFFFFu) + (ub & 0x7FFFFFu);
         return csim_compose(ua, ub, s >> 23, s & 0x7FFFFFu);
@@ -90,7 +74,7 @@ template <class TABLE>
 struct csim_multiply<mul_lut<TABLE> > {
     static const unsigned M = TABLE::mant_bits;
     static float apply(float a, float b) {
-        const uint32_t ua = csim_bits(a), ub = csim_bits(b);
+        const uint32_t ua = f32_word(a), ub = f32_word(b);
         if (csim_special(ua, ub)) return mul_lut<TABLE>::apply(a, b);
         const uint32_t index = (((ua & 0x7FFFFFu) >> (23 - M)) << M) | ((ub & 0x7FFFFFu) >> (23 - M));
         const uint32_t e = (uint32_t)TABLE::entry(ap_uint<2 * M>(index));
@@ -98,9 +82,9 @@ struct csim_multiply<mul_lut<TABLE> > {
     }
 };
 inline float csim_bf16_round(float a) {
-    const uint32_t u = csim_bits(a);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return csim_float(0x7FC00000u);
-    return csim_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+    const uint32_t u = f32_word(a);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return word_f32(0x7FC00000u);
+    return word_f32((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
 }
 template <>
 struct csim_multiply<mul_bf16> {

@@ -27,25 +27,30 @@
 
 namespace zskip {
 
-// Bit-pattern views of a float; a union is the reinterpretation Vitis HLS
-// synthesises as wires (no conversion logic).
-inline ap_uint<32> f32_bits(float f) {
+// Bit-pattern views of a float, the one place the IP reinterprets float32
+// words (descriptor fields, the stats record, the multipliers); a union is the
+// reinterpretation Vitis HLS synthesises as wires (no conversion logic).
+inline uint32_t f32_word(float f) {
     union {
         float f;
         uint32_t u;
     } c;
     c.f = f;
-    return ap_uint<32>(c.u);
+    return c.u;
 }
 
-inline float bits_f32(ap_uint<32> u) {
+inline float word_f32(uint32_t u) {
     union {
         float f;
         uint32_t u;
     } c;
-    c.u = (uint32_t)u;
+    c.u = u;
     return c.f;
 }
+
+inline ap_uint<32> f32_bits(float f) { return ap_uint<32>(f32_word(f)); }
+
+inline float bits_f32(ap_uint<32> u) { return word_f32((uint32_t)u); }
 
 static const uint32_t F32_QNAN = 0x7FC00000u;
 

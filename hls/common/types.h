@@ -80,12 +80,7 @@ inline uint64_t &nonfinite_count() {
 
 // A float32 is inf or NaN when its exponent field is all ones.
 inline void count_nonfinite(float v) {
-    union {
-        float f;
-        uint32_t u;
-    } cvt;
-    cvt.f = v;
-    if (((cvt.u >> 23) & 0xFFu) == 0xFFu) nonfinite_count()++;
+    if (((f32_word(v) >> 23) & 0xFFu) == 0xFFu) nonfinite_count()++;
 }
 // Fixed-point values are finite by construction: no hardware.
 template <class T>

@@ -25,27 +25,9 @@
 
 using namespace zskip;
 
-static float f32_from_bits(uint32_t word) {
-    union {
-        uint32_t u;
-        float f;
-    } cvt;
-    cvt.u = word;
-    return cvt.f;
-}
-
-static uint32_t bits_from_f32(float value) {
-    union {
-        uint32_t u;
-        float f;
-    } cvt;
-    cvt.f = value;
-    return cvt.u;
-}
-
 // The loss scale of a descriptor; an unset field (0) means no scaling.
 static float grad_scale(const uint32_t *d) {
-    const float scale = f32_from_bits(d[D_GRAD_SCALE_F32]);
+    const float scale = word_f32(d[D_GRAD_SCALE_F32]);
     return scale > 0.0f ? scale : 1.0f;
 }
 
@@ -135,16 +117,16 @@ ALIGN_CHECK:
         return maxpool_bwd<pool_config>(read_pool_shape(d), grad + d[D_DY], bits + d[D_ARGMAX],
                                         grad + d[D_DX], *mem.pool, cnt);
     case OP_SGD_UPDATE:
-        return sgd_update(d[D_COUNT], f32_from_bits(d[D_LR_F32]), f32_from_bits(d[D_MOMENTUM_F32]),
-                          f32_from_bits(d[D_WEIGHT_DECAY_F32]), wgt + d[D_WGT], vel + d[D_VEL],
+        return sgd_update(d[D_COUNT], word_f32(d[D_LR_F32]), word_f32(d[D_MOMENTUM_F32]),
+                          word_f32(d[D_WEIGHT_DECAY_F32]), wgt + d[D_WGT], vel + d[D_VEL],
                           grad + d[D_DW], cnt, 1.0f / grad_scale(d));
     case OP_SOFTMAX_XENT:
         return softmax_xent<softmax_config>(d[D_N], d[D_C], act + d[D_X], bits + d[D_LABELS], grad + d[D_DX],
                                             grad + d[D_LOSS], cnt, grad_scale(d));
     case OP_PRUNE_GRAD:
         if (d[D_COUNT] < 1) return ERR_COUNT;
-        tau = prune_grad(grad + d[D_DY], grad + d[D_DX], d[D_COUNT], f32_from_bits(d[D_TAU_F32]),
-                         f32_from_bits(d[D_TAU_SCALE_F32]), bits[d[D_SEED]], cnt);
+        tau = prune_grad(grad + d[D_DY], grad + d[D_DX], d[D_COUNT], word_f32(d[D_TAU_F32]),
+                         word_f32(d[D_TAU_SCALE_F32]), bits[d[D_SEED]], cnt);
         return ERR_NONE;
     default:
         return ERR_OPCODE;
@@ -231,7 +213,7 @@ DESC:
         put64(rec, S_WB_ITERS_LO, cnt.wb_iters);
         put64(rec, S_MAC_STALLS_LO, cnt.mac_stalls);
         put64(rec, S_SATURATIONS_LO, saturation_count());
-        rec[S_TAU_F32] = bits_from_f32(tau);
+        rec[S_TAU_F32] = f32_word(tau);
         put64(rec, S_NONFINITE_LO, nonfinite_count());
         if (err) break;
     }
