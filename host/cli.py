@@ -53,6 +53,7 @@ def _parse_opt(text: str):
 def _add_train(sub) -> None:
     from ..models.networks import MODELS
     from ..models.datasets import KNOWN_DATASETS
+    from ..models.lr_schedule import SCHEDULES
     from .backends import BACKENDS
     p = sub.add_parser("train", help="train a model on a dataset with a backend",
                        description="Train a model with SGD (momentum, weight decay) and write a JSON report.")
@@ -72,6 +73,11 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--lr-schedule", default="constant", choices=sorted(SCHEDULES),
+                   help="learning rate of each step: " + "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items()) +
+                        " (default constant)")
+    p.add_argument("--warmup-steps", type=int, default=0, metavar="W",
+                   help="ramp the learning rate up linearly over the first W steps (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training samples")
     p.add_argument("--limit-test", type=int, default=None, metavar="N", help="use the first N test samples")
@@ -143,6 +149,7 @@ def _run_train(args) -> int:
     try:
         result = train(backend, model, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+                       lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
                        quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt),
                                                        "precision": args.precision or "float32",

@@ -66,11 +66,18 @@ class Batch:
 
     ``prune_seeds``: uint32 (len(model.flat_layers),), the step's gradient-pruning
     seeds (``zskip.models.step.prune_seeds``); needed when the backend prunes.
+    ``lr``: this step's learning rate (a schedule's, ``zskip.models.lr_schedule``);
+    None: the ``lr`` the stream was given.
     """
     x: np.ndarray
     y: np.ndarray
     check: bool = False
     prune_seeds: Optional[np.ndarray] = None
+    lr: Optional[float] = None
+
+    def step_lr(self, default: float) -> float:
+        """The learning rate this batch trains with: its own, else ``default``."""
+        return float(default if self.lr is None else self.lr)
 
 
 def _run(ops, where: str, op: str, *args, **kw):

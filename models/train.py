@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint, remove_stale_partials, save_checkpoint
 from .datasets import Dataset
+from .lr_schedule import check_schedule, lr_at
 from .networks import Model, model_to_dict
 from .step import Batch, NonFinite, prune_seeds
 
@@ -46,7 +47,7 @@ class Diverged(ValueError):
 
 # Settings that decide the trajectory: a resumed run must use the same ones.
 _TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train", "prune_rate",
-                    "sparse_junctions")
+                    "sparse_junctions", "lr_schedule", "warmup_steps")
 
 # tells the augmentation's random stream apart from the others seeded with the run's seed
 _AUGMENT_STREAM = 0xA06
@@ -239,7 +240,8 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
           momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, checkpoint=None,
           checkpoint_every: int = 0, resume: bool = False, max_steps: Optional[int] = None,
           quiet: bool = False, extra_config: Optional[dict] = None, check_every: int = 0,
-          max_saturations: int = 1000, init_params: Optional[Dict[str, np.ndarray]] = None) -> TrainResult:
+          max_saturations: int = 1000, init_params: Optional[Dict[str, np.ndarray]] = None,
+          lr_schedule: str = "constant", warmup_steps: int = 0) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``backend`` for ``epochs`` epochs.
 
     checkpoint: path of the .npz checkpoint, written at the end of every epoch
@@ -267,12 +269,19 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
 
     init_params: the starting weights (e.g. imported by ``zskip.models.interop``)
     instead of ``model.init_params(seed)``; a resumed checkpoint takes precedence.
+
+    lr_schedule, warmup_steps: the learning rate of each step
+    (``zskip.models.lr_schedule``: "constant", "cosine" or "linear" down to 0
+    over ``epochs`` epochs, after a linear warm-up of ``warmup_steps`` steps);
+    each epoch's entry records its first step's ``lr``. A resumed run with a
+    schedule other than "constant" must keep ``epochs`` (the schedule spans them).
     """
     for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                                  ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0),
                                  ("check_every", check_every, 0), ("max_saturations", max_saturations, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    check_schedule(lr_schedule, warmup_steps)
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps: must be >= 1 or None, got {max_steps!r}")
     if (resume or checkpoint_every) and checkpoint is None:
@@ -282,7 +291,8 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     config = {"model": model.name, "data": dataset.name, "backend": getattr(backend, "name", type(backend).__name__),
               "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "momentum": float(momentum),
               "weight_decay": float(weight_decay), "seed": int(seed), "n_train": n_train,
-              "n_test": len(dataset.x_test), "prune_rate": float(getattr(backend, "prune_rate", 0.0))}
+              "n_test": len(dataset.x_test), "prune_rate": float(getattr(backend, "prune_rate", 0.0)),
+              "lr_schedule": lr_schedule, "warmup_steps": int(warmup_steps)}
     # pre-defined sparse layers: two patterns of one shape differ only in their seed, which the
     # checkpoint's shapes cannot tell apart
     config["sparse_junctions"] = {name: [layer.density, layer.seed, layer.lanes]
@@ -295,11 +305,18 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     check = {"batches_checked": 0, "max_rel_error": 0.0, "max_abs_error": 0.0, "worst": None}
     timings: dict = {}
     steps_per_epoch = -(-n_train // batch_size)
+    total_steps = epochs * steps_per_epoch
+    if warmup_steps >= total_steps and warmup_steps:
+        raise ValueError(f"warmup_steps: must be below the run's {total_steps} steps, got {warmup_steps}")
     if checkpoint is not None and os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
         remove_stale_partials(os.path.dirname(os.path.abspath(checkpoint)))   # of a run that was killed
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         ckpt = load_checkpoint(checkpoint, model)
         _check_resume(checkpoint, ckpt.config, config)
+        if lr_schedule != "constant" and ckpt.config.get("epochs", epochs) != epochs:
+            raise ValueError(f"checkpoint: {checkpoint} was written by a run of {ckpt.config['epochs']} epochs; "
+                             f"its {lr_schedule} learning-rate schedule spans them, so resuming needs "
+                             f"epochs={ckpt.config['epochs']} (this run has {epochs})")
         _check_state(checkpoint, ckpt, steps_per_epoch)
         params, velocities, epoch, step = ckpt.params, ckpt.velocities, ckpt.epoch, ckpt.step
         history = ckpt.state.get("history", [])
@@ -339,7 +356,8 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
                     # drawn from (seed, step) alone: a resumed run augments its batches identically
                     x = dataset.augment(x, np.random.default_rng([seed, global_step, _AUGMENT_STREAM]))
                 yield Batch(x, dataset.y_train[idx], check=checked,
-                            prune_seeds=prune_seeds(seed, global_step, len(model.flat_layers)))
+                            prune_seeds=prune_seeds(seed, global_step, len(model.flat_layers)),
+                            lr=lr_at(lr_schedule, lr, global_step, total_steps, warmup_steps))
 
         stream = backend.stream(model, params, velocities, batches(step), lr=lr, momentum=momentum,
                                 weight_decay=weight_decay)
@@ -379,6 +397,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
             "train_acc": totals["correct"] / totals["seen"],
             "test_accuracy": test_accuracy,
             "seconds": totals["seconds"],
+            "lr": lr_at(lr_schedule, lr, epoch * steps_per_epoch, total_steps, warmup_steps),
             "layers": [_layer_report(k, v) for k, v in sorted(totals["layers"].items(), key=lambda kv: int(kv[0]))],
         })
         _warn_saturations(history[-1], max_saturations)

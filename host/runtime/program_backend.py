@@ -22,7 +22,7 @@ from ...models import step as _step
 from ...models.networks import Model
 from ...models.step import check_prune_rate
 from .device_weights import WEIGHT_ARENAS, DeviceWeights
-from ..ip.program import ArenaLayout
+from ..ip.program import D_WORDS, FIELDS, OPCODES, ArenaLayout
 from .step_recorder import Call, ProgramRecorder, ReplayOps
 
 __all__ = ["StepProgram", "ProgramBackend", "record_program", "MAX_PROGRAMS"]
@@ -53,6 +53,18 @@ class StepProgram:
     prune_seeds: Optional[str] = None
     grad_scale: float = 1.0
     slots: List[Dict[str, object]] = field(default_factory=list)
+    #: the learning rate each slot's program buffer holds now (a schedule rewrites it between runs)
+    slot_lr: List[float] = field(default_factory=list)
+
+    def set_lr(self, slot: int, lr: float) -> None:
+        """Write ``lr`` into every SGD_UPDATE descriptor of buffer set ``slot`` (no-op when it holds it)."""
+        if self.slot_lr[slot] == lr:
+            return
+        words = self.slots[slot]["program"]
+        rows = np.flatnonzero(self.words.reshape(-1, D_WORDS)[:, FIELDS["opcode"]] == OPCODES["SGD_UPDATE"])
+        words[rows * D_WORDS + FIELDS["lr"]] = np.float32(lr).view(np.uint32)
+        words.sync_to_device()
+        self.slot_lr[slot] = lr
 
     @property
     def n_desc(self) -> int:
@@ -170,6 +182,7 @@ class ProgramBackend:
                 bufs["program"][:] = prog.words.reshape(-1)
                 bufs["program"].sync_to_device()          # written once, run many times
                 prog.slots.append(bufs)
+                prog.slot_lr.append(float(lr))
             self._programs[key] = prog
             # the two most recent stay: a streamed step runs one program while the next one is staged
             while len(self._programs) > MAX_PROGRAMS:
@@ -239,6 +252,7 @@ class ProgramBackend:
             if n < 1:
                 raise ValueError(f"x: a batch needs at least one sample, got shape {np.shape(batch.x)}")
             prog = self.program(model, "train", n, float(lr), float(momentum), float(weight_decay))
+            prog.set_lr(slot, batch.step_lr(lr))     # this slot is idle: the IP runs the other one
             return prog, slot, batch, self._stage(prog, slot, batch.x, batch.y, batch.prune_seeds)
 
         batch = next(items, None)
@@ -268,7 +282,8 @@ class ProgramBackend:
             new_params, new_velocities = weights.advance()
             replay = ReplayOps(prog.calls, read, records)
             shapes = weights.placeholders()
-            result = _step.train_step(replay, model, shapes[0], shapes[1], batch.x, batch.y, lr, momentum,
+            step_lr = batch.step_lr(lr)
+            result = _step.train_step(replay, model, shapes[0], shapes[1], batch.x, batch.y, step_lr, momentum,
                                       weight_decay, account=self.account, prune_rate=self.prune_rate,
                                       prune_seeds=batch.prune_seeds, grad_scale=prog.grad_scale)
             result.params, result.velocities = new_params, new_velocities
@@ -276,7 +291,7 @@ class ProgramBackend:
             report = None
             if before is not None:
                 outputs = _with_updated_weights(replay.outputs, new_params, new_velocities)
-                report = check_step(model, before[0], before[1], batch.x, batch.y, lr, momentum, weight_decay,
+                report = check_step(model, before[0], before[1], batch.x, batch.y, step_lr, momentum, weight_decay,
                                     outputs, tolerance, prune_rate=self.prune_rate, prune_seeds=batch.prune_seeds,
                                     grad_scale=prog.grad_scale)
             self.last_timings = dict(timings)

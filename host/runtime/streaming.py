@@ -103,16 +103,18 @@ class DeviceRunner:
             self._pool.shutdown(wait=True)
 
 
-def sequential_stream(ops, model, params, velocities, batches: Iterable[Batch], lr: float, momentum: float,
+def sequential_stream(ops, model, params, velocities, batches: Iterable[Batch], base_lr: float, momentum: float,
                       weight_decay: float, account: bool = True, precision: str = "float32",
                       prune_rate: float = 0.0, loss_scale=None) -> Iterator[StreamedStep]:
     """One ``step.train_step`` on ``ops`` per batch, in order; compares with the reference when asked.
 
-    ``loss_scale``: batch size -> the step's ``grad_scale`` (None: 1).
+    ``base_lr``: the learning rate of a batch without its own ``lr``; ``loss_scale``: batch size -> the
+    step's ``grad_scale`` (None: 1).
     """
     for batch in batches:
         t0 = time.perf_counter()
         scale = loss_scale(len(batch.y)) if loss_scale is not None else 1.0
+        lr = batch.step_lr(base_lr)
         report = None
         if batch.check:
             capture = CapturingOps(ops)
