@@ -158,11 +158,18 @@ def _check_compatible(model: Model, dataset: Dataset) -> None:
 def _initial_params(model: Model, seed: int, init_params) -> Dict[str, np.ndarray]:
     if init_params is None:
         return model.init_params(seed)
-    expected = model.param_shapes()
-    if set(init_params) != set(expected):
-        raise ValueError(f"init_params: has entries {sorted(init_params)}, model {model.name!r} needs {sorted(expected)}")
+    # the trained parameters are required; the buffers (BN running statistics) may come along or
+    # start as init_params makes them
+    expected, buffers = model.param_shapes(), model.buffer_shapes()
+    if not set(expected) <= set(init_params) <= set(expected) | set(buffers):
+        raise ValueError(f"init_params: has entries {sorted(init_params)}, model {model.name!r} needs {sorted(expected)}"
+                         + (f" (and may have {sorted(buffers)})" if buffers else ""))
+    defaults = model.init_params(seed) if set(buffers) - set(init_params) else {}
     out = {}
-    for key, shape in expected.items():
+    for key, shape in {**expected, **buffers}.items():
+        if key not in init_params:
+            out[key] = defaults[key]
+            continue
         value = np.asarray(init_params[key])
         if value.shape != shape:
             raise ValueError(f"init_params: {key} has shape {value.shape}, model {model.name!r} needs {shape}")

@@ -86,3 +86,4 @@ def test_device_program_runs_every_step_at_its_scheduled_rate(small):
     ref = _run(small)
     for k in ref.params:
         np.testing.assert_allclose(emu.params[k], ref.params[k], rtol=0, atol=2e-4, err_msg=k)
+

@@ -153,3 +153,19 @@ def test_factory_builds_accelerator_backends_through_accelerator(monkeypatch, sm
     a = train(emu, get_model("lenet5"), small.subset(64, 32), epochs=1, seed=1, quiet=True)
     b = train(make_backend("reference"), get_model("lenet5"), small.subset(64, 32), epochs=1, seed=1, quiet=True)
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+def test_init_params_of_a_batchnorm_model_may_leave_out_the_running_statistics(mnist5k):
+    """init_params needs the trained parameters; the BN buffers start as Model.init_params makes them."""
+    model = get_model("resnet8", input_shape=(1, 28, 28))
+    start = model.init_params(5)
+    trained = {k: start[k] for k in model.param_shapes()}
+    result = train(make_backend("reference", account=False), model, mnist5k.subset(train=64, test=16), epochs=1,
+                   batch_size=64, lr=0.01, quiet=True, init_params=trained)
+    fresh = train(make_backend("reference", account=False), model, mnist5k.subset(train=64, test=16), epochs=1,
+                  batch_size=64, lr=0.01, quiet=True, init_params=start)
+    for k in start:
+        assert np.array_equal(result.params[k], fresh.params[k]), k
+    with pytest.raises(ValueError, match=r"^init_params: has entries .* needs .*\(and may have .*running_mean"):
+        train(make_backend("reference"), model, mnist5k.subset(train=64, test=16), epochs=1, quiet=True,
+              init_params={k: v for k, v in trained.items() if k != "layer0.w"})
