@@ -59,12 +59,13 @@ struct batchnorm_onchip {
     float part_a[PARTIALS];
     // backward: partial sums of dy * xhat (dgamma)
     float part_b[PARTIALS];
-    // forward: mean; backward: dbeta; inference: running mean
+    // forward: mean; backward: dbeta * gamma * inv_std / m; inference:
+    // running mean
     float mean[CFG::max_ch];
-    // forward: 1 / sqrt(var + eps); backward: gamma * inv_std / m;
-    // inference: sqrt(running_var + eps)
+    // forward: 1 / sqrt(var + eps); backward: gamma * inv_std / m, then
+    // times m; inference: sqrt(running_var + eps)
     float scale[CFG::max_ch];
-    // forward and inference: gamma; backward: dgamma
+    // forward and inference: gamma; backward: dgamma * gamma * inv_std / m
     float gamma[CFG::max_ch];
     // forward and inference: beta
     float beta[CFG::max_ch];
@@ -170,8 +171,9 @@ BN_LOAD_PARAM:
 BN_MEAN:
     for (unsigned c = 0; c < sh.c; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max=CH
-// one channel per cycle: its partials (one per bank) through an adder tree
-#pragma HLS PIPELINE II=1
+// a channel's ACC_LATENCY partials (one per bank) added in series: at
+// II = ACC_LATENCY one float adder serves all of them (C iterations only)
+#pragma HLS PIPELINE II=ACC_LATENCY
         float s = 0;
     BN_MEAN_TREE:
         for (unsigned j = 0; j < ACC_LATENCY; ++j) {
@@ -187,8 +189,9 @@ BN_MEAN:
 BN_VAR:
     for (unsigned c = 0; c < sh.c; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max=CH
-// mean and var of a channel both go out through the act port: two writes
-#pragma HLS PIPELINE II=2
+// the partials added in series by one float adder, as BN_MEAN (mean and var
+// also share the act port's write channel)
+#pragma HLS PIPELINE II=ACC_LATENCY
         float s = 0;
     BN_VAR_TREE:
         for (unsigned j = 0; j < ACC_LATENCY; ++j) {
@@ -334,8 +337,9 @@ BN_BWD_SUM:
 BN_BWD_REDUCE:
     for (unsigned c = 0; c < sh.c; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max=CH
-// dgamma and dbeta of a channel both go out through the grad port: two writes
-#pragma HLS PIPELINE II=2
+// the partials of both sums added in series by one float adder, as BN_MEAN
+// (dgamma and dbeta also share the grad port's write channel)
+#pragma HLS PIPELINE II=(2 * ACC_LATENCY)
         float db = 0, dg = 0;
     BN_BWD_TREE:
         for (unsigned j = 0; j < ACC_LATENCY; ++j) {
@@ -350,8 +354,12 @@ BN_BWD_REDUCE:
         const grad_t db_q = from_f32<grad_t>(db), dg_q = from_f32<grad_t>(dg);
         dbeta[c] = to_f32(db_q);
         dgamma[c] = to_f32(dg_q);
-        buf.mean[c] = to_f32(db_q);
-        buf.gamma[c] = to_f32(dg_q);
+        // dx = scale * (m * dy - dbeta - xhat * dgamma) as two products and a
+        // per-channel constant: two multipliers in BN_BWD_DX instead of three
+        const float scale = buf.scale[c];
+        buf.scale[c] = scale * m;
+        buf.gamma[c] = scale * to_f32(dg_q);
+        buf.mean[c] = scale * to_f32(db_q);
     }
     cycles += ZSKIP_CYCLES(BN_BWD_REDUCE, sh.c);
     at.p = at.c = 0;
@@ -366,7 +374,7 @@ BN_BWD_DX:
         if (live) {
             const float g = to_f32(from_f32<grad_t>(dy[i]));
             const float xh = to_f32(from_f32<act_t>(xhat[i]));
-            d = buf.scale[at.c] * (m * g - buf.mean[at.c] - xh * buf.gamma[at.c]);
+            d = buf.scale[at.c] * g - buf.gamma[at.c] * xh - buf.mean[at.c];
         }
         count_nonfinite(d);
         dx[i] = to_f32(from_f32<grad_t>(d));
@@ -396,9 +404,9 @@ unsigned batchnorm_stats(unsigned channels, unsigned count, float momentum, word
 BN_STATS:
     for (unsigned c = 0; c < channels; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max=CH
-// two reads and two writes of the wgt port (running mean and variance) and
-// two reads of the act port per channel
-#pragma HLS PIPELINE II=2
+// four multiplies share one float multiplier (C iterations only); the ports
+// need two: two reads and two writes of wgt, two reads of act
+#pragma HLS PIPELINE II=4
         const float rm = keep * to_f32(from_f32<opt_t>(running[c])) + momentum * to_f32(from_f32<opt_t>(mean[c]));
         const float rv = keep * to_f32(from_f32<opt_t>(running[channels + c])) +
                          momentum * (to_f32(from_f32<opt_t>(var[c])) * unbias);

@@ -141,12 +141,12 @@ ZSKIP_SCHEDULE(PRUNE_ELEMS, 1, PRUNE_DEPTH)
 ZSKIP_SCHEDULE(BN_LOAD_PARAM, 2, LOAD_DEPTH)
 // sum of x: one word per cycle, a rotating partial-sum add
 ZSKIP_SCHEDULE(BN_SUM, 1, LOAD_DEPTH + ACC_LATENCY)
-// mean: a channel's partials added in series, one multiply; no recurrence
-ZSKIP_SCHEDULE(BN_MEAN, 1, BN_REDUCE_DEPTH + ACC_LATENCY)
+// mean: a channel's partials added in series by one adder (II = its latency)
+ZSKIP_SCHEDULE(BN_MEAN, ACC_LATENCY, BN_REDUCE_DEPTH + ACC_LATENCY)
 // sum of (x - mean)^2: one word per cycle (subtract, multiply, rotating add)
 ZSKIP_SCHEDULE(BN_VAR_SUM, 1, LOAD_DEPTH + 3 * ACC_LATENCY)
-// var and 1 / sqrt(var + eps): mean and var both written through the act port
-ZSKIP_SCHEDULE(BN_VAR, 2, BN_REDUCE_DEPTH + ACC_LATENCY + SQRT_DEPTH + DIV_DEPTH)
+// var and 1 / sqrt(var + eps): the partials added by one adder, as BN_MEAN
+ZSKIP_SCHEDULE(BN_VAR, ACC_LATENCY, BN_REDUCE_DEPTH + ACC_LATENCY + SQRT_DEPTH + DIV_DEPTH)
 // xhat and y: both written through the act port, two writes per element
 ZSKIP_SCHEDULE(BN_NORM, 2, WB_DEPTH + 4 * ACC_LATENCY)
 // inference parameters: gamma, beta, running mean and variance, four reads of
@@ -159,10 +159,11 @@ ZSKIP_SCHEDULE(BN_BWD_PARAM, 1, LOAD_DEPTH + SQRT_DEPTH + 2 * DIV_DEPTH + ACC_LA
 // sums of dy and dy * xhat: dy (grad) and xhat (act) through two ports,
 // rotating partial-sum adds
 ZSKIP_SCHEDULE(BN_BWD_SUM, 1, LOAD_DEPTH + 2 * ACC_LATENCY)
-// dgamma and dbeta: both written through the grad port
-ZSKIP_SCHEDULE(BN_BWD_REDUCE, 2, BN_REDUCE_DEPTH + WB_DEPTH)
-// dx: dy, xhat, the mask and dx through four ports, one access each
-ZSKIP_SCHEDULE(BN_BWD_DX, 1, WB_DEPTH + 4 * ACC_LATENCY)
-// running statistics: two reads and two writes of the wgt port per channel
-ZSKIP_SCHEDULE(BN_STATS, 2, LOAD_DEPTH + 3 * ACC_LATENCY + WB_DEPTH)
+// dgamma and dbeta: the partials of both sums added by one adder
+ZSKIP_SCHEDULE(BN_BWD_REDUCE, 2 * ACC_LATENCY, 2 * BN_REDUCE_DEPTH + WB_DEPTH)
+// dx: dy, xhat, the mask and dx through four ports, one access each; two
+// multiplies and two subtracts, no recurrence
+ZSKIP_SCHEDULE(BN_BWD_DX, 1, WB_DEPTH + 3 * ACC_LATENCY)
+// running statistics: four multiplies share one multiplier
+ZSKIP_SCHEDULE(BN_STATS, 4, LOAD_DEPTH + 3 * ACC_LATENCY + WB_DEPTH)
 #endif
