@@ -159,6 +159,10 @@ class Limits:
                 want("max_ksize", getattr(layer, "kernel", getattr(layer, "size", 1)), f"{where} has a {{}}-wide window")
             elif layer.kind == "linear":
                 want("max_features", max(shape_in[0], shape_out[0]), f"{where} has {{}} features")
+            elif layer.kind == "batchnorm":
+                want("max_ch", shape_in[0], f"{where} has {{}} channels")
+                if len(shape_in) == 3:
+                    want("max_dim", max(shape_in[1:]), f"{where} has a {{}}-pixel input side")
         if need:
             option, (value, where) = next(iter(need.items()))
             others = "".join(f" --backend-opt {o}={v}" for o, (v, _) in list(need.items())[1:])
