@@ -198,6 +198,49 @@ def case_softmax_xent() -> Case:
     return cs
 
 
+def case_batchnorm() -> Case:
+    """Training forward with ReLU, backward through the input's mask, inference, running-statistics update."""
+    rng = np.random.default_rng(19)
+    cs = Case()
+    x = (rng.standard_normal((2, 3, 4, 5)) * 2 + 1).astype(np.float32)
+    gamma, beta = (rng.random(3) + 0.5).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    eps, momentum = 1e-5, 0.1
+    y, saved = R.batchnorm_forward(x, gamma, beta, eps)
+    y, mask = R.relu_forward(y)
+    dy = rng.standard_normal(x.shape).astype(np.float32) * mask
+    in_mask = rng.random(x.shape) > 0.3
+    dx, dgamma, dbeta = R.batchnorm_backward(dy, saved)
+    dx = R.relu_backward(dx, in_mask)
+    rm, rv = rng.standard_normal(3).astype(np.float32), (rng.random(3) + 0.5).astype(np.float32)
+    y_inf = R.batchnorm_inference(x, gamma, beta, rm, rv, eps)
+    rm2, rv2 = R.batchnorm_running_update(rm, rv, saved.mean, saved.var, x.size // 3, momentum)
+    shape = dict(n=2, c=3, h=4, w=5)
+    xo, go, bo = cs.tensor("act", "x", x), cs.tensor("wgt", "gamma", gamma), cs.tensor("wgt", "beta", beta)
+    xh, vo = cs.tensor("act", "xhat", words=x.size), cs.tensor("act", "var", words=3)
+    mo, ro = cs.tensor("act", "mean", words=3), cs.tensor("wgt", "running", np.concatenate([rm, rv]))
+    cs.program.append(encode("BN_FWD", flags=("RELU",), eps=eps, x=xo, wgt=go, bias=bo,
+                             y=cs.tensor("act", "y", words=x.size), xhat=xh, mean=mo, var=vo,
+                             mask_out=cs.tensor("bits", "mask", words=bit_words(x.size)), **shape))
+    cs.program.append(encode("BN_BWD", flags=("HAS_OUT_MASK",), eps=eps, dy=cs.tensor("grad", "dy", dy), xhat=xh,
+                             var=vo, wgt=go, dx=cs.tensor("grad", "dx", words=x.size),
+                             dw=cs.tensor("grad", "dgamma", words=3), db=cs.tensor("grad", "dbeta", words=3),
+                             mask_in=cs.tensor("bits", "in_mask", pack_bits(in_mask)), **shape))
+    cs.program.append(encode("BN_INFER", eps=eps, x=xo, wgt=go, bias=bo, running=ro,
+                             y=cs.tensor("act", "y_inf", words=x.size), **shape))
+    cs.program.append(encode("BN_STATS", c=3, count=x.size // 3, momentum=momentum, running=ro, mean=mo, var=vo))
+    cs.expect("y", y)
+    cs.expect("mask", pack_bits(mask), bits=True)
+    cs.expect("xhat", saved.xhat)
+    cs.expect("mean", saved.mean)
+    cs.expect("var", saved.var)
+    cs.expect("dx", dx)
+    cs.expect("dgamma", dgamma)
+    cs.expect("dbeta", dbeta)
+    cs.expect("y_inf", y_inf)
+    cs.expect("running", np.concatenate([rm2, rv2]))
+    return cs
+
+
 def case_zskip_top() -> Case:
     """A small forward chain in one program: conv + ReLU -> maxpool -> fc -> softmax cross-entropy."""
     rng = np.random.default_rng(18)
@@ -236,7 +279,7 @@ def case_zskip_top() -> Case:
 CASES: Dict[str, Callable[[], Case]] = {
     "conv_fwd": case_conv_fwd, "conv_bwd_data": case_conv_bwd_data, "conv_bwd_weight": case_conv_bwd_weight,
     "fc": case_fc, "maxpool": case_maxpool, "sgd_update": case_sgd_update, "softmax_xent": case_softmax_xent,
-    "zskip_top": case_zskip_top,
+    "zskip_top": case_zskip_top, "batchnorm": case_batchnorm,
 }
 
 _ARENA_IDS = {a: i for i, a in enumerate(ARENAS)}

@@ -204,9 +204,19 @@ def _partitions(function: str, header: Path, board: Board) -> Dict[str, int]:
             out[member] = int(factor)
         elif factor.endswith("pe_lanes"):
             out[member] = board.pe_lanes
+        elif factor == "ACC_LATENCY":
+            out[member] = acc_latency()
         else:
             raise ValueError(f"{header}: partition factor {factor!r} of {member} not understood")
     return out
+
+
+def acc_latency(hls_dir: Path = HLS_DIR) -> int:
+    """ACC_LATENCY, the float adder latency of hls/common/schedule.h (its one definition)."""
+    m = re.search(r"static const unsigned ACC_LATENCY = (\d+);", (hls_dir / "common" / "schedule.h").read_text())
+    if not m:
+        raise RuntimeError(f"{hls_dir / 'common' / 'schedule.h'}: 'static const unsigned ACC_LATENCY = N;' not found")
+    return int(m.group(1))
 
 
 def _probe_source(structs: List[OnchipStruct]) -> str:
@@ -291,7 +301,7 @@ def place(arrays: List[ArrayBanks], board: Board) -> Tuple[int, int]:
 def dsp_instances(board: Board, precision: str) -> List[Tuple[str, int, int]]:
     """``(operator, instances, DSP48 each)`` of ``board``'s build at ``precision``
     ("float32" or "fixed16"; the optimiser, softmax and prune units are float32 in both)."""
-    lanes, lat = board.pe_lanes, 5  # ACC_LATENCY partial sums (hls/common/schedule.h)
+    lanes, lat = board.pe_lanes, acc_latency()  # ACC_LATENCY partial sums
     fixed = precision != "float32"
     f_add, f_mul = 2, 3
     acc_add = 0 if fixed else f_add  # acc_t adders: LUTs in fixed point
@@ -306,7 +316,16 @@ def dsp_instances(board: Board, precision: str) -> List[Tuple[str, int, int]]:
              ("maxpool_bwd add", 1, acc_add),
              ("sgd_update: 4 float multiplies, 3 float adds", 1, 4 * f_mul + 3 * f_add),
              ("softmax_xent: expf core, 2 float multiplies, 2 float adds", 1, 7 + 2 * f_mul + 2 * f_add),
-             ("prune_grad: one float multiply per lane (4 lanes)", 4, f_mul)]
+             ("prune_grad: one float multiply per lane (4 lanes)", 4, f_mul),
+             # batch normalisation, float32 in every build (hls/batchnorm/batchnorm.h), per kernel function the
+             # float units of its widest loop (a function's sequential loops share them): forward BN_VAR_SUM
+             # (subtract, multiply, add), backward BN_BWD_DX (2 multiplies, 2 subtracts), inference BN_INFER
+             # (subtract, multiply, add; the divider and square root are LUT cores), stats at II = 4 (one
+             # multiplier, one adder); the partial-sum trees run at II = ACC_LATENCY on one adder
+             ("batchnorm_fwd: 1 float multiply, 2 float adds", 1, f_mul + 2 * f_add),
+             ("batchnorm_bwd: 2 float multiplies, 2 float adds", 1, 2 * f_mul + 2 * f_add),
+             ("batchnorm_infer: 1 float multiply, 2 float adds", 1, f_mul + 2 * f_add),
+             ("batchnorm_stats: 1 float multiply, 1 float add", 1, f_mul + f_add)]
     return rows
 
 

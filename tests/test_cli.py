@@ -62,4 +62,4 @@ def test_resnet_takes_the_data_shape_and_accelerators_refuse_it(tmp_path, capsys
     data = json.loads(report.read_text())
     assert data["config"]["model"] == "resnet8" and len(data["epochs"]) == 1
     assert main(["train", "--model", "resnet8", "--data", "synthetic:1x28x28", "--backend", "emu"] + tiny) == 2
-    assert "model: batchnorm is not yet supported by the accelerator backends" in capsys.readouterr().err
+    assert "model: residual is not yet supported by the accelerator backends" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """The hardware-rule assertion build (``ZSKIP_EMU_ASSERTS=1``, hls/common/hw_assert.h): whole
-training steps of LeNet-5 and vgg_tiny run clean in both emulation forms, and a planted violation
+training steps of LeNet-5, vgg_tiny and a small model with batch normalisation run clean in both emulation forms, and a planted violation
 (the MAC arbiter built without its bank check, -DZSKIP_PLANT_BANK_CONFLICT) raises a DeviceError
 naming the kernel, the loop and the rule."""
 from dataclasses import replace
@@ -16,7 +16,7 @@ from zskip.models.networks import get_model
 
 
 def _step(acc, name, batch, seed=0):
-    model = get_model(name)
+    model = get_model(name) if isinstance(name, str) else name
     rng = np.random.default_rng(seed)
     x = rng.random((batch, *model.input_shape)).astype(np.float32)
     x[rng.random(x.shape) < 0.5] = 0
@@ -36,6 +36,8 @@ def test_lenet5_and_vgg_tiny_steps_run_clean_with_assertions(monkeypatch, form, 
     # vgg_tiny's first fully connected layer has 2048 inputs
     wide = Accelerator.emulated(skip_zeros=skip, limits=replace(Limits.defaults(), max_features=2048))
     assert np.isfinite(_step(wide, "vgg_tiny", 2).loss)
+    from test_kernels_batchnorm import small_bn_model
+    assert np.isfinite(_step(acc, small_bn_model(), 3).loss)
 
 
 @pytest.mark.parametrize("form", ["csim", "synthesis"])

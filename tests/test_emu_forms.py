@@ -16,6 +16,7 @@ from zskip.models import multipliers as M
 from zskip.models import step as S
 from zskip.models.networks import get_model
 
+from test_kernels_batchnorm import small_bn_model
 from test_kernels_conv import GRID, _case
 
 
@@ -82,6 +83,30 @@ def test_kernel_grid_equal_in_both_forms(monkeypatch, precision, skip):
         x1 = np.abs(rng.standard_normal((2, 1, 14, 14))).astype(np.float32)
         x1[rng.random(x1.shape) < 0.7] = 0
         ops.conv_backward_weight(x1, rng.standard_normal((2, 6, 10, 10)).astype(np.float32), (6, 1, 5, 5), 1, 0)
+        # batch normalisation: (N, C, H, W) and (N, C), ReLU on and off, with and without the input mask
+        for shape, relu in (((2, 3, 5, 7), True), ((5, 6), False)):
+            xb = rng.standard_normal(shape).astype(np.float32)
+            gamma, beta = rng.random(shape[1]).astype(np.float32) + 0.5, rng.standard_normal(shape[1]).astype(np.float32)
+            _, _, xhat, mean, var = ops.batchnorm_forward(xb, gamma, beta, 1e-5, relu)
+            ops.batchnorm_backward(xb, xhat, var, gamma, 1e-5, xb > 0 if relu else None)
+            ops.batchnorm_inference(xb, gamma, beta, mean, var, 1e-5, relu)
+            ops.batchnorm_update_stats(mean, var, mean, var, xb.size // shape[1], 0.1)
+        logs.append(ops.log)
+    _same(*logs)
+
+
+@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>"])
+def test_bn_model_training_step_equal_in_both_forms(monkeypatch, precision):
+    csim, synth = _pair(monkeypatch, precision, True)
+    model = small_bn_model()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, *model.input_shape)).astype(np.float32)
+    y = rng.integers(0, model.num_classes, 4)
+    logs = []
+    for acc in (csim, synth):
+        ops = _Recorder(acc)
+        S.train_step(ops, model, model.init_params(0), model.zero_velocities(), x, y, lr=0.01, momentum=0.9,
+                     weight_decay=1e-4, account=False)
         logs.append(ops.log)
     _same(*logs)
 

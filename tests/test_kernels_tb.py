@@ -10,7 +10,7 @@ from zskip.host.devices import emu
 from zskip.host.ip.program import HLS_DIR
 
 KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight", "fc", "maxpool", "sgd_update", "softmax_xent",
-           "zskip_top")
+           "zskip_top", "batchnorm")
 
 
 def _generator():

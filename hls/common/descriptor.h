@@ -23,6 +23,11 @@ enum zskip_opcode {
     OP_SGD_UPDATE = 9,
     OP_SOFTMAX_XENT = 10,
     OP_PRUNE_GRAD = 11,
+    // batch normalisation (hls/batchnorm/batchnorm.h)
+    OP_BN_FWD = 12,
+    OP_BN_INFER = 13,
+    OP_BN_BWD = 14,
+    OP_BN_STATS = 15,
 };
 
 enum zskip_flag {
@@ -65,7 +70,13 @@ enum zskip_field {
     D_TAU_SCALE_F32 = 30,
     D_SEED = 31,
     D_GRAD_SCALE_F32 = 32,
-    D_WORDS = 36,
+    // batch normalisation
+    D_EPS_F32 = 35,
+    D_XHAT = 36,
+    D_MEAN = 37,
+    D_VAR = 38,
+    D_RUNNING = 39,
+    D_WORDS = 44,
 };
 // Meaning of the fields per opcode (arena in brackets):
 //   N batch; C input channels (fc: input features, softmax: classes); H, W
@@ -93,6 +104,23 @@ enum zskip_field {
 //   two. softmax multiplies dlogits by it, so every gradient of the backward
 //   pass is scaled by it (they are linear in dlogits) and keeps its
 //   resolution in grad_t; sgd divides the gradient by it (exact in float32).
+//   Batch normalisation (hls/batchnorm/batchnorm.h), x of shape N, C, H, W
+//   (H = W = 1 for (N, C) inputs), statistics per channel over N*H*W values:
+//   EPS_F32 the epsilon added to the variance (BN_FWD, BN_INFER, BN_BWD);
+//   XHAT [act] the normalised input; MEAN, VAR [act] the batch mean and
+//   biased variance (C words each); RUNNING [wgt] the running statistics,
+//   running_mean (C words) then running_var (C words) directly after.
+//   BN_FWD: X -> Y, XHAT, MEAN, VAR; WGT gamma, BIAS beta [wgt]; RELU fuses
+//     a ReLU and writes MASK_OUT.
+//   BN_INFER: X -> Y with RUNNING; WGT gamma, BIAS beta; RELU, MASK_OUT as
+//     BN_FWD.
+//   BN_BWD: DY (the gradient of Y before this op's ReLU), XHAT, VAR, WGT gamma
+//     -> DX, DW dgamma, DB dbeta [grad]; HAS_OUT_MASK: DX is 0 where MASK_IN
+//     (the ReLU mask of the op's input) is 0.
+//   BN_STATS: RUNNING updated in place from MEAN, VAR with MOMENTUM_F32; C
+//     channels; COUNT the values per channel the batch statistics were taken
+//     over (N*H*W, >= 2: the variance is made unbiased with COUNT / (COUNT - 1)).
+//   XHAT .. RUNNING are tensor offsets and beat-aligned like X .. LABELS.
 // Bit tensors: bit i of word j is element 32 * j + i in row-major order; a
 // bit tensor starts at a word boundary and owns its last word.
 

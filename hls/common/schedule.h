@@ -46,6 +46,11 @@ static const unsigned DIV_DEPTH = 16;
 static const unsigned SGD_DEPTH = 14;
 // prune: xorshift, compare, select
 static const unsigned PRUNE_DEPTH = 6;
+// batch normalisation: the ACC_LATENCY partial sums of a channel added in
+// series (float adds are not reassociated)
+static const unsigned BN_REDUCE_DEPTH = ACC_LATENCY * ACC_LATENCY;
+// float32 square-root core
+static const unsigned SQRT_DEPTH = 16;
 
 }  // namespace zskip
 
@@ -129,4 +134,36 @@ ZSKIP_SCHEDULE(SOFTMAX_GRAD, 1, DIV_DEPTH)
 ZSKIP_SCHEDULE(PRUNE_STATS, 1, PRUNE_DEPTH)
 // prune apply: one word per cycle, the lanes' blocks in turn
 ZSKIP_SCHEDULE(PRUNE_ELEMS, 1, PRUNE_DEPTH)
+// batch normalisation (hls/batchnorm/batchnorm.h). Sums over a channel's
+// N*H*W values rotate over ACC_LATENCY partial sums per channel (an address
+// is updated once every ACC_LATENCY iterations), so they keep II = 1.
+// gamma and beta: two reads of the wgt port per channel
+ZSKIP_SCHEDULE(BN_LOAD_PARAM, 2, LOAD_DEPTH)
+// sum of x: one word per cycle, a rotating partial-sum add
+ZSKIP_SCHEDULE(BN_SUM, 1, LOAD_DEPTH + ACC_LATENCY)
+// mean: a channel's partials added in series by one adder (II = its latency)
+ZSKIP_SCHEDULE(BN_MEAN, ACC_LATENCY, BN_REDUCE_DEPTH + ACC_LATENCY)
+// sum of (x - mean)^2: one word per cycle (subtract, multiply, rotating add)
+ZSKIP_SCHEDULE(BN_VAR_SUM, 1, LOAD_DEPTH + 3 * ACC_LATENCY)
+// var and 1 / sqrt(var + eps): the partials added by one adder, as BN_MEAN
+ZSKIP_SCHEDULE(BN_VAR, ACC_LATENCY, BN_REDUCE_DEPTH + ACC_LATENCY + SQRT_DEPTH + DIV_DEPTH)
+// xhat and y: both written through the act port, two writes per element
+ZSKIP_SCHEDULE(BN_NORM, 2, WB_DEPTH + 4 * ACC_LATENCY)
+// inference parameters: gamma, beta, running mean and variance, four reads of
+// the wgt port per channel
+ZSKIP_SCHEDULE(BN_INFER_PARAM, 4, LOAD_DEPTH + SQRT_DEPTH)
+// inference: one x read and one y write per element, a pipelined divider
+ZSKIP_SCHEDULE(BN_INFER, 1, WB_DEPTH + DIV_DEPTH + 3 * ACC_LATENCY)
+// backward parameters: gamma (wgt) and var (act) through two ports
+ZSKIP_SCHEDULE(BN_BWD_PARAM, 1, LOAD_DEPTH + SQRT_DEPTH + 2 * DIV_DEPTH + ACC_LATENCY)
+// sums of dy and dy * xhat: dy (grad) and xhat (act) through two ports,
+// rotating partial-sum adds
+ZSKIP_SCHEDULE(BN_BWD_SUM, 1, LOAD_DEPTH + 2 * ACC_LATENCY)
+// dgamma and dbeta: the partials of both sums added by one adder
+ZSKIP_SCHEDULE(BN_BWD_REDUCE, 2 * ACC_LATENCY, 2 * BN_REDUCE_DEPTH + WB_DEPTH)
+// dx: dy, xhat, the mask and dx through four ports, one access each; two
+// multiplies and two subtracts, no recurrence
+ZSKIP_SCHEDULE(BN_BWD_DX, 1, WB_DEPTH + 3 * ACC_LATENCY)
+// running statistics: four multiplies share one multiplier
+ZSKIP_SCHEDULE(BN_STATS, 4, LOAD_DEPTH + 3 * ACC_LATENCY + WB_DEPTH)
 #endif

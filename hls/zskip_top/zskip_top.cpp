@@ -14,6 +14,7 @@
 #include "../common/shapes.h"
 #include "../common/types.h"
 #include "../common/version.h"
+#include "../batchnorm/batchnorm.h"
 #include "../conv_bwd_data/conv_bwd_data.h"
 #include "../conv_bwd_weight/conv_bwd_weight.h"
 #include "../conv_fwd/conv_fwd.h"
@@ -29,6 +30,15 @@ using namespace zskip;
 static float grad_scale(const uint32_t *d) {
     const float scale = word_f32(d[D_GRAD_SCALE_F32]);
     return scale > 0.0f ? scale : 1.0f;
+}
+
+static bn_shape read_bn_shape(const uint32_t *d) {
+    bn_shape sh;
+    sh.n = d[D_N];
+    sh.c = d[D_C];
+    sh.h = d[D_H];
+    sh.w = d[D_W];
+    return sh;
 }
 
 static pool_shape read_pool_shape(const uint32_t *d) {
@@ -52,6 +62,7 @@ struct ip_memory {
     scatter_engine_onchip<conv_config> *conv;
     scatter_engine_onchip<fc_config> *fc;
     maxpool_onchip<pool_config> *pool;
+    batchnorm_onchip<pool_config> *bn;
 };
 
 // Kernel names of the opcodes, for hardware-rule reports (hw_assert.h).
@@ -68,6 +79,10 @@ static const char *kernel_name(uint32_t opcode) {
     case OP_SGD_UPDATE: return "sgd_update";
     case OP_SOFTMAX_XENT: return "softmax_xent";
     case OP_PRUNE_GRAD: return "prune_grad";
+    case OP_BN_FWD: return "batchnorm_fwd";
+    case OP_BN_INFER: return "batchnorm_infer";
+    case OP_BN_BWD: return "batchnorm_bwd";
+    case OP_BN_STATS: return "batchnorm_stats";
     default: return "unknown";
     }
 }
@@ -80,6 +95,12 @@ static unsigned run_descriptor(const uint32_t *d, words<float> act, words<float>
     bool aligned = true;
 ALIGN_CHECK:
     for (unsigned f = D_X; f <= D_LABELS; ++f) {
+#pragma HLS UNROLL
+        aligned = aligned && d[f] % BEAT_WORDS == 0;
+    }
+// the batch-normalisation tensor offsets (descriptor.h D_XHAT .. D_RUNNING)
+ALIGN_CHECK_BN:
+    for (unsigned f = D_XHAT; f <= D_RUNNING; ++f) {
 #pragma HLS UNROLL
         aligned = aligned && d[f] % BEAT_WORDS == 0;
     }
@@ -128,6 +149,21 @@ ALIGN_CHECK:
         tau = prune_grad(grad + d[D_DY], grad + d[D_DX], d[D_COUNT], word_f32(d[D_TAU_F32]),
                          word_f32(d[D_TAU_SCALE_F32]), bits[d[D_SEED]], cnt);
         return ERR_NONE;
+    case OP_BN_FWD:
+        return batchnorm_fwd<pool_config>(read_bn_shape(d), word_f32(d[D_EPS_F32]), relu, act + d[D_X],
+                                          wgt + d[D_WGT], wgt + d[D_BIAS], act + d[D_Y], act + d[D_XHAT],
+                                          act + d[D_MEAN], act + d[D_VAR], bits + d[D_MASK_OUT], *mem.bn, cnt);
+    case OP_BN_INFER:
+        return batchnorm_infer<pool_config>(read_bn_shape(d), word_f32(d[D_EPS_F32]), relu, act + d[D_X],
+                                            wgt + d[D_WGT], wgt + d[D_BIAS], wgt + d[D_RUNNING], act + d[D_Y],
+                                            bits + d[D_MASK_OUT], *mem.bn, cnt);
+    case OP_BN_BWD:
+        return batchnorm_bwd<pool_config>(read_bn_shape(d), word_f32(d[D_EPS_F32]), has_mask, grad + d[D_DY],
+                                          act + d[D_XHAT], act + d[D_VAR], wgt + d[D_WGT], bits + d[D_MASK_IN],
+                                          grad + d[D_DX], grad + d[D_DW], grad + d[D_DB], *mem.bn, cnt);
+    case OP_BN_STATS:
+        return batchnorm_stats<pool_config>(d[D_C], d[D_COUNT], word_f32(d[D_MOMENTUM_F32]), wgt + d[D_RUNNING],
+                                            act + d[D_MEAN], act + d[D_VAR], cnt);
     default:
         return ERR_OPCODE;
     }
@@ -172,6 +208,7 @@ void zskip_top(const uint32_t *program, f32_beat *act, f32_beat *wgt, f32_beat *
     scatter_engine_memory<conv_config>(mem.conv);
     scatter_engine_memory<fc_config>(mem.fc);
     maxpool_memory<pool_config>(mem.pool);
+    batchnorm_memory<pool_config>(mem.bn);
     *version = ZSKIP_VERSION;
 #ifdef ZSKIP_EMU_ASSERTS
     hw_violation_record().set = false;

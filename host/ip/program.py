@@ -18,7 +18,7 @@ A program is an array of ``D_WORDS`` uint32 words per descriptor::
 Field names are the enum names without ``D_`` and ``_F32``, lower case
 (``n, c, h, w, k, r, s, stride, pad, count, x, y, wgt, bias, vel, dy, dx, dw,
 db, loss, mask_out, mask_in, argmax, labels, lr, momentum, weight_decay, tau,
-tau_scale, seed, grad_scale``);
+tau_scale, seed, grad_scale``; batch normalisation: ``eps, xhat, mean, var, running``);
 the header comment says which arena each offset points into. ``encode``
 rejects a descriptor the compiled kernel cannot run (:class:`Limits`), with
 an error naming the field and its allowed range.
@@ -90,7 +90,8 @@ _WIDE_STATS = frozenset(re.sub(r"_LO$", "", k[2:]).lower() for k in _STAT_ENUM i
 ERRORS: Dict[int, str] = {v: k[4:] for k, v in _parse_enum(_TEXT, "zskip_error").items()}
 #: words per beat of the tensor ports: every tensor offset is a multiple of it
 BEAT_WORDS: int = _parse_enum(_TEXT, "zskip_beat")["BEAT_WORDS"]
-_OFFSET_FIELDS = tuple(k for k, v in FIELDS.items() if FIELDS["x"] <= v <= FIELDS["labels"])
+_OFFSET_FIELDS = tuple(k for k, v in FIELDS.items() if FIELDS["x"] <= v <= FIELDS["labels"]) + \
+    tuple(k for k, v in FIELDS.items() if FIELDS["xhat"] <= v <= FIELDS["running"])     # batch normalisation
 #: error name -> what it means, for the errors a user can cause by building a program by hand
 _ERROR_HINTS = {
     "ALIGN": (f"a tensor offset field ({', '.join(_OFFSET_FIELDS)}) is not a multiple of "
@@ -158,6 +159,10 @@ class Limits:
                 want("max_ksize", getattr(layer, "kernel", getattr(layer, "size", 1)), f"{where} has a {{}}-wide window")
             elif layer.kind == "linear":
                 want("max_features", max(shape_in[0], shape_out[0]), f"{where} has {{}} features")
+            elif layer.kind == "batchnorm":
+                want("max_ch", shape_in[0], f"{where} has {{}} channels")
+                if len(shape_in) == 3:
+                    want("max_dim", max(shape_in[1:]), f"{where} has a {{}}-pixel input side")
         if need:
             option, (value, where) = next(iter(need.items()))
             others = "".join(f" --backend-opt {o}={v}" for o, (v, _) in list(need.items())[1:])
@@ -226,6 +231,17 @@ def _validate(opcode: str, f: Mapping[str, int], limits: Limits):
         _check_range(opcode, "c", f["c"], 1, limits.max_features)
     elif opcode == "PRUNE_GRAD":
         _check_range(opcode, "count", f["count"], 1, u32)
+    elif opcode in ("BN_FWD", "BN_INFER", "BN_BWD"):
+        _check_range(opcode, "n", f["n"], 1, u32)
+        _check_range(opcode, "c", f["c"], 1, limits.max_ch)
+        _check_range(opcode, "h", f["h"], 1, limits.max_dim)
+        _check_range(opcode, "w", f["w"], 1, limits.max_dim)
+        if opcode != "BN_INFER" and f["n"] * f["h"] * f["w"] < 2:
+            raise ValueError(f"{opcode}: fields 'n' * 'h' * 'w' (values per channel) must be >= 2 in training "
+                             f"mode, got {f['n'] * f['h'] * f['w']}")
+    elif opcode == "BN_STATS":
+        _check_range(opcode, "c", f["c"], 1, limits.max_ch)
+        _check_range(opcode, "count", f["count"], 2, u32)
 
 
 def encode(opcode: str, flags: Iterable[str] = (), limits: Optional[Limits] = None,
@@ -436,6 +452,19 @@ def operand_extents(words: Sequence[int]) -> Dict[str, int]:
         operands = [("act", "x", n * c), ("bits", "labels", n), ("grad", "dx", n * c), ("grad", "loss", 1)]
     elif op == "PRUNE_GRAD":
         operands = [("grad", "dy", f["count"]), ("grad", "dx", f["count"]), ("bits", "seed", 1)]
+    elif op in ("BN_FWD", "BN_INFER"):
+        operands = [("act", "x", x_size), ("wgt", "wgt", c), ("wgt", "bias", c), ("act", "y", x_size)]
+        operands += [("act", "xhat", x_size), ("act", "mean", c), ("act", "var", c)] if op == "BN_FWD" \
+            else [("wgt", "running", 2 * c)]
+        if flags & FLAGS["RELU"]:
+            operands.append(("bits", "mask_out", bit_words(x_size)))
+    elif op == "BN_BWD":
+        operands = [("grad", "dy", x_size), ("act", "xhat", x_size), ("act", "var", c), ("wgt", "wgt", c),
+                    ("grad", "dx", x_size), ("grad", "dw", c), ("grad", "db", c)]
+        if flags & FLAGS["HAS_OUT_MASK"]:
+            operands.append(("bits", "mask_in", bit_words(x_size)))
+    elif op == "BN_STATS":
+        operands = [("wgt", "running", 2 * c), ("act", "mean", c), ("act", "var", c)]
     ends: Dict[str, int] = {}
     for arena, field, size in operands:
         if size:

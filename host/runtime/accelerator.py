@@ -426,6 +426,129 @@ class Accelerator:
                             {"param": (shape, "f32"), "velocity": (shape, "f32")})
         return out["param"], out["velocity"]
 
+    # ------------------------------------------------------------------ batch normalisation
+    def _bn_dims(self, name, shape):
+        """(n, c, h, w) of a batch-normalisation tensor (N, C, H, W) or (N, C) (h = w = 1), checked."""
+        if len(shape) not in (2, 4):
+            raise ValueError(f"{name}: expected a rank-4 NCHW or rank-2 (N, C) array, got shape {tuple(shape)}")
+        n, c, h, w = (tuple(int(v) for v in shape) + (1, 1))[:4]
+        lim = self.limits
+        for what, value, hi in ((f"{name} channels", c, lim.max_ch), (f"{name} height", h, lim.max_dim),
+                                (f"{name} width", w, lim.max_dim)):
+            if not 1 <= value <= hi:
+                raise ValueError(f"{what}: must be in [1, {hi}] (compiled maximum), got {value}")
+        if n < 1:
+            raise ValueError(f"{name}: needs at least one sample, got shape {tuple(shape)}")
+        return n, c, h, w
+
+    def _per_channel(self, name, a, c):
+        a = self._tensor(name, a, 1)
+        if a.shape != (c,):
+            raise ValueError(f"{name}: expected shape ({c},) (one value per channel), got {a.shape}")
+        return a
+
+    @staticmethod
+    def _eps(eps) -> float:
+        if not np.isfinite(eps) or eps <= 0:
+            raise ValueError(f"eps: must be a finite number > 0, got {eps!r}")
+        return float(eps)
+
+    def batchnorm_forward(self, x, gamma, beta, eps: float = 1e-5, relu: bool = True):
+        """(y, mask or None, xhat (shape of x), mean (C,), var (C,)): training mode, batch statistics.
+
+        x (N, C, H, W) or (N, C); gamma, beta (C,); var biased (reference.batchnorm_forward).
+        """
+        x = self._tensor("x", x, None)
+        n, c, h, w = self._bn_dims("x", x.shape)
+        if n * h * w < 2:
+            raise ValueError(f"x: training-mode batch normalisation needs more than one value per channel, "
+                             f"got shape {x.shape}")
+        gamma, beta = self._per_channel("gamma", gamma, c), self._per_channel("beta", beta, c)
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), wgt=lay.alloc("wgt", "gamma", c), bias=lay.alloc("wgt", "beta", c),
+                   y=lay.alloc("act", "y", x.size), xhat=lay.alloc("act", "xhat", x.size),
+                   mean=lay.alloc("act", "mean", c), var=lay.alloc("act", "var", c),
+                   mask_out=lay.alloc("bits", "mask", bit_words(x.size)))
+        desc = encode("BN_FWD", flags=self._flags(relu=relu), limits=self.limits, n=n, c=c, h=h, w=w,
+                      eps=self._eps(eps), **off)
+        outputs = {"y": (x.shape, "f32"), "xhat": (x.shape, "f32"), "mean": ((c,), "f32"), "var": ((c,), "f32")}
+        if relu:
+            outputs["mask"] = (x.shape, "bits")
+        out = self._run_one(lay, {"x": x, "gamma": gamma, "beta": beta}, desc, outputs)
+        return out["y"], out.get("mask"), out["xhat"], out["mean"], out["var"]
+
+    def batchnorm_inference(self, x, gamma, beta, running_mean, running_var, eps: float = 1e-5, relu: bool = True):
+        """(y, mask or None): x (N, C, H, W) or (N, C) normalised with the running statistics (C,)."""
+        x = self._tensor("x", x, None)
+        n, c, h, w = self._bn_dims("x", x.shape)
+        gamma, beta = self._per_channel("gamma", gamma, c), self._per_channel("beta", beta, c)
+        rm, rv = self._per_channel("running_mean", running_mean, c), self._per_channel("running_var", running_var, c)
+        if np.any(rv < 0):
+            raise ValueError("running_var: must be >= 0 everywhere")
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), wgt=lay.alloc("wgt", "gamma", c), bias=lay.alloc("wgt", "beta", c),
+                   running=lay.alloc("wgt", "running", 2 * c), y=lay.alloc("act", "y", x.size),
+                   mask_out=lay.alloc("bits", "mask", bit_words(x.size)))
+        desc = encode("BN_INFER", flags=self._flags(relu=relu), limits=self.limits, n=n, c=c, h=h, w=w,
+                      eps=self._eps(eps), **off)
+        outputs = {"y": (x.shape, "f32")}
+        if relu:
+            outputs["mask"] = (x.shape, "bits")
+        out = self._run_one(lay, {"x": x, "gamma": gamma, "beta": beta, "running": np.concatenate([rm, rv])}, desc,
+                            outputs)
+        return out["y"], out.get("mask")
+
+    def batchnorm_backward(self, dy, xhat, var, gamma, eps: float = 1e-5, out_mask=None):
+        """(dx (shape of dy), dgamma (C,), dbeta (C,)); dx zero where out_mask is False.
+
+        dy: the gradient of the forward's y (before its ReLU); xhat, var: the forward's.
+        """
+        dy = self._tensor("dy", dy, None)
+        n, c, h, w = self._bn_dims("dy", dy.shape)
+        if n * h * w < 2:
+            raise ValueError(f"dy: training-mode batch normalisation needs more than one value per channel, "
+                             f"got shape {dy.shape}")
+        xhat = self._tensor("xhat", xhat, dy.ndim)
+        if xhat.shape != dy.shape:
+            raise ValueError(f"xhat: expected shape {dy.shape} (that of dy), got {xhat.shape}")
+        var, gamma = self._per_channel("var", var, c), self._per_channel("gamma", gamma, c)
+        if np.any(var < 0):
+            raise ValueError("var: must be >= 0 everywhere")
+        lay = ArenaLayout()
+        off = dict(dy=lay.alloc("grad", "dy", dy.size), xhat=lay.alloc("act", "xhat", dy.size),
+                   var=lay.alloc("act", "var", c), wgt=lay.alloc("wgt", "gamma", c),
+                   dx=lay.alloc("grad", "dx", dy.size), dw=lay.alloc("grad", "dgamma", c),
+                   db=lay.alloc("grad", "dbeta", c), mask_in=lay.alloc("bits", "mask", bit_words(dy.size)))
+        inputs = {"dy": dy, "xhat": xhat, "var": var, "gamma": gamma}
+        if out_mask is not None:
+            inputs["mask"] = self._mask("out_mask", out_mask, dy.shape)
+        desc = encode("BN_BWD", flags=self._flags(has_mask=out_mask is not None), limits=self.limits, n=n, c=c,
+                      h=h, w=w, eps=self._eps(eps), **off)
+        out = self._run_one(lay, inputs, desc, {"dx": (dy.shape, "f32"), "dgamma": ((c,), "f32"),
+                                                "dbeta": ((c,), "f32")})
+        return out["dx"], out["dgamma"], out["dbeta"]
+
+    def batchnorm_update_stats(self, running_mean, running_var, mean, var, count: int, momentum: float):
+        """(running_mean', running_var') (C,) by reference.batchnorm_running_update (PyTorch's rule)."""
+        rm = self._tensor("running_mean", running_mean, 1)
+        c = rm.shape[0]
+        if not 1 <= c <= self.limits.max_ch:
+            raise ValueError(f"running_mean channels: must be in [1, {self.limits.max_ch}] (compiled maximum), "
+                             f"got {c}")
+        rv = self._per_channel("running_var", running_var, c)
+        mean, var = self._per_channel("mean", mean, c), self._per_channel("var", var, c)
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 2 <= count < 2 ** 32:
+            raise ValueError(f"count: must be an integer in [2, {2 ** 32 - 1}] (values per channel), got {count!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum: must lie in [0, 1], got {momentum!r}")
+        lay = ArenaLayout()
+        off = dict(running=lay.alloc("wgt", "running", 2 * c), mean=lay.alloc("act", "mean", c),
+                   var=lay.alloc("act", "var", c))
+        desc = encode("BN_STATS", limits=self.limits, c=c, count=int(count), momentum=float(momentum), **off)
+        out = self._run_one(lay, {"running": np.concatenate([rm, rv]), "mean": mean, "var": var}, desc,
+                            {"running": ((2, c), "f32")})
+        return out["running"][0].copy(), out["running"][1].copy()
+
     # ------------------------------------------------------------------ gradient pruning
     def _prune(self, g, tau: float, tau_scale: float, seed):
         shape = np.shape(g)

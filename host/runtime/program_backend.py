@@ -141,7 +141,7 @@ class ProgramBackend:
             raise ValueError(f"model: {missing[0][0]} is not yet supported by the accelerator backends "
                              f"(model {model.name!r}); use --backend reference")
         if self.weights is None or self.weights.model.name != model.name or \
-                self.weights.shapes != model.param_shapes():
+                self.weights.state_shapes != model.state_shapes():
             self.accelerator.limits.check_model(model, f"the {self.name} backend")
             self._free_programs()
             if self.weights is not None:
@@ -343,12 +343,17 @@ def _free_slots(prog: StepProgram) -> None:
 
 
 def _with_updated_weights(outputs, params: Mapping, velocities: Mapping):
-    """Replayed op outputs with each sgd_update's return replaced by the read-back updated weights."""
-    keys = iter(list(params))
+    """Replayed op outputs with each sgd_update's (and batchnorm_update_stats') return replaced by the
+    read-back updated weights (running statistics): the recorded ops update them in place."""
+    keys = iter([k for k in params if k in velocities])
+    running = iter([k for k in params if k.endswith(".running_mean")])
     fixed = []
     for op, out in outputs:
         if op == "sgd_update":
             key = next(keys)
             out = (params[key], velocities[key])
+        elif op == "batchnorm_update_stats":
+            key = next(running)
+            out = (params[key], params[key[:-len("mean")] + "var"])
         fixed.append((op, out))
     return fixed

@@ -95,6 +95,7 @@ class ProgramRecorder:
         """Make the placeholder params/velocities known under their wgt slot names."""
         for key in params:
             self._register(params[key], self.weights.param_slot(key))
+        for key in velocities:
             self._register(velocities[key], self.weights.velocity_slot(key))
 
     def _within(self, a: np.ndarray):
@@ -243,6 +244,64 @@ class ProgramRecorder:
                    tau_scale=tau_scale, dy=self._slot("g", g, "grad"), dx=self._slot("g'", out, "grad"),
                    seed=self._slot("seed", seed, "bits"))
         return out
+
+    # batch normalisation: x (N, C, H, W) or (N, C); statistics (C,) in act, running ones in wgt
+    @staticmethod
+    def _bn_fields(shape) -> dict:
+        n, c, h, w = (tuple(int(v) for v in shape) + (1, 1))[:4]
+        return dict(n=n, c=c, h=h, w=w)
+
+    def batchnorm_forward(self, x, gamma, beta, eps=1e-5, relu=True):
+        c = x.shape[1]
+        y, xhat = self.placeholder("act", x.shape), self.placeholder("act", x.shape)
+        mean, var = self.placeholder("act", (c,)), self.placeholder("act", (c,))
+        mask = self.placeholder("bits", x.shape, "bits") if relu else None
+        outputs = tuple(self._spec(a) for a in (y, mask, xhat, mean, var))
+        self._emit("batchnorm_forward", outputs, "BN_FWD", self._flags(relu=relu), **self._bn_fields(x.shape),
+                   eps=float(eps), x=self._slot("x", x, "act"), wgt=self._slot("gamma", gamma, "wgt"),
+                   bias=self._slot("beta", beta, "wgt"), y=self._slot("y", y, "act"),
+                   xhat=self._slot("xhat", xhat, "act"), mean=self._slot("mean", mean, "act"),
+                   var=self._slot("var", var, "act"),
+                   **({"mask_out": self._slot("mask", mask, "bits")} if relu else {}))
+        return y, mask, xhat, mean, var
+
+    def _running(self, running_mean, running_var) -> int:
+        """The D_RUNNING offset: running_var must sit directly after running_mean (DeviceWeights does so)."""
+        offset = self._slot("running_mean", running_mean, "wgt")
+        if self._slot("running_var", running_var, "wgt") != offset + np.size(running_mean):
+            raise RuntimeError("running_var: must follow running_mean directly in the wgt arena "
+                               "(one DeviceWeights slot per batch normalisation)")
+        return offset
+
+    def batchnorm_inference(self, x, gamma, beta, running_mean, running_var, eps=1e-5, relu=True):
+        y = self.placeholder("act", x.shape)
+        mask = self.placeholder("bits", x.shape, "bits") if relu else None
+        self._emit("batchnorm_inference", (self._spec(y), self._spec(mask)), "BN_INFER", self._flags(relu=relu),
+                   **self._bn_fields(x.shape), eps=float(eps), x=self._slot("x", x, "act"),
+                   wgt=self._slot("gamma", gamma, "wgt"), bias=self._slot("beta", beta, "wgt"),
+                   running=self._running(running_mean, running_var), y=self._slot("y", y, "act"),
+                   **({"mask_out": self._slot("mask", mask, "bits")} if relu else {}))
+        return y, mask
+
+    def batchnorm_backward(self, dy, xhat, var, gamma, eps=1e-5, out_mask=None):
+        c = dy.shape[1]
+        dx = self.placeholder("grad", dy.shape)
+        dgamma, dbeta = self.placeholder("grad", (c,)), self.placeholder("grad", (c,))
+        extra = {} if out_mask is None else {"mask_in": self._slot("out_mask", out_mask, "bits")}
+        self._emit("batchnorm_backward", (self._spec(dx), self._spec(dgamma), self._spec(dbeta)), "BN_BWD",
+                   self._flags(has_mask=out_mask is not None), **self._bn_fields(dy.shape), eps=float(eps),
+                   dy=self._slot("dy", dy, "grad"), xhat=self._slot("xhat", xhat, "act"),
+                   var=self._slot("var", var, "act"), wgt=self._slot("gamma", gamma, "wgt"),
+                   dx=self._slot("dx", dx, "grad"), dw=self._slot("dgamma", dgamma, "grad"),
+                   db=self._slot("dbeta", dbeta, "grad"), **extra)
+        return dx, dgamma, dbeta
+
+    def batchnorm_update_stats(self, running_mean, running_var, mean, var, count, momentum):
+        # in place, like sgd_update: the running statistics stay in the wgt arena
+        self._emit("batchnorm_update_stats", ("arg:0", "arg:1"), "BN_STATS", c=int(np.size(running_mean)),
+                   count=int(count), momentum=float(momentum), running=self._running(running_mean, running_var),
+                   mean=self._slot("mean", mean, "act"), var=self._slot("var", var, "act"))
+        return running_mean, running_var
 
     # ------------------------------------------------------------------ helpers
     def name_of(self, a) -> str:
