@@ -113,3 +113,29 @@ def test_ops_mode_backend_checks_too(lenet, batch):
     params, velocities = lenet.init_params(0), lenet.zero_velocities()
     (out,) = list(backend.stream(lenet, params, velocities, [Batch(*batch, check=True)], LR, MOMENTUM, WD))
     assert out.check is not None and out.check.max_rel_error <= TOLERANCES["float32"].rtol
+
+
+def test_a_sum_of_cancelling_terms_is_measured_against_their_magnitude():
+    """Under a batch normalisation, a convolution's bias gradient sums BN's dx, which is zero over each
+    channel: the reference's db is rounding noise, so emu's db (summed in another order) differs from it
+    by more than rtol of its own size. The check measures a sum against the magnitude of its terms
+    instead: the emulated step passes, and an error of 1e-3 of that magnitude is still caught."""
+    from zskip.models.networks import Model, batchnorm, conv, flatten, linear
+    model = Model("conv_bn", (2, 6, 6), (conv(4, 3, pad=1, relu=False), batchnorm(), flatten(),
+                                         linear(3, relu=False)))
+    rng = np.random.default_rng(5)
+    batch = rng.standard_normal((6, 2, 6, 6)).astype(np.float32), rng.integers(0, 3, 6)
+    params, velocities, outputs = _device_outputs(Accelerator.emulated(), model, batch)
+    k = next(i for i, (op, _) in enumerate(outputs) if op == "conv_backward_weight")
+    dw, db = outputs[k][1]
+    dy = next(out for op, out in outputs if op == "batchnorm_backward")[0]
+    magnitude = np.abs(dy).sum(axis=(0, 2, 3))
+    assert np.all(np.abs(db) < 1e-5 * magnitude)              # the regime: db is noise next to its terms
+    report = check_step(model, params, velocities, *batch, LR, MOMENTUM, WD, outputs)
+    assert report.max_rel_error <= TOLERANCES["float32"].rtol
+    planted = list(outputs)
+    wrong = db.copy()
+    wrong[2] += 1e-3 * magnitude[2]
+    planted[k] = ("conv_backward_weight", (dw, wrong))
+    with pytest.raises(CheckFailed, match=r"conv1 bwd_weight, tensor db: .* at index \(2,\)"):
+        check_step(model, params, velocities, *batch, LR, MOMENTUM, WD, planted)
