@@ -28,6 +28,11 @@ enum zskip_opcode {
     OP_BN_INFER = 13,
     OP_BN_BWD = 14,
     OP_BN_STATS = 15,
+    // residual add and global average pooling (hls/residual, hls/avgpool)
+    OP_ADD_FWD = 16,
+    OP_ADD_BWD = 17,
+    OP_GAP_FWD = 18,
+    OP_GAP_BWD = 19,
 };
 
 enum zskip_flag {
@@ -70,6 +75,9 @@ enum zskip_field {
     D_TAU_SCALE_F32 = 30,
     D_SEED = 31,
     D_GRAD_SCALE_F32 = 32,
+    // the second operands of the residual add (offsets, beat-aligned like D_X .. D_LABELS)
+    D_X2 = 33,
+    D_DY2 = 34,
     // batch normalisation
     D_EPS_F32 = 35,
     D_XHAT = 36,
@@ -104,6 +112,13 @@ enum zskip_field {
 //   two. softmax multiplies dlogits by it, so every gradient of the backward
 //   pass is scaled by it (they are linear in dlogits) and keeps its
 //   resolution in grad_t; sgd divides the gradient by it (exact in float32).
+//   ADD_FWD: X [act] a, X2 [act] b, Y [act] = a + b, COUNT elements; with
+//   RELU, Y = max(a + b, 0) and MASK_OUT [bits] a + b > 0.
+//   ADD_BWD: DY [grad] da, DY2 [grad] db, DX [grad] = da + db, COUNT
+//   elements; with HAS_OUT_MASK, zero where MASK_IN [bits] is clear.
+//   GAP_FWD: X [act] (N, C, H, W) -> Y [act] (N, C), the mean of each plane.
+//   GAP_BWD: DY [grad] (N, C) -> DX [grad] (N, C, H, W) = dy / (H * W); with
+//   HAS_OUT_MASK, zero where MASK_IN [bits] (N, C, H, W) is clear.
 //   Batch normalisation (hls/batchnorm/batchnorm.h), x of shape N, C, H, W
 //   (H = W = 1 for (N, C) inputs), statistics per channel over N*H*W values:
 //   EPS_F32 the epsilon added to the variance (BN_FWD, BN_INFER, BN_BWD);
@@ -173,12 +188,12 @@ enum zskip_error {
     // a hardware-rule assertion failed (ZSKIP_EMU_ASSERTS emulation builds
     // only; hls/common/hw_assert.h)
     ERR_HW_RULE = 10,
-    // a tensor offset field (D_X .. D_LABELS) is not a multiple of BEAT_WORDS
+    // a tensor offset field (D_X .. D_LABELS, D_X2, D_DY2) is not a multiple of BEAT_WORDS
     ERR_ALIGN = 11,
 };
 
 // Words of one beat of the tensor ports (act, wgt, grad, bits: 128 bits).
-// Every tensor offset field D_X .. D_LABELS (unused ones are 0) is a
+// Every tensor offset field D_X .. D_LABELS, D_X2, D_DY2 (unused ones are 0) is a
 // multiple of it, so a tensor starts on a beat; D_SEED, a one-word scalar,
 // is exempt. The host allocator aligns (host/ip/program.py ArenaLayout).
 enum zskip_beat {

@@ -46,6 +46,12 @@ static const unsigned DIV_DEPTH = 16;
 static const unsigned SGD_DEPTH = 14;
 // prune: xorshift, compare, select
 static const unsigned PRUNE_DEPTH = 6;
+// residual add and global average pooling (hls/residual, hls/avgpool):
+// read + quantise, the add, ReLU + conversion, DDR write
+static const unsigned ADD_DEPTH = LOAD_DEPTH + ACC_LATENCY + 2;
+// a channel's ACC_LATENCY partial sums through a chain of adders, the scale
+// by 1 / (H * W), conversion and DDR write
+static const unsigned GAP_SUM_DEPTH = WB_DEPTH + ACC_LATENCY * ACC_LATENCY + 3;
 // batch normalisation: the ACC_LATENCY partial sums of a channel added in
 // series (float adds are not reassociated)
 static const unsigned BN_REDUCE_DEPTH = ACC_LATENCY * ACC_LATENCY;
@@ -134,6 +140,26 @@ ZSKIP_SCHEDULE(SOFTMAX_GRAD, 1, DIV_DEPTH)
 ZSKIP_SCHEDULE(PRUNE_STATS, 1, PRUNE_DEPTH)
 // prune apply: one word per cycle, the lanes' blocks in turn
 ZSKIP_SCHEDULE(PRUNE_ELEMS, 1, PRUNE_DEPTH)
+// residual add forward, beat-wide: a beat of a and a beat of b come through
+// the one act bundle, two reads per iteration: II = 2 (4 elements)
+ZSKIP_SCHEDULE(ADD_FWD_BEAT, 2, ADD_DEPTH)
+// residual add forward, the words after the last whole beat: two reads of
+// the act bundle per word, II = 2
+ZSKIP_SCHEDULE(ADD_FWD_WORD, 2, ADD_DEPTH)
+// residual add backward (da + db), beat-wide: two reads of the grad bundle
+// per beat, II = 2
+ZSKIP_SCHEDULE(ADD_BWD_BEAT, 2, ADD_DEPTH)
+// residual add backward, the words after the last whole beat: II = 2
+ZSKIP_SCHEDULE(ADD_BWD_WORD, 2, ADD_DEPTH)
+// global average pooling forward: one x word per cycle into rotating
+// partial sums (the same partial recurs every ACC_LATENCY words), II = 1
+ZSKIP_SCHEDULE(GAP_FWD_ACC, 1, LOAD_DEPTH + ACC_LATENCY)
+// global average pooling forward: one channel's partials summed, scaled and
+// stored per cycle, no loop-carried data, II = 1
+ZSKIP_SCHEDULE(GAP_FWD_SUM, 1, GAP_SUM_DEPTH)
+// global average pooling backward: one dx word per cycle (dy read once per
+// plane, the mask once per 32 words), II = 1
+ZSKIP_SCHEDULE(GAP_BWD, 1, WB_DEPTH)
 // batch normalisation (hls/batchnorm/batchnorm.h). Sums over a channel's
 // N*H*W values rotate over ACC_LATENCY partial sums per channel (an address
 // is updated once every ACC_LATENCY iterations), so they keep II = 1.

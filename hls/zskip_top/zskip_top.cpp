@@ -18,6 +18,8 @@
 #include "../conv_bwd_data/conv_bwd_data.h"
 #include "../conv_bwd_weight/conv_bwd_weight.h"
 #include "../conv_fwd/conv_fwd.h"
+#include "../avgpool/avgpool.h"
+#include "../residual/residual.h"
 #include "../fc/fc.h"
 #include "../maxpool/maxpool.h"
 #include "../prune_grad/prune_grad.h"
@@ -55,6 +57,15 @@ static pool_shape read_pool_shape(const uint32_t *d) {
     return sh;
 }
 
+static gap_shape read_gap_shape(const uint32_t *d) {
+    gap_shape sh;
+    sh.n = d[D_N];
+    sh.c = d[D_C];
+    sh.h = d[D_H];
+    sh.w = d[D_W];
+    return sh;
+}
+
 // The IP's on-chip memory: one engine memory per engine config and one for
 // pooling, each shared by the kernels that use it (one descriptor runs at a
 // time).
@@ -63,6 +74,7 @@ struct ip_memory {
     scatter_engine_onchip<fc_config> *fc;
     maxpool_onchip<pool_config> *pool;
     batchnorm_onchip<pool_config> *bn;
+    avgpool_onchip<pool_config> *gap;
 };
 
 // Kernel names of the opcodes, for hardware-rule reports (hw_assert.h).
@@ -83,6 +95,10 @@ static const char *kernel_name(uint32_t opcode) {
     case OP_BN_INFER: return "batchnorm_infer";
     case OP_BN_BWD: return "batchnorm_bwd";
     case OP_BN_STATS: return "batchnorm_stats";
+    case OP_ADD_FWD: return "add_fwd";
+    case OP_ADD_BWD: return "add_bwd";
+    case OP_GAP_FWD: return "gap_fwd";
+    case OP_GAP_BWD: return "gap_bwd";
     default: return "unknown";
     }
 }
@@ -98,6 +114,8 @@ ALIGN_CHECK:
 #pragma HLS UNROLL
         aligned = aligned && d[f] % BEAT_WORDS == 0;
     }
+    // the residual add's second operands
+    aligned = aligned && d[D_X2] % BEAT_WORDS == 0 && d[D_DY2] % BEAT_WORDS == 0;
 // the batch-normalisation tensor offsets (descriptor.h D_XHAT .. D_RUNNING)
 ALIGN_CHECK_BN:
     for (unsigned f = D_XHAT; f <= D_RUNNING; ++f) {
@@ -149,6 +167,16 @@ ALIGN_CHECK_BN:
         tau = prune_grad(grad + d[D_DY], grad + d[D_DX], d[D_COUNT], word_f32(d[D_TAU_F32]),
                          word_f32(d[D_TAU_SCALE_F32]), bits[d[D_SEED]], cnt);
         return ERR_NONE;
+    case OP_ADD_FWD:
+        return add_fwd(d[D_COUNT], relu, act + d[D_X], act + d[D_X2], act + d[D_Y], bits + d[D_MASK_OUT], cnt);
+    case OP_ADD_BWD:
+        return add_bwd(d[D_COUNT], has_mask, grad + d[D_DY], grad + d[D_DY2], bits + d[D_MASK_IN], grad + d[D_DX],
+                       cnt);
+    case OP_GAP_FWD:
+        return gap_fwd<pool_config>(read_gap_shape(d), act + d[D_X], act + d[D_Y], *mem.gap, cnt);
+    case OP_GAP_BWD:
+        return gap_bwd<pool_config>(read_gap_shape(d), has_mask, grad + d[D_DY], bits + d[D_MASK_IN],
+                                    grad + d[D_DX], cnt);
     case OP_BN_FWD:
         return batchnorm_fwd<pool_config>(read_bn_shape(d), word_f32(d[D_EPS_F32]), relu, act + d[D_X],
                                           wgt + d[D_WGT], wgt + d[D_BIAS], act + d[D_Y], act + d[D_XHAT],
@@ -208,6 +236,7 @@ void zskip_top(const uint32_t *program, f32_beat *act, f32_beat *wgt, f32_beat *
     scatter_engine_memory<conv_config>(mem.conv);
     scatter_engine_memory<fc_config>(mem.fc);
     maxpool_memory<pool_config>(mem.pool);
+    avgpool_memory<pool_config>(mem.gap);
     batchnorm_memory<pool_config>(mem.bn);
     *version = ZSKIP_VERSION;
 #ifdef ZSKIP_EMU_ASSERTS

@@ -18,7 +18,8 @@ A program is an array of ``D_WORDS`` uint32 words per descriptor::
 Field names are the enum names without ``D_`` and ``_F32``, lower case
 (``n, c, h, w, k, r, s, stride, pad, count, x, y, wgt, bias, vel, dy, dx, dw,
 db, loss, mask_out, mask_in, argmax, labels, lr, momentum, weight_decay, tau,
-tau_scale, seed, grad_scale``; batch normalisation: ``eps, xhat, mean, var, running``);
+tau_scale, seed, grad_scale``; residual add: ``x2, dy2``; batch normalisation: ``eps, xhat, mean, var,
+running``);
 the header comment says which arena each offset points into. ``encode``
 rejects a descriptor the compiled kernel cannot run (:class:`Limits`), with
 an error naming the field and its allowed range.
@@ -91,6 +92,7 @@ ERRORS: Dict[int, str] = {v: k[4:] for k, v in _parse_enum(_TEXT, "zskip_error")
 #: words per beat of the tensor ports: every tensor offset is a multiple of it
 BEAT_WORDS: int = _parse_enum(_TEXT, "zskip_beat")["BEAT_WORDS"]
 _OFFSET_FIELDS = tuple(k for k, v in FIELDS.items() if FIELDS["x"] <= v <= FIELDS["labels"]) + \
+    tuple(k for k in ("x2", "dy2") if k in FIELDS) + \
     tuple(k for k, v in FIELDS.items() if FIELDS["xhat"] <= v <= FIELDS["running"])     # batch normalisation
 #: error name -> what it means, for the errors a user can cause by building a program by hand
 _ERROR_HINTS = {
@@ -153,7 +155,7 @@ class Limits:
 
         for name, layer, (shape_in, shape_out) in zip(model.layer_names(), model.layers, model.shapes()):
             where = f"layer {name}"
-            if layer.kind in ("conv", "maxpool"):
+            if layer.kind in ("conv", "maxpool", "avgpool"):
                 want("max_ch", max(shape_in[0], shape_out[0]), f"{where} has {{}} channels")
                 want("max_dim", max(shape_in[1:]), f"{where} has a {{}}-pixel input side")
                 want("max_ksize", getattr(layer, "kernel", getattr(layer, "size", 1)), f"{where} has a {{}}-wide window")
@@ -242,6 +244,13 @@ def _validate(opcode: str, f: Mapping[str, int], limits: Limits):
     elif opcode == "BN_STATS":
         _check_range(opcode, "c", f["c"], 1, limits.max_ch)
         _check_range(opcode, "count", f["count"], 2, u32)
+    elif opcode in ("ADD_FWD", "ADD_BWD"):
+        _check_range(opcode, "count", f["count"], 1, u32)
+    elif opcode in ("GAP_FWD", "GAP_BWD"):
+        _check_range(opcode, "n", f["n"], 1, u32)
+        _check_range(opcode, "c", f["c"], 1, limits.max_ch)
+        _check_range(opcode, "h", f["h"], 1, limits.max_dim)
+        _check_range(opcode, "w", f["w"], 1, limits.max_dim)
 
 
 def encode(opcode: str, flags: Iterable[str] = (), limits: Optional[Limits] = None,

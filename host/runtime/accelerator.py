@@ -384,6 +384,84 @@ class Accelerator:
         return self._run_one(lay, {"dy": dy, "argmax": argmax.astype(np.uint32)}, desc,
                              {"dx": (x_shape, "f32")})["dx"]
 
+    # ------------------------------------------------------------------ residual add, global average pooling
+    def add_forward(self, a, b, relu: bool = True):
+        """(y = a + b, mask = y > 0 or None when relu is False) for a, b of one shape (the join of a residual block)."""
+        shape = np.shape(a)
+        a, b = self._tensor("a", a, None), self._tensor("b", b, None)
+        if b.shape != a.shape:
+            raise ValueError(f"b: expected the shape of a {a.shape}, got {b.shape}")
+        if a.size < 1:
+            raise ValueError("a: must have at least one element")
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "a", a.size), x2=lay.alloc("act", "b", a.size),
+                   y=lay.alloc("act", "y", a.size), mask_out=lay.alloc("bits", "mask", bit_words(a.size)))
+        desc = encode("ADD_FWD", flags=self._flags(relu=relu), limits=self.limits, count=a.size, **off)
+        outputs = {"y": (shape, "f32")}
+        if relu:
+            outputs["mask"] = (shape, "bits")
+        out = self._run_one(lay, {"a": a, "b": b}, desc, outputs)
+        return out["y"], out.get("mask")
+
+    def add_backward(self, da, db, out_mask=None):
+        """dx = da + db (two paths of a fork meet), zero where out_mask (shape of da) is False."""
+        shape = np.shape(da)
+        da, db = self._tensor("da", da, None), self._tensor("db", db, None)
+        if db.shape != da.shape:
+            raise ValueError(f"db: expected the shape of da {da.shape}, got {db.shape}")
+        if da.size < 1:
+            raise ValueError("da: must have at least one element")
+        lay = ArenaLayout()
+        off = dict(dy=lay.alloc("grad", "da", da.size), dy2=lay.alloc("grad", "db", da.size),
+                   dx=lay.alloc("grad", "dx", da.size), mask_in=lay.alloc("bits", "mask", bit_words(da.size)))
+        inputs = {"da": da, "db": db}
+        if out_mask is not None:
+            inputs["mask"] = self._mask("out_mask", out_mask, shape)
+        desc = encode("ADD_BWD", flags=self._flags(has_mask=out_mask is not None), limits=self.limits,
+                      count=da.size, **off)
+        return self._run_one(lay, inputs, desc, {"dx": (shape, "f32")})["dx"]
+
+    def _gap_shape(self, x_shape):
+        n, c, h, w = x_shape
+        lim = self.limits
+        for name, value, hi in (("x channels", c, lim.max_ch), ("x height", h, lim.max_dim),
+                                ("x width", w, lim.max_dim)):
+            if not 1 <= value <= hi:
+                raise ValueError(f"{name}: must be in [1, {hi}] (compiled maximum), got {value}")
+        if n < 1:
+            raise ValueError(f"x batch: must be at least 1, got {n}")
+        return dict(n=n, c=c, h=h, w=w)
+
+    def global_avgpool_forward(self, x):
+        """y (N, C): the mean of each plane of x (N, C, H, W)."""
+        x = self._tensor("x", x, 4)
+        shape = self._gap_shape(x.shape)
+        n, c = x.shape[:2]
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), y=lay.alloc("act", "y", n * c))
+        desc = encode("GAP_FWD", limits=self.limits, **shape, **off)
+        return self._run_one(lay, {"x": x}, desc, {"y": ((n, c), "f32")})["y"]
+
+    def global_avgpool_backward(self, dy, x_shape, out_mask=None):
+        """dx (N, C, H, W) = dy (N, C) / (H * W) over each plane, zero where out_mask is False."""
+        dy = self._tensor("dy", dy, 2)
+        x_shape = tuple(int(v) for v in x_shape)
+        if len(x_shape) != 4:
+            raise ValueError(f"x_shape: expected (N, C, H, W), got {x_shape}")
+        shape = self._gap_shape(x_shape)
+        if dy.shape != x_shape[:2]:
+            raise ValueError(f"dy: expected shape {x_shape[:2]}, got {dy.shape}")
+        size = int(np.prod(x_shape))
+        lay = ArenaLayout()
+        off = dict(dy=lay.alloc("grad", "dy", dy.size), dx=lay.alloc("grad", "dx", size),
+                   mask_in=lay.alloc("bits", "mask", bit_words(size)))
+        inputs = {"dy": dy}
+        if out_mask is not None:
+            inputs["mask"] = self._mask("out_mask", out_mask, x_shape)
+        desc = encode("GAP_BWD", flags=self._flags(has_mask=out_mask is not None), limits=self.limits,
+                      **shape, **off)
+        return self._run_one(lay, inputs, desc, {"dx": (x_shape, "f32")})["dx"]
+
     # ------------------------------------------------------------------ loss, optimiser
     def softmax_xent(self, logits, labels, grad_scale: float = 1.0):
         """(mean loss, dlogits (N, J) * grad_scale) for logits (N, J) and integer labels (N,)."""

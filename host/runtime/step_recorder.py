@@ -303,6 +303,38 @@ class ProgramRecorder:
                    mean=self._slot("mean", mean, "act"), var=self._slot("var", var, "act"))
         return running_mean, running_var
 
+    def add_forward(self, a, b, relu=True):
+        y = self.placeholder("act", a.shape)
+        mask = self.placeholder("bits", a.shape, "bits") if relu else None
+        self._emit("add_forward", (self._spec(y), self._spec(mask)), "ADD_FWD", self._flags(relu=relu),
+                   count=int(np.size(a)), x=self._slot("a", a, "act"), x2=self._slot("b", b, "act"),
+                   y=self._slot("y", y, "act"), **({"mask_out": self._slot("mask", mask, "bits")} if relu else {}))
+        return y, mask
+
+    def add_backward(self, da, db, out_mask=None):
+        dx = self.placeholder("grad", da.shape)
+        extra = {} if out_mask is None else {"mask_in": self._slot("out_mask", out_mask, "bits")}
+        self._emit("add_backward", self._spec(dx), "ADD_BWD", self._flags(has_mask=out_mask is not None),
+                   count=int(np.size(da)), dy=self._slot("da", da, "grad"), dy2=self._slot("db", db, "grad"),
+                   dx=self._slot("dx", dx, "grad"), **extra)
+        return dx
+
+    def global_avgpool_forward(self, x):
+        n, c, h, wd = x.shape
+        y = self.placeholder("act", (n, c))
+        self._emit("global_avgpool_forward", self._spec(y), "GAP_FWD", [], n=n, c=c, h=h, w=wd,
+                   x=self._slot("x", x, "act"), y=self._slot("y", y, "act"))
+        return y
+
+    def global_avgpool_backward(self, dy, x_shape, out_mask=None):
+        n, c, h, wd = x_shape
+        dx = self.placeholder("grad", x_shape)
+        extra = {} if out_mask is None else {"mask_in": self._slot("out_mask", out_mask, "bits")}
+        self._emit("global_avgpool_backward", self._spec(dx), "GAP_BWD",
+                   ["HAS_OUT_MASK"] if out_mask is not None else [], n=n, c=c, h=h, w=wd,
+                   dy=self._slot("dy", dy, "grad"), dx=self._slot("dx", dx, "grad"), **extra)
+        return dx
+
     # ------------------------------------------------------------------ helpers
     def name_of(self, a) -> str:
         return self._by_pointer[_pointer(np.asarray(a))]
