@@ -317,6 +317,10 @@ def dsp_instances(board: Board, precision: str) -> List[Tuple[str, int, int]]:
              ("sgd_update: 4 float multiplies, 3 float adds", 1, 4 * f_mul + 3 * f_add),
              ("softmax_xent: expf core, 2 float multiplies, 2 float adds", 1, 7 + 2 * f_mul + 2 * f_add),
              ("prune_grad: one float multiply per lane (4 lanes)", 4, f_mul),
+             ("residual add forward and backward: one add per beat lane (4 lanes each)", 8, acc_add),
+             ("global avgpool forward: partial-sum add + chain of ACC_LATENCY adds", 1 + lat, acc_add),
+             # the 1 / (H * W) scale of global avgpool forward and backward: BIND_OP impl=fabric, LUTs
+             ("global avgpool forward and backward: the 1 / (H * W) float multiply (fabric)", 2, 0),
              # batch normalisation, float32 in every build (hls/batchnorm/batchnorm.h), per kernel function the
              # float units of its widest loop (a function's sequential loops share them): forward BN_VAR_SUM
              # (subtract, multiply, add), backward BN_BWD_DX (2 multiplies, 2 subtracts), inference BN_INFER
