@@ -276,10 +276,49 @@ def case_zskip_top() -> Case:
     return cs
 
 
+def case_residual() -> Case:
+    """Add forward with ReLU (210 elements: 52 beats and a 2-word tail) and add backward under its mask."""
+    rng = np.random.default_rng(19)
+    cs = Case()
+    a, b = _sparse(rng, (2, 3, 5, 7), 0.3), _sparse(rng, (2, 3, 5, 7), 0.3)
+    y, mask = R.relu_forward(R.residual_add_forward(a, b))
+    da, db = _sparse(rng, a.shape, 0.2), _sparse(rng, a.shape, 0.2)
+    dx = R.relu_backward(R.fork_backward(da, db), mask)
+    m = cs.tensor("bits", "mask", words=bit_words(a.size))
+    cs.program.append(encode("ADD_FWD", flags=("RELU",), count=a.size, x=cs.tensor("act", "a", a),
+                             x2=cs.tensor("act", "b", b), y=cs.tensor("act", "y", words=a.size), mask_out=m))
+    cs.program.append(encode("ADD_BWD", flags=("HAS_OUT_MASK",), count=a.size, dy=cs.tensor("grad", "da", da),
+                             dy2=cs.tensor("grad", "db", db), dx=cs.tensor("grad", "dx", words=a.size), mask_in=m))
+    cs.expect("y", y)
+    cs.expect("mask", pack_bits(mask), bits=True)
+    cs.expect("dx", dx)
+    return cs
+
+
+def case_avgpool() -> Case:
+    """Global average pooling of odd planes (5 x 7), and its backward under the input's ReLU mask."""
+    rng = np.random.default_rng(20)
+    cs = Case()
+    x = _sparse(rng, (2, 3, 5, 7), 0.4, positive=True)
+    y = R.global_avgpool_forward(x)
+    dy = _sparse(rng, y.shape, 0.2)
+    dx = R.relu_backward(R.global_avgpool_backward(dy, x.shape), x > 0)
+    n, c, h, w = x.shape
+    cs.program.append(encode("GAP_FWD", n=n, c=c, h=h, w=w, x=cs.tensor("act", "x", x),
+                             y=cs.tensor("act", "y", words=y.size)))
+    cs.program.append(encode("GAP_BWD", flags=("HAS_OUT_MASK",), n=n, c=c, h=h, w=w, dy=cs.tensor("grad", "dy", dy),
+                             mask_in=cs.tensor("bits", "mask", pack_bits(x > 0)),
+                             dx=cs.tensor("grad", "dx", words=x.size)))
+    cs.expect("y", y)
+    cs.expect("dx", dx)
+    return cs
+
+
 CASES: Dict[str, Callable[[], Case]] = {
     "conv_fwd": case_conv_fwd, "conv_bwd_data": case_conv_bwd_data, "conv_bwd_weight": case_conv_bwd_weight,
     "fc": case_fc, "maxpool": case_maxpool, "sgd_update": case_sgd_update, "softmax_xent": case_softmax_xent,
-    "zskip_top": case_zskip_top, "batchnorm": case_batchnorm,
+    "zskip_top": case_zskip_top, "residual": case_residual, "avgpool": case_avgpool,
+    "batchnorm": case_batchnorm,
 }
 
 _ARENA_IDS = {a: i for i, a in enumerate(ARENAS)}

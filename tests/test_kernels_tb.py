@@ -10,7 +10,7 @@ from zskip.host.devices import emu
 from zskip.host.ip.program import HLS_DIR
 
 KERNELS = ("conv_fwd", "conv_bwd_data", "conv_bwd_weight", "fc", "maxpool", "sgd_update", "softmax_xent",
-           "zskip_top", "batchnorm")
+           "zskip_top", "residual", "avgpool", "batchnorm")
 
 
 def _generator():
@@ -56,7 +56,8 @@ def test_testbench_passes(kernel, top_object, tmp_path):
 
 
 @pytest.mark.parametrize("kernel, kind", [("conv_fwd", "f32"), ("conv_bwd_weight", "f32"), ("maxpool", "bits"),
-                                          ("zskip_top", "f32")])
+                                          ("zskip_top", "f32"), ("residual", "bits"),
+                                          ("avgpool", "f32")])
 def test_testbench_fails_on_a_corrupted_expected_value(gen, kernel, kind, top_object, tmp_path):
     case = gen.CASES[kernel]()
     checks = case.f32_checks if kind == "f32" else case.bits_checks
