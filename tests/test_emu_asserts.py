@@ -41,6 +41,21 @@ def test_lenet5_and_vgg_tiny_steps_run_clean_with_assertions(monkeypatch, form, 
 
 
 @pytest.mark.parametrize("form", ["csim", "synthesis"])
+def test_residual_network_step_runs_clean_with_assertions(monkeypatch, form):
+    """Residual adds (beat-wide and word loops) and global average pooling in a training step."""
+    from test_kernels_residual import small_resnet
+    monkeypatch.setenv("ZSKIP_EMU_ASSERTS", "1")
+    monkeypatch.setenv("ZSKIP_EMU_FORM", form)
+    acc = Accelerator.emulated()
+    model = small_resnet()
+    rng = np.random.default_rng(0)
+    x = rng.random((3, *model.input_shape)).astype(np.float32)
+    result = S.train_step(acc, model, model.init_params(0), model.zero_velocities(), x, rng.integers(0, 3, 3),
+                          0.02, 0.9, 1e-4, account=False)
+    assert np.isfinite(result.loss)
+
+
+@pytest.mark.parametrize("form", ["csim", "synthesis"])
 def test_planted_bank_conflict_raises_device_error_naming_kernel_loop_and_rule(monkeypatch, form):
     monkeypatch.setenv("ZSKIP_EMU_ASSERTS", "1")
     monkeypatch.setenv("ZSKIP_EMU_FORM", form)

@@ -83,6 +83,16 @@ def test_kernel_grid_equal_in_both_forms(monkeypatch, precision, skip):
         x1 = np.abs(rng.standard_normal((2, 1, 14, 14))).astype(np.float32)
         x1[rng.random(x1.shape) < 0.7] = 0
         ops.conv_backward_weight(x1, rng.standard_normal((2, 6, 10, 10)).astype(np.float32), (6, 1, 5, 5), 1, 0)
+        # residual add (whole beats and a tail) and global average pooling (odd planes, N = 1)
+        for shape in ((1, 3, 5, 7), (2, 4, 4, 4)):
+            a, b = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+            _, mask = ops.add_forward(a, b, relu=True)
+            ops.add_forward(a, b, relu=False)
+            ops.add_backward(a, b, out_mask=mask)
+            ops.add_backward(b, a)
+            ops.global_avgpool_forward(np.abs(a))
+            ops.global_avgpool_backward(rng.standard_normal(shape[:2]).astype(np.float32), shape, out_mask=mask)
+            ops.global_avgpool_backward(rng.standard_normal(shape[:2]).astype(np.float32), shape)
         # batch normalisation: (N, C, H, W) and (N, C), ReLU on and off, with and without the input mask
         for shape, relu in (((2, 3, 5, 7), True), ((5, 6), False)):
             xb = rng.standard_normal(shape).astype(np.float32)
