@@ -176,14 +176,18 @@ def _add_bench(sub) -> None:
                        description="Train to a stated point on emu, run the same batches in sparse and dense "
                                    "mode and write the speedup, utilisation, board and emulator-speed figures as JSON (and a PNG).")
     p.add_argument("--model", default="lenet5", help=f"one of {', '.join(sorted(MODELS))} (default lenet5)")
-    p.add_argument("--data", default="mnist5k", help="dataset spec as for train (default mnist5k)")
+    p.add_argument("--data", default=None, help="dataset spec as for train (default mnist5k; synthetic:3x32x32 "
+                                                 "for the ResNets, or cifar10:DIR)")
     p.add_argument("--epochs", type=int, default=1, help="epochs of training on emu before measuring (default 1)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--batches", type=int, default=4, help="mini-batches measured in both modes (default 4)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 64 (ResNets: 8)")
+    p.add_argument("--batches", type=int, default=None,
+                   help="mini-batches measured in both modes (default 4; ResNets: 2)")
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training samples")
+    p.add_argument("--limit-train", type=int, default=None, metavar="N",
+                   help="use the first N training samples (ResNets: default 64, so one epoch is 8 steps)")
+    p.add_argument("--layers", action="store_true", help="also print the per-layer table of skipped MACs")
     p.add_argument("--boards", nargs="+", default=None, metavar="BOARD", help="boards.ini sections (default all)")
     p.add_argument("--repeat", type=int, default=5, help="timed repeats per implementation (median; default 5)")
     p.add_argument("--vgg-batch", type=int, default=16, help="batch of the vgg_tiny speed step (default 16)")
@@ -201,10 +205,20 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_run_bench)
 
 
+#: bench defaults of the ResNets (a step of ResNet-20 costs seconds on the emulator, LeNet-5's milliseconds):
+#: data, batch size, measured batches, training samples
+RESNET_BENCH_DEFAULTS = {"data": "synthetic:3x32x32", "batch_size": 8, "batches": 2, "limit_train": 64}
+BENCH_DEFAULTS = {"data": "mnist5k", "batch_size": 64, "batches": 4, "limit_train": None}
+
+
 def _run_bench(args) -> int:
-    from .bench.report import run_bench, summary_lines
+    from .bench.report import layer_table_lines, run_bench, summary_lines
     check_output_path("--report", args.report)
     check_output_path("--plot", args.plot)
+    defaults = RESNET_BENCH_DEFAULTS if args.model.startswith("resnet") else BENCH_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = run_bench(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, batches=args.batches,
                        lr=args.lr, momentum=args.momentum, seed=args.seed, limit_train=args.limit_train,
@@ -220,6 +234,8 @@ def _run_bench(args) -> int:
         plot_report(report, args.plot)
     if not args.quiet:
         print("\n".join(summary_lines(report)))
+        if args.layers:
+            print("\n".join(layer_table_lines(report)))
     return 0
 
 

@@ -296,6 +296,38 @@ def test_resnet8_accuracy_on_mnist5k_in_3_epochs_on_the_reference(mnist5k):
     assert epochs[-1]["test_accuracy"] >= 0.88, [e["test_accuracy"] for e in epochs]
 
 
+@pytest.mark.slow
+def test_resnet20_trains_on_synthetic_data_on_emu_with_the_per_op_check():
+    """ResNet-20 (3x32x32) for three steps in program mode on the emulated accelerator: every op of every
+    step (convolutions, batch normalisation, residual adds, global average pooling, SGD, running statistics)
+    within the float32 tolerance of the reference; the MAC accounting shows Sarma et al.'s regime (dy of
+    every convolution after a batch normalisation is dense, its backward-data skips only masked outputs)."""
+    from zskip.host.backends import make_backend
+    from zskip.host.runtime.streaming import Batch
+    from zskip.models.check import TOLERANCES
+    from zskip.models.datasets import load_dataset
+    data = load_dataset("synthetic:3x32x32", seed=0)
+    model = get_model("resnet20", data.input_shape)
+    batches = [Batch(data.x_train[i:i + 4], data.y_train[i:i + 4], check=True) for i in (0, 4, 8)]
+    backend = make_backend("emu")
+    try:
+        outs = list(backend.stream(model, model.init_params(0), model.zero_velocities(), batches, 0.05, 0.9, 1e-4))
+    finally:
+        backend.close()
+    assert len(outs) == 3
+    names = model.layer_names()
+    for out in outs:
+        assert np.isfinite(out.result.loss)
+        assert out.check.max_rel_error <= TOLERANCES["float32"].rtol
+        layers = {t.layer for t in out.check.tensors}
+        assert {"block9 add", "block1 bwd", "avgpool1 fwd", "bn19 bwd", "bn1 running stats"} <= layers
+    for info in outs[-1].result.layers:
+        if info["kind"] == "conv" and "bwd_data" in info["macs"]:
+            split = info["macs"]["bwd_data"]
+            assert split["macs_skipped_input"] == 0, names[info["index"]]
+            assert 0 < split["macs_skipped_output"] < split["macs_dense"], names[info["index"]]
+
+
 def test_bn_momentum_of_a_resnet_sets_how_fast_running_statistics_follow(rng):
     model = resnet(8, (1, 12, 12), bn_momentum=0.5)
     params = model.init_params(0)

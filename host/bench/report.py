@@ -28,7 +28,8 @@ from ...models.networks import Conv, Linear, Model
 from .perf_model import PASSES
 
 __all__ = ["RecordingOps", "op_bytes", "measure_steps", "compare_modes", "board_estimates", "goals",
-           "GOALS", "COUNTERS"]
+           "GOALS", "COUNTERS", "SARMA", "PUBLISHED_GOPS", "sarma_comparison", "pass_table_lines",
+           "layer_table_lines"]
 
 #: the kernels' counters a bench report keeps per pass (accelerator.last_stats)
 COUNTERS = ("cycles", "macs_executed", "macs_dense", "mac_iters", "mac_stalls", "enc_iters", "scan_iters")
@@ -112,7 +113,7 @@ def measure_steps(acc, model: Model, params, velocities, batches, lr=0.02, momen
     for i, (x, y) in enumerate(batches):
         ops.records = []
         prune = {} if not prune_rate else {"prune_rate": prune_rate,
-                                           "prune_seeds": _step.prune_seeds(seed, i, len(model.layers))}
+                                           "prune_seeds": _step.prune_seeds(seed, i, len(model.flat_layers))}
         result = _step.train_step(ops, model, params, velocities, x, y, lr, momentum, weight_decay, account=True,
                                   **prune)
         layers.append(result.layers)
@@ -146,10 +147,11 @@ def compare_modes(model: Model, sparse: dict, dense: dict) -> dict:
                 key = (info_s["index"], pass_name)
                 row = rows.setdefault(key, {"layer": info_s["index"], "name": info_s["name"], "kind": info_s["kind"], "pass": pass_name,
                                             "macs_dense": 0, "macs_nonzero": 0, "macs_executed": 0,
+                                            "macs_skipped_input": 0, "macs_skipped_output": 0,
                                             "cycles_dense": 0, "cycles_sparse": 0, "mac_stalls_sparse": 0,
                                             "input_sparsity": [], "grad_sparsity": []})
-                row["macs_dense"] += info_s["macs"][pass_name]["macs_dense"]
-                row["macs_nonzero"] += info_s["macs"][pass_name]["macs_nonzero"]
+                for k in ("macs_dense", "macs_nonzero", "macs_skipped_input", "macs_skipped_output"):
+                    row[k] += info_s["macs"][pass_name][k]
                 row["macs_executed"] += info_s["kernel"][pass_name]["macs_executed"]
                 row["cycles_sparse"] += info_s["kernel"][pass_name]["cycles"]
                 row["mac_stalls_sparse"] += info_s["kernel"][pass_name].get("mac_stalls", 0)
@@ -163,17 +165,22 @@ def compare_modes(model: Model, sparse: dict, dense: dict) -> dict:
         row["grad_sparsity"] = float(np.mean(row["grad_sparsity"]))
         row["speedup"] = _ratio(row["cycles_dense"], row["cycles_sparse"])
         row["ideal_speedup"] = _ratio(row["macs_dense"], row["macs_nonzero"])
+        row.update(_skip_shares(row))
         row["utilization"] = _ratio(row["macs_nonzero"] / lanes, row["cycles_sparse"])
         table.append(row)
 
     def total(passes: Iterable[str]) -> dict:
         sel = [r for r in table if r["pass"] in passes]
-        s = {k: sum(r[k] for r in sel) for k in ("macs_dense", "macs_nonzero", "cycles_dense", "cycles_sparse")}
+        s = {k: sum(r[k] for r in sel) for k in ("macs_dense", "macs_nonzero", "macs_skipped_input",
+                                                 "macs_skipped_output", "cycles_dense", "cycles_sparse")}
         return {"speedup": _ratio(s["cycles_dense"], s["cycles_sparse"]),
                 "ideal_speedup": _ratio(s["macs_dense"], s["macs_nonzero"]),
-                "utilization": _ratio(s["macs_nonzero"] / lanes, s["cycles_sparse"]), **s}
+                "utilization": _ratio(s["macs_nonzero"] / lanes, s["cycles_sparse"]), **s, **_skip_shares(s)}
 
     fwd, bwd, step = total(["fwd"]), total(["bwd_data", "bwd_weight"]), total(PASSES)
+    # per pass, and back-prop / fwd + bwd, over every conv and FC layer (the README's table)
+    by_pass = {name: total([name]) for name in PASSES}
+    by_pass["bwd"], by_pass["step"] = bwd, step
     all_s = sum(r["stats"]["cycles"] for batch in sparse["records"] for r in batch)
     all_d = sum(r["stats"]["cycles"] for batch in dense["records"] for r in batch)
     totals = {"speedup_fwd": fwd["speedup"], "speedup_bwd": bwd["speedup"], "speedup_step": step["speedup"],
@@ -187,13 +194,54 @@ def compare_modes(model: Model, sparse: dict, dense: dict) -> dict:
               # every kernel of the step: + pooling, loss and SGD, which have nothing to skip
               "cycles_dense_all_kernels": all_d, "cycles_sparse_all_kernels": all_s,
               "speedup_all_kernels": _ratio(all_d, all_s)}
-    return {"pe_lanes": lanes, "batches": len(sparse["layers"]), "layers": table, "totals": totals}
+    return {"pe_lanes": lanes, "batches": len(sparse["layers"]), "layers": table, "totals": totals,
+            "passes": by_pass, "cycles_by_op": {"sparse": _cycles_by_op(sparse["records"]),
+                                                "dense": _cycles_by_op(dense["records"])}}
+
+
+def _skip_shares(counts: dict) -> dict:
+    """Shares of the dense MACs that input-type and output-type skipping remove, and the ideal speedup of
+    each kind alone (``reference.conv_macs``: a MAC whose output is masked counts as output-type skipped
+    even when an operand is zero too)."""
+    dense = counts["macs_dense"]
+    s_in, s_out = counts["macs_skipped_input"], counts["macs_skipped_output"]
+    return {"skipped_input_share": _ratio(s_in, dense), "skipped_output_share": _ratio(s_out, dense),
+            "ideal_speedup_input_only": _ratio(dense, dense - s_in),
+            "ideal_speedup_output_only": _ratio(dense, dense - s_out)}
+
+
+def _cycles_by_op(records: List[List[dict]]) -> Dict[str, int]:
+    """Kernel cycles per op name, summed over the batches (every kernel of the step, from its counters)."""
+    out: Dict[str, int] = {}
+    for batch in records:
+        for r in batch:
+            out[r["op"]] = out.get(r["op"], 0) + r["stats"]["cycles"]
+    return out
+
+
+#: Sarma et al. (2021): speedups of activation-based gradient output sparsity over a dense
+#: (sparsity-agnostic) accelerator on five ImageNet CNNs with batch normalisation
+SARMA = {"bwd": (1.69, 5.43), "step": (1.68, 3.30)}
+#: published FPGA training systems on ResNet-20 / CIFAR-10, as issue 15 quotes them (their boards,
+#: arithmetic and accounting differ from this design's; listed beside, not compared one to one)
+PUBLISHED_GOPS = ({"system": "BOOST", "gops": 131.0, "precision": "as published"},
+                  {"system": "ETA", "gops": 659.0, "precision": "8 bit"})
+
+
+def sarma_comparison(comparison: dict) -> List[dict]:
+    """Our back-prop and fwd + bwd speedups (ideal from the reference accounting, measured from the kernel
+    counters, MAC passes and every kernel of the step) beside Sarma et al.'s ranges."""
+    p, t = comparison["passes"], comparison["totals"]
+    return [{"figure": "back-prop (bwd-data + bwd-weight)", "ideal": p["bwd"]["ideal_speedup"],
+             "measured": p["bwd"]["speedup"], "measured_all_kernels": None, "sarma": SARMA["bwd"]},
+            {"figure": "fwd + bwd", "ideal": p["step"]["ideal_speedup"], "measured": p["step"]["speedup"],
+             "measured_all_kernels": t["speedup_all_kernels"], "sarma": SARMA["step"]}]
 
 
 def _model_fits(model: Model, board) -> List[str]:
     """Layers of ``model`` that exceed ``board``'s compiled maxima (empty when it fits)."""
     problems = []
-    for name, layer, (src, out) in zip(model.layer_names(), model.layers, model.shapes()):
+    for name, layer, (src, out) in zip(model.layer_names(), model.flat_layers, model.shapes()):
         if isinstance(layer, Conv):
             if max(src[0], layer.out) > board.max_ch or max(src[1:]) > board.max_dim or layer.kernel > board.max_ksize:
                 problems.append(f"{name}: {src[0]}->{layer.out} ch, {src[1]}x{src[2]}, k{layer.kernel} "
@@ -232,11 +280,20 @@ def board_estimates(model: Model, boards, runs: Dict[int, Dict[str, dict]], batc
             raise ValueError(f"board {b.name}: no measurement at its {b.pe_lanes} PE lanes (have {sorted(runs)})")
         entry = {"board": b.name, "clock_mhz": b.clock_mhz, "pe_lanes": b.pe_lanes, "ddr_gbps": b.ddr_gbps,
                  "exceeds_compiled_maxima": _model_fits(model, b)}
+        entry["board_precision"] = b.precision
         for mode in ("dense", "sparse"):
-            per_batch = [_batch_seconds(rec, b) for rec in runs[b.pe_lanes][mode]["records"]]
+            run = runs[b.pe_lanes][mode]
+            per_batch = [_batch_seconds(rec, b) for rec in run["records"]]
             avg = {k: float(np.mean([p[k] for p in per_batch])) for k in per_batch[0]}
             avg["images_per_s"] = batch_size / avg["seconds"]
             avg["images_per_joule"] = None
+            # 2 ops per MAC of the conv / FC passes: the dense step's (what a dense accelerator would do:
+            # effective GOPS) and the ones the kernels executed
+            macs = [sum(info["macs"][p]["macs_dense"] for info in layers for p in info["macs"]) for layers in run["layers"]]
+            done = [sum(info["kernel"][p]["macs_executed"] for info in layers for p in info["kernel"] if p in info["macs"])
+                    for layers in run["layers"]]
+            avg["gops_effective"] = 2.0 * float(np.mean(macs)) / avg["seconds"] / 1e9
+            avg["gops_executed"] = 2.0 * float(np.mean(done)) / avg["seconds"] / 1e9
             entry[mode] = avg
         entry["speedup"] = entry["dense"]["seconds"] / entry["sparse"]["seconds"]
         entry["power_note"] = "boards.ini cites no power source, so no images per joule"
@@ -272,7 +329,7 @@ def goals(totals: dict, speed: Optional[dict]) -> Dict[str, dict]:
 
 def _pass_shape(model: Model, index: int, batch: int, has_mask: bool):
     from .perf_model import ConvPass
-    layer, (src, _) = model.layers[index], model.shapes()[index]
+    layer, (src, _) = model.flat_layers[index], model.shapes()[index]
     if isinstance(layer, Conv):
         return ConvPass(batch, src[0], src[1], src[2], layer.out, layer.kernel, layer.kernel, layer.stride,
                         layer.pad, has_mask=has_mask)
@@ -403,7 +460,9 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
                          "lr": lr, "momentum": momentum, "seed": seed, "n_train": n_train, "precision": precision,
                          "prune_rate": prune_rate},
               "training": training, "pe_lanes": comparison["pe_lanes"], "layers": comparison["layers"],
-              "totals": comparison["totals"],
+              "totals": comparison["totals"], "passes": comparison["passes"],
+              "cycles_by_op": comparison["cycles_by_op"], "sarma": sarma_comparison(comparison),
+              "published": list(PUBLISHED_GOPS),
               "boards": board_estimates(model, chosen, runs, batch_size), "pe_sizing": sizing,
               "notes": ["DDR bytes are derived from the tensors each op's descriptor names (the kernels read "
                         "each operand once in the dense device-memory layout and compact it on chip), so "
@@ -412,6 +471,10 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
                         "compiled maxima (config.h); 'exceeds_compiled_maxima' lists the layers a board's "
                         "own maxima (boards.ini) cannot hold without tiling"]}
     speed_report = None
+    if speed and not speed_timing.torch_mirrors(model):
+        report["notes"].append(f"speed timings skipped: the PyTorch mirror of the speed comparison has no batch "
+                               f"normalisation or residual blocks ({model.name})")
+        speed = False
     if speed:
         step_x, step_y = measured[0]
         accs = {"emu_float32": Accelerator.emulated("float32"), "emu_fixed": Accelerator.emulated("ap_fixed<16,6>")}
@@ -440,6 +503,41 @@ def run_bench(model_name: str = "lenet5", data: str = "mnist5k", epochs: int = 1
     return report
 
 
+def _pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{100 * v:5.1f} %"
+
+
+def _x(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:5.2f}x"
+
+
+def pass_table_lines(report: dict) -> List[str]:
+    """Per pass (all conv and FC layers together): shares of the dense MACs skipped by input-type and by
+    output-type skipping, ideal and measured speedups; then the comparison with Sarma et al."""
+    lines = ["pass        MACs dense   skipped input  skipped output  ideal  measured (kernel cycles)"]
+    names = {"fwd": "fwd", "bwd_data": "bwd-data", "bwd_weight": "bwd-weight", "bwd": "back-prop", "step": "fwd+bwd"}
+    for key, label in names.items():
+        p = report["passes"][key]
+        lines.append(f"{label:<10} {p['macs_dense']:12d}   {_pct(p['skipped_input_share']):>13}  "
+                     f"{_pct(p['skipped_output_share']):>14}  {_x(p['ideal_speedup'])}  {_x(p['speedup'])}")
+    for row in report["sarma"]:
+        lo, hi = row["sarma"]
+        extra = "" if row["measured_all_kernels"] is None else \
+            f", every kernel of the step {_x(row['measured_all_kernels'])}"
+        lines.append(f"{row['figure']}: ideal {_x(row['ideal'])}, measured {_x(row['measured'])}{extra}; "
+                     f"Sarma et al. {lo:.2f}-{hi:.2f}x")
+    return lines
+
+
+def layer_table_lines(report: dict) -> List[str]:
+    """Per layer and pass: dense MACs, skip shares by type, ideal and measured speedups."""
+    lines = ["layer      pass        MACs dense   skipped input  skipped output  ideal  measured"]
+    for r in report["layers"]:
+        lines.append(f"{r['name']:<10} {r['pass']:<10} {r['macs_dense']:11d}   {_pct(r['skipped_input_share']):>13}  "
+                     f"{_pct(r['skipped_output_share']):>14}  {_x(r['ideal_speedup'])}  {_x(r['speedup'])}")
+    return lines
+
+
 def summary_lines(report: dict) -> List[str]:
     """The report's headline figures as printable lines (what ``zskip bench`` prints)."""
     t = report["totals"]
@@ -451,9 +549,16 @@ def summary_lines(report: dict) -> List[str]:
              f"(ideal step {t['ideal_speedup_step']:.2f}x), utilization step {t['utilization_step']:.3f}, "
              f"dense array utilization step {t['dense_array_utilization_step']:.3f}; "
              f"all kernels incl. pool/loss/SGD {t['speedup_all_kernels']:.2f}x"]
+    lines += pass_table_lines(report)
     for b in report["boards"]:
-        lines.append(f"{b['board']:>11}: dense {b['dense']['images_per_s']:8.0f} img/s, sparse "
-                     f"{b['sparse']['images_per_s']:8.0f} img/s ({b['speedup']:.2f}x)")
+        fits = "" if not b["exceeds_compiled_maxima"] else \
+            f"; exceeds its boards.ini maxima in {len(b['exceeds_compiled_maxima'])} layer(s)"
+        lines.append(f"{b['board']:>11} ({b['board_precision']}, {b['pe_lanes']} lanes, {b['clock_mhz']:g} MHz): "
+                     f"dense {b['dense']['images_per_s']:8.0f} img/s {b['dense']['gops_effective']:6.1f} GOPS, "
+                     f"sparse {b['sparse']['images_per_s']:8.0f} img/s {b['sparse']['gops_effective']:6.1f} "
+                     f"effective GOPS ({b['speedup']:.2f}x){fits}")
+    lines.append("published (ResNet-20 / CIFAR-10, as quoted in issue 15): " +
+                 ", ".join(f"{p['system']} {p['gops']:g} GOPS ({p['precision']})" for p in report["published"]))
     sizing = ", ".join(f"{s['board']} {s['precision']} {s['pe_lanes']} (saturates at {s['saturation_lanes']})"
                        for s in report["pe_sizing"])
     lines.append(f"PE lanes fitting 80 % of the DSPs, perf model: {sizing}")

@@ -20,13 +20,18 @@ from ...models import step as _step
 from ...models.networks import Conv, Flatten, Linear, MaxPool, Model, param_key
 from ...models.ops import ReferenceOps
 
-__all__ = ["median_seconds", "step_speed", "layer_speed", "vgg16_layer_data", "VGG16_LAYER"]
+__all__ = ["torch_mirrors", "median_seconds", "step_speed", "layer_speed", "vgg16_layer_data", "VGG16_LAYER"]
 
 #: The VGG-16 layer timed: conv2_2 (128 -> 128 channels, 3x3, pad 1, 112x112 map), on a
 #: 32x32 tile because the compiled maxima (hls/common/config.h) hold 32x32 maps at most.
 VGG16_LAYER = {"name": "vgg16 conv2_2, 32x32 tile", "c": 128, "k": 128, "kernel": 3, "pad": 1, "tile": 32}
 #: fraction of zeros of its input activation (VGG-16's middle layers after ReLU are about half zeros)
 VGG16_INPUT_SPARSITY = 0.5
+
+
+def torch_mirrors(model: Model) -> bool:
+    """Whether :func:`_torch_model` can build ``model`` (conv, max-pool, flatten and linear layers only)."""
+    return all(isinstance(layer, (Conv, Linear, MaxPool, Flatten)) for layer in model.flat_layers)
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
