@@ -211,14 +211,19 @@ RESNET_BENCH_DEFAULTS = {"data": "synthetic:3x32x32", "batch_size": 8, "batches"
 BENCH_DEFAULTS = {"data": "mnist5k", "batch_size": 64, "batches": 4, "limit_train": None}
 
 
-def _run_bench(args) -> int:
-    from .bench.report import layer_table_lines, run_bench, summary_lines
-    check_output_path("--report", args.report)
-    check_output_path("--plot", args.plot)
+def bench_defaults(args) -> None:
+    """Fill the bench options left unset (None) with the model's defaults (ResNets: RESNET_BENCH_DEFAULTS)."""
     defaults = RESNET_BENCH_DEFAULTS if args.model.startswith("resnet") else BENCH_DEFAULTS
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+
+
+def _run_bench(args) -> int:
+    from .bench.report import layer_table_lines, run_bench, summary_lines
+    check_output_path("--report", args.report)
+    check_output_path("--plot", args.plot)
+    bench_defaults(args)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     report = run_bench(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, batches=args.batches,
                        lr=args.lr, momentum=args.momentum, seed=args.seed, limit_train=args.limit_train,

@@ -230,3 +230,93 @@ def test_cli_writes_report_and_plot(tmp_path):
         assert data["totals"][key] > 0
     assert data["training"]["epochs"] == 1 and data["training"]["test_accuracy"] is not None
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- the ResNet bench (issue 15)
+@pytest.fixture(scope="module")
+def resnet_report():
+    # untrained ResNet-8 on synthetic 3x16x16 images, one batch of 2, one board: seconds
+    return B.run_bench("resnet8", "synthetic:3x16x16", epochs=0, batch_size=2, batches=1, boards=["kv260"],
+                       speed=True)
+
+
+def test_resnet_rows_split_the_skipped_macs_by_type(resnet_report):
+    rows = resnet_report["layers"]
+    assert {r["kind"] for r in rows} == {"conv", "linear"}
+    for r in rows:
+        # every dense MAC is executed, skipped by input type or skipped by output type (reference accounting)
+        assert r["macs_nonzero"] + r["macs_skipped_input"] + r["macs_skipped_output"] == r["macs_dense"]
+        assert r["skipped_input_share"] == pytest.approx(r["macs_skipped_input"] / r["macs_dense"])
+        assert r["skipped_output_share"] == pytest.approx(r["macs_skipped_output"] / r["macs_dense"])
+        assert r["ideal_speedup_output_only"] == pytest.approx(
+            r["macs_dense"] / (r["macs_dense"] - r["macs_skipped_output"]))
+        assert r["macs_executed"] == r["macs_nonzero"]
+        if r["pass"] != "bwd_data":
+            assert r["macs_skipped_output"] == 0           # only backward-data has masked outputs
+        elif r["kind"] == "conv":
+            # every convolution's dy comes out of a batch normalisation: dense, nothing input-type to skip
+            assert r["macs_skipped_input"] == 0 and r["macs_skipped_output"] > 0
+
+
+def test_resnet_pass_totals_and_sarma_rows_are_sums_of_rows(resnet_report):
+    rows, passes = resnet_report["layers"], resnet_report["passes"]
+    for name, sel in (("fwd", ["fwd"]), ("bwd_data", ["bwd_data"]), ("bwd", ["bwd_data", "bwd_weight"]),
+                      ("step", ["fwd", "bwd_data", "bwd_weight"])):
+        rs = [r for r in rows if r["pass"] in sel]
+        for key in ("macs_dense", "macs_nonzero", "macs_skipped_input", "macs_skipped_output", "cycles_dense",
+                    "cycles_sparse"):
+            assert passes[name][key] == sum(r[key] for r in rs), (name, key)
+        assert passes[name]["speedup"] == pytest.approx(sum(r["cycles_dense"] for r in rs)
+                                                        / sum(r["cycles_sparse"] for r in rs))
+    bwd, step = resnet_report["sarma"]
+    assert bwd["sarma"] == (1.69, 5.43) and step["sarma"] == (1.68, 3.30)
+    assert bwd["ideal"] == passes["bwd"]["ideal_speedup"] and step["measured"] == passes["step"]["speedup"]
+    assert step["measured_all_kernels"] == resnet_report["totals"]["speedup_all_kernels"]
+    # every kernel of the step, from its own counters: the new ones have cycles too
+    by_op = resnet_report["cycles_by_op"]["sparse"]
+    for op in ("batchnorm_forward", "batchnorm_backward", "add_forward", "add_backward", "global_avgpool_forward",
+               "global_avgpool_backward", "sgd_update"):
+        assert by_op[op] > 0, op
+    assert sum(by_op.values()) == resnet_report["totals"]["cycles_sparse_all_kernels"]
+    assert any("speed timings skipped" in n for n in resnet_report["notes"])
+
+
+def test_resnet_board_gops_follow_from_macs_and_seconds(resnet_report):
+    (est,) = resnet_report["boards"]
+    board = load_boards()["kv260"]
+    # independent count of one batch's dense MACs: the conv and FC rows (the board runs the same batch)
+    macs = sum(r["macs_dense"] for r in resnet_report["layers"]) / resnet_report["config"]["batches"]
+    executed = sum(r["macs_nonzero"] for r in resnet_report["layers"]) / resnet_report["config"]["batches"]
+    assert est["board_precision"] == board.precision and est["pe_lanes"] == board.pe_lanes
+    for mode in ("dense", "sparse"):
+        assert est[mode]["gops_effective"] == pytest.approx(2 * macs / est[mode]["seconds"] / 1e9)
+    assert est["dense"]["gops_executed"] == pytest.approx(est["dense"]["gops_effective"])
+    assert est["sparse"]["gops_executed"] == pytest.approx(2 * executed / est["sparse"]["seconds"] / 1e9)
+    assert [p["system"] for p in resnet_report["published"]] == ["BOOST", "ETA"]
+    lines = B.summary_lines(resnet_report)
+    assert any(line.startswith("back-prop (bwd-data + bwd-weight): ideal") for line in lines)
+    assert any("BOOST 131 GOPS" in line and "ETA 659 GOPS (8 bit)" in line for line in lines)
+    assert len(B.layer_table_lines(resnet_report)) == 1 + len(resnet_report["layers"])
+
+
+def test_board_maxima_check_sees_the_layers_inside_residual_blocks():
+    limits = load_boards()["pynq-z2"]
+    model = get_model("resnet20")
+    exceeded = B._model_fits(model, limits)
+    names = model.layer_names()
+    # every convolution of stages 2 and 3 (32 and 64 channels) is inside a block
+    inside = [names[i] for i, layer in enumerate(model.flat_layers) if layer.kind == "conv"
+              and layer.out > limits.max_ch]
+    assert inside and all(any(p.startswith(f"{n}: ") for p in exceeded) for n in inside)
+
+
+def test_cli_bench_defaults_depend_on_the_model():
+    from zskip.host import cli
+    args = type("A", (), {"model": "resnet20", "data": None, "batch_size": None, "batches": None,
+                          "limit_train": None})()
+    cli.bench_defaults(args)
+    assert (args.data, args.batch_size, args.batches, args.limit_train) == ("synthetic:3x32x32", 8, 2, 64)
+    args = type("A", (), {"model": "lenet5", "data": "mnist5k", "batch_size": 16, "batches": None,
+                          "limit_train": None})()
+    cli.bench_defaults(args)
+    assert (args.data, args.batch_size, args.batches, args.limit_train) == ("mnist5k", 16, 4, None)
