@@ -54,12 +54,15 @@ def test_console_script_runs_as_a_module(tmp_path):
     assert json.loads(report.read_text())["config"]["data"] == "synthetic:1x28x28:10"
 
 
-def test_resnet_takes_the_data_shape_and_accelerators_refuse_it(tmp_path, capsys):
+def test_resnet_takes_the_data_shape_and_trains_on_the_accelerator_with_checks(tmp_path, capsys):
     report = tmp_path / "r.json"
     tiny = ["--limit-train", "32", "--limit-test", "16", "--batch-size", "16", "--epochs", "1", "--quiet"]
     assert main(["train", "--model", "resnet8", "--data", "synthetic:1x28x28", "--backend", "reference",
                  "--report", str(report)] + tiny) == 0
     data = json.loads(report.read_text())
     assert data["config"]["model"] == "resnet8" and len(data["epochs"]) == 1
-    assert main(["train", "--model", "resnet8", "--data", "synthetic:1x28x28", "--backend", "emu"] + tiny) == 2
-    assert "model: residual is not yet supported by the accelerator backends" in capsys.readouterr().err
+    report_emu = tmp_path / "e.json"
+    assert main(["train", "--model", "resnet8", "--data", "synthetic:1x28x28", "--backend", "emu",
+                 "--check-every", "1", "--report", str(report_emu)] + tiny) == 0
+    check = json.loads(report_emu.read_text())["check"]
+    assert check["batches_checked"] == 2 and check["max_rel_error"] <= 1e-4
