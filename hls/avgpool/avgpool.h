@@ -104,7 +104,10 @@ GAP_FWD_IMAGE:
                 // a plane of fewer than L words never started the last slots
                 if (j < PLANE) s += buf.partial[k * L + j];
             }
-            const act_t m = act_t(to_f32(s) * inv);
+            const float scaled = to_f32(s) * inv;
+// once per channel, off every recurrence: a multiplier in LUTs, no DSP
+#pragma HLS BIND_OP variable=scaled op=fmul impl=fabric
+            const act_t m = act_t(scaled);
             count_nonfinite(m);
             y[(uint64_t)n * sh.c + k] = to_f32(m);
         }
@@ -137,7 +140,12 @@ GAP_BWD:
 // one dx word per cycle on the grad write channel; dy is read on the grad
 // read channel once per plane, the mask from the bits bundle once per 32 words
 #pragma HLS PIPELINE II=1
-        if (e == 0) g = grad_t(to_f32(from_f32<grad_t>(dy[q])) * inv);
+        if (e == 0) {
+            const float scaled = to_f32(from_f32<grad_t>(dy[q])) * inv;
+// once per plane, off every recurrence: a multiplier in LUTs, no DSP
+#pragma HLS BIND_OP variable=scaled op=fmul impl=fabric
+            g = grad_t(scaled);
+        }
         if (has_mask && (i & 31u) == 0) mword = mask_in[i >> 5];
         grad_t v = g;
         if (has_mask && !((mword >> (i & 31u)) & 1u)) v = 0;
