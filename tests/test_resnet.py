@@ -183,6 +183,40 @@ def test_check_step_compares_the_new_ops_and_names_the_faulty_one(rng):
         check_step(TINY, params, vel, x, y, 0.02, 0.9, 1e-4, bad.outputs)
 
 
+@pytest.mark.parametrize("shift, fails", [(1e-7, False), (1e-3, True)])
+def test_check_measures_a_bias_gradient_cancelled_by_batch_norm_against_its_terms(rng, shift, fails):
+    """Before a batch normalisation a convolution's db is zero up to rounding: a change of 1e-7 of sum |dy|
+    (float32 rounding) passes, one of 1e-3 of it is caught."""
+    params, vel = TINY.init_params(1), TINY.zero_velocities()
+    x = rng.random((3, 2, 5, 5)).astype(np.float32)
+    y = np.array([2, 0, 1])
+    capture = CapturingOps(ReferenceOps())
+    train_step(capture, TINY, params, vel, x, y, 0.02, 0.9, 1e-4)
+    outputs, inputs = list(capture.outputs), {}
+    # the last conv backward-weight of the step is the first layer's (conv1, before bn1)
+    k = max(i for i, (op, _) in enumerate(outputs) if op == "conv_backward_weight")
+    dw, db = outputs[k][1]
+    assert np.abs(db).max() <= 1e-6 * max(np.abs(dw).max(), 1e-30) + 1e-12   # cancelled by bn1
+    wrong = np.array(db, copy=True)
+
+    class _Grab(ReferenceOps):
+        def conv_backward_weight(self, x, dy, w_shape, stride=1, pad=0):
+            inputs["dy"] = np.asarray(dy)
+            return super().conv_backward_weight(x, dy, w_shape, stride, pad)
+    train_step(_Grab(), TINY, params, vel, x, y, 0.02, 0.9, 1e-4)
+    terms = np.abs(inputs["dy"].astype(np.float64)).sum(axis=(0, 2, 3))
+    wrong[0] += shift * terms[0]
+    outputs[k] = ("conv_backward_weight", (dw, wrong))
+    if fails:
+        with pytest.raises(CheckFailed, match=r"^check failed: conv1 bwd_weight, tensor db"):
+            check_step(TINY, params, vel, x, y, 0.02, 0.9, 1e-4, outputs)
+    else:
+        # (the captured SGD update saw the unchanged db, so only the db comparison is asked about)
+        report = check_step(TINY, params, vel, x, y, 0.02, 0.9, 1e-4, outputs, raise_on_failure=False)
+        (entry,) = [t for t in report.tensors if (t.layer, t.tensor) == ("conv1 bwd_weight", "db")]
+        assert 0 < entry.max_rel <= report.tolerance.rtol
+
+
 def test_resnet_trains_a_few_steps_on_the_reference(rng):
     model = get_model("resnet8", (1, 28, 28))
     params, vel = model.init_params(0), model.zero_velocities()
@@ -217,20 +251,26 @@ def test_checkpoint_carries_running_statistics(tmp_path):
         load_checkpoint(path, model)
 
 
-def test_accelerator_backends_refuse_what_resnet_needs_and_they_lack_naming_it(rng):
-    # batch normalisation runs on them (tests/test_kernels_batchnorm.py); the residual join is the first
-    # layer kind of resnet8 they lack
+def test_accelerator_backends_run_a_resnet_step_with_the_per_op_check(rng):
+    """Batch normalisation, residual adds and global average pooling all have kernels: resnet8 trains a step on
+    both accelerator backends, every op within the float32 tolerance of the reference, and predicts with the
+    running statistics as the reference does."""
     from zskip.host.backends import make_backend
+    from zskip.host.runtime.streaming import Batch
+    from zskip.models.check import TOLERANCES
     model = get_model("resnet8", (1, 28, 28))
     x = rng.random((2, 1, 28, 28)).astype(np.float32)
+    params = model.init_params(0)
     for mode in ("program", "ops"):
         backend = make_backend("emu", mode=mode)
         try:
-            with pytest.raises(ValueError, match="^model: residual is not .*supported by the .*; use --backend reference"):
-                backend.train_step(model, model.init_params(0), model.zero_velocities(), x, np.array([0, 1]),
-                                   0.01, 0.9, 0.0)
-            with pytest.raises(ValueError, match="^model: residual is not"):
-                backend.predict(model, model.init_params(0), x)
+            (out,) = list(backend.stream(model, params, model.zero_velocities(), [Batch(x, np.array([0, 1]), check=True)],
+                                         0.01, 0.9, 0.0))
+            assert out.check.max_rel_error <= TOLERANCES["float32"].rtol
+            assert {"bn1 fwd", "block1 add", "avgpool1 fwd", "avgpool1 bwd"} <= {t.layer for t in out.check.tensors}
+            logits = backend.predict(model, out.result.params, x)
+            ref = predict(ReferenceOps(), model, out.result.params, x)
+            np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
         finally:
             backend.close()
 
