@@ -26,6 +26,13 @@
 #define ZSKIP_MAX_FEATURES 1024
 #endif
 
+// Stored edges of a pre-defined sparse junction (hls/sparse_fc): the on-chip
+// pattern memory holds max_features^2 / ZSKIP_SPARSE_EDGE_DIVISOR edge
+// indices (the edge weights share the fc engine's weight memory).
+#ifndef ZSKIP_SPARSE_EDGE_DIVISOR
+#define ZSKIP_SPARSE_EDGE_DIVISOR 8
+#endif
+
 #if ZSKIP_PE_LANES < 1 || ZSKIP_MAX_CH < 1 || ZSKIP_MAX_DIM < 1 || ZSKIP_MAX_KSIZE < 1 || ZSKIP_MAX_FEATURES < 1
 #error "zskip: every ZSKIP_* size must be >= 1"
 #endif
@@ -51,6 +58,10 @@ struct fc_config {
     static const unsigned max_ch = ZSKIP_MAX_FEATURES;
     static const unsigned max_dim = 1;
     static const unsigned max_ksize = 1;
+    // stored edges of a pre-defined sparse junction (sparse_fc)
+    static const unsigned max_edges = ZSKIP_MAX_FEATURES >= ZSKIP_SPARSE_EDGE_DIVISOR
+                                          ? ZSKIP_MAX_FEATURES / ZSKIP_SPARSE_EDGE_DIVISOR * ZSKIP_MAX_FEATURES
+                                          : ZSKIP_MAX_FEATURES;
 };
 
 // Max pooling and the element-wise kernels.

@@ -33,6 +33,10 @@ enum zskip_opcode {
     OP_ADD_BWD = 17,
     OP_GAP_FWD = 18,
     OP_GAP_BWD = 19,
+    // pre-defined sparse junctions (hls/sparse_fc)
+    OP_SPARSE_FC_FWD = 20,
+    OP_SPARSE_FC_BWD_DATA = 21,
+    OP_SPARSE_FC_BWD_WEIGHT = 22,
 };
 
 enum zskip_flag {
@@ -84,6 +88,9 @@ enum zskip_field {
     D_MEAN = 37,
     D_VAR = 38,
     D_RUNNING = 39,
+    // pre-defined sparse junctions (SPARSE_FC_*)
+    D_PATTERN = 40,
+    D_FAN_IN = 41,
     D_WORDS = 44,
 };
 // Meaning of the fields per opcode (arena in brackets):
@@ -136,6 +143,11 @@ enum zskip_field {
 //     channels; COUNT the values per channel the batch statistics were taken
 //     over (N*H*W, >= 2: the variance is made unbiased with COUNT / (COUNT - 1)).
 //   XHAT .. RUNNING are tensor offsets and beat-aligned like X .. LABELS.
+//   SPARSE_FC_FWD / _BWD_DATA / _BWD_WEIGHT (hls/sparse_fc): fields as FC_*
+//   (C inputs I, K outputs J), plus FAN_IN stored edges per output and
+//   PATTERN [bits] the (J, FAN_IN) uint32 input index of every edge (a
+//   multiple of BEAT_WORDS, like the tensor offsets); WGT and DW hold the
+//   compressed (J, FAN_IN) weights / weight gradient.
 // Bit tensors: bit i of word j is element 32 * j + i in row-major order; a
 // bit tensor starts at a word boundary and owns its last word.
 
@@ -188,12 +200,12 @@ enum zskip_error {
     // a hardware-rule assertion failed (ZSKIP_EMU_ASSERTS emulation builds
     // only; hls/common/hw_assert.h)
     ERR_HW_RULE = 10,
-    // a tensor offset field (D_X .. D_LABELS, D_X2, D_DY2) is not a multiple of BEAT_WORDS
+    // a tensor offset field (D_X .. D_LABELS, D_X2, D_DY2, D_PATTERN) is not a multiple of BEAT_WORDS
     ERR_ALIGN = 11,
 };
 
 // Words of one beat of the tensor ports (act, wgt, grad, bits: 128 bits).
-// Every tensor offset field D_X .. D_LABELS, D_X2, D_DY2 (unused ones are 0) is a
+// Every tensor offset field D_X .. D_LABELS, D_X2, D_DY2, D_PATTERN (unused ones are 0) is a
 // multiple of it, so a tensor starts on a beat; D_SEED, a one-word scalar,
 // is exempt. The host allocator aligns (host/ip/program.py ArenaLayout).
 enum zskip_beat {

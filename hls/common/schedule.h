@@ -57,6 +57,12 @@ static const unsigned GAP_SUM_DEPTH = WB_DEPTH + ACC_LATENCY * ACC_LATENCY + 3;
 static const unsigned BN_REDUCE_DEPTH = ACC_LATENCY * ACC_LATENCY;
 // float32 square-root core
 static const unsigned SQRT_DEPTH = 16;
+// sparse_fc MAC: the pattern read adds a stage before the operand read (the
+// lane's x / dx address is the edge's index)
+static const unsigned SPFC_MAC_DEPTH = MAC_DEPTH + 1;
+// sparse_fc forward MAC: then a pairwise adder tree over the lanes, up to 64
+// lanes (6 levels of float adds) before the add into y's copy
+static const unsigned SPFC_FWD_MAC_DEPTH = SPFC_MAC_DEPTH + 6 * ACC_LATENCY;
 
 }  // namespace zskip
 
@@ -192,4 +198,33 @@ ZSKIP_SCHEDULE(BN_BWD_REDUCE, 2 * ACC_LATENCY, 2 * BN_REDUCE_DEPTH + WB_DEPTH)
 ZSKIP_SCHEDULE(BN_BWD_DX, 1, WB_DEPTH + 3 * ACC_LATENCY)
 // running statistics: four multiplies share one multiplier
 ZSKIP_SCHEDULE(BN_STATS, 4, LOAD_DEPTH + 3 * ACC_LATENCY + WB_DEPTH)
+// --- sparse_fc (pre-defined sparse junctions, hls/sparse_fc) ---
+// pattern load, beat-wide: 4 edge indices per cycle into 4 distinct banks (P >= 4)
+ZSKIP_SCHEDULE(SPFC_LOAD_IDX_BEAT, 1, LOAD_DEPTH)
+// pattern load: one edge index per cycle (P < 4)
+ZSKIP_SCHEDULE(SPFC_LOAD_IDX, 1, LOAD_DEPTH)
+// accumulator copies clear: pe_lanes indices x ACC_LATENCY copies per cycle, one word per bank
+ZSKIP_SCHEDULE(SPFC_CLEAR, 1, CLEAR_DEPTH)
+// dy compaction: one word per cycle into the live list; each db word once per image
+ZSKIP_SCHEDULE(SPFC_SCAN, 1, SCAN_DEPTH)
+// x row load: one word per cycle
+ZSKIP_SCHEDULE(SPFC_LOAD_X, 1, LOAD_DEPTH)
+// forward bias load: one word per cycle
+ZSKIP_SCHEDULE(SPFC_FWD_LOAD_B, 1, LOAD_DEPTH)
+// forward: one chunk per cycle (clash-free x banks, rotating y copies: no recurrence)
+ZSKIP_SCHEDULE(SPFC_FWD_MAC, 1, SPFC_FWD_MAC_DEPTH)
+// forward write-back: one y word per cycle, its ACC_LATENCY copies in distinct banks
+ZSKIP_SCHEDULE(SPFC_FWD_WB, 1, WB_SUM_DEPTH)
+// backward-data mask load: one bit per cycle
+ZSKIP_SCHEDULE(SPFC_BWD_DATA_MASK, 1, LOAD_DEPTH)
+// backward-data: one chunk per cycle (clash-free dx banks, rotating dx copies)
+ZSKIP_SCHEDULE(SPFC_BWD_DATA_MAC, 1, SPFC_MAC_DEPTH)
+// backward-data write-back: one dx word per cycle, its copies in distinct banks
+ZSKIP_SCHEDULE(SPFC_BWD_DATA_WB, 1, WB_SUM_DEPTH)
+// backward-weight: one chunk per cycle (clash-free x banks, each dw word once per image)
+ZSKIP_SCHEDULE(SPFC_BWD_W_MAC, 1, SPFC_MAC_DEPTH)
+// dw write-back: one word per cycle
+ZSKIP_SCHEDULE(SPFC_BWD_W_WB, 1, WB_DEPTH)
+// db write-back: one word per cycle
+ZSKIP_SCHEDULE(SPFC_BWD_W_WB_B, 1, WB_DEPTH)
 #endif

@@ -25,6 +25,7 @@
 #include "../prune_grad/prune_grad.h"
 #include "../sgd_update/sgd_update.h"
 #include "../softmax_xent/softmax_xent.h"
+#include "../sparse_fc/sparse_fc.h"
 
 using namespace zskip;
 
@@ -75,6 +76,7 @@ struct ip_memory {
     maxpool_onchip<pool_config> *pool;
     batchnorm_onchip<pool_config> *bn;
     avgpool_onchip<pool_config> *gap;
+    sparse_fc_onchip<fc_config> *sparse_fc;
 };
 
 // Kernel names of the opcodes, for hardware-rule reports (hw_assert.h).
@@ -99,6 +101,9 @@ static const char *kernel_name(uint32_t opcode) {
     case OP_ADD_BWD: return "add_bwd";
     case OP_GAP_FWD: return "gap_fwd";
     case OP_GAP_BWD: return "gap_bwd";
+    case OP_SPARSE_FC_FWD: return "sparse_fc_fwd";
+    case OP_SPARSE_FC_BWD_DATA: return "sparse_fc_bwd_data";
+    case OP_SPARSE_FC_BWD_WEIGHT: return "sparse_fc_bwd_weight";
     default: return "unknown";
     }
 }
@@ -122,6 +127,8 @@ ALIGN_CHECK_BN:
 #pragma HLS UNROLL
         aligned = aligned && d[f] % BEAT_WORDS == 0;
     }
+    // the pattern's beat-wide load needs it on a beat too
+    aligned = aligned && d[D_PATTERN] % BEAT_WORDS == 0;
     if (!aligned) return ERR_ALIGN;
     const uint32_t flags = d[D_FLAGS];
     const bool skip = flags & FLAG_SKIP_ZEROS;
@@ -149,6 +156,21 @@ ALIGN_CHECK_BN:
         if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
         return fc_bwd_weight(d[D_N], d[D_C], d[D_K], skip, act + d[D_X], grad + d[D_DY], grad + d[D_DW],
                              grad + d[D_DB], *mem.fc, cnt);
+    case OP_SPARSE_FC_FWD:
+        if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
+        return sparse_fc_fwd<fc_config>(d[D_N], d[D_C], d[D_K], d[D_FAN_IN], skip, relu, act + d[D_X],
+                                        wgt + d[D_WGT], bits + d[D_PATTERN], wgt + d[D_BIAS], act + d[D_Y],
+                                        bits + d[D_MASK_OUT], *mem.fc, *mem.sparse_fc, cnt);
+    case OP_SPARSE_FC_BWD_DATA:
+        if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
+        return sparse_fc_bwd_data<fc_config>(d[D_N], d[D_C], d[D_K], d[D_FAN_IN], skip, has_mask, grad + d[D_DY],
+                                             wgt + d[D_WGT], bits + d[D_PATTERN], bits + d[D_MASK_IN],
+                                             grad + d[D_DX], *mem.fc, *mem.sparse_fc, cnt);
+    case OP_SPARSE_FC_BWD_WEIGHT:
+        if (d[D_H] != 1 || d[D_W] != 1 || d[D_R] != 1 || d[D_S] != 1) return ERR_DIM;
+        return sparse_fc_bwd_weight<fc_config>(d[D_N], d[D_C], d[D_K], d[D_FAN_IN], skip, act + d[D_X],
+                                               grad + d[D_DY], bits + d[D_PATTERN], grad + d[D_DW], grad + d[D_DB],
+                                               *mem.fc, *mem.sparse_fc, cnt);
     case OP_MAXPOOL_FWD:
         return maxpool_fwd<pool_config>(read_pool_shape(d), relu, act + d[D_X], act + d[D_Y],
                                         bits + d[D_ARGMAX], bits + d[D_MASK_OUT], *mem.pool, cnt);
@@ -238,6 +260,7 @@ void zskip_top(const uint32_t *program, f32_beat *act, f32_beat *wgt, f32_beat *
     maxpool_memory<pool_config>(mem.pool);
     avgpool_memory<pool_config>(mem.gap);
     batchnorm_memory<pool_config>(mem.bn);
+    sparse_fc_memory<fc_config>(mem.sparse_fc);
     *version = ZSKIP_VERSION;
 #ifdef ZSKIP_EMU_ASSERTS
     hw_violation_record().set = false;

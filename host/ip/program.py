@@ -19,7 +19,7 @@ Field names are the enum names without ``D_`` and ``_F32``, lower case
 (``n, c, h, w, k, r, s, stride, pad, count, x, y, wgt, bias, vel, dy, dx, dw,
 db, loss, mask_out, mask_in, argmax, labels, lr, momentum, weight_decay, tau,
 tau_scale, seed, grad_scale``; residual add: ``x2, dy2``; batch normalisation: ``eps, xhat, mean, var,
-running``);
+running``; sparse junctions: ``pattern, fan_in``);
 the header comment says which arena each offset points into. ``encode``
 rejects a descriptor the compiled kernel cannot run (:class:`Limits`), with
 an error naming the field and its allowed range.
@@ -130,6 +130,12 @@ class Limits:
         return cls(**{f: _parse_define(CONFIG_H, "ZSKIP_" + f.upper()) for f in
                       ("pe_lanes", "max_ch", "max_dim", "max_ksize", "max_features")})
 
+    @property
+    def max_edges(self) -> int:
+        """Stored edges of a pre-defined sparse junction the kernel holds (fc_config::max_edges, config.h)."""
+        f, div = self.max_features, _parse_define(CONFIG_H, "ZSKIP_SPARSE_EDGE_DIVISOR")
+        return f // div * f if f >= div else f
+
     def defines(self) -> Dict[str, int]:
         """``{macro: value}`` to compile the kernels with these maxima."""
         return {"ZSKIP_" + k.upper(): v for k, v in self.__dict__.items()}
@@ -219,6 +225,16 @@ def _validate(opcode: str, f: Mapping[str, int], limits: Limits):
         for name in ("h", "w", "r", "s", "stride"):
             _check_range(opcode, name, f[name], 1, 1)
         _check_range(opcode, "pad", f["pad"], 0, 0)
+    elif opcode in ("SPARSE_FC_FWD", "SPARSE_FC_BWD_DATA", "SPARSE_FC_BWD_WEIGHT"):
+        _check_range(opcode, "n", f["n"], 1, u32)
+        _check_range(opcode, "c", f["c"], 1, limits.max_features)
+        _check_range(opcode, "k", f["k"], 1, limits.max_features)
+        for name in ("h", "w", "r", "s", "stride"):
+            _check_range(opcode, name, f[name], 1, 1)
+        _check_range(opcode, "pad", f["pad"], 0, 0)
+        _check_range(opcode, "fan_in", f["fan_in"], 1, min(f["c"], limits.max_edges // f["k"]))
+        if f["pattern"] % BEAT_WORDS:
+            raise ValueError(f"{opcode}: field 'pattern' must be a multiple of BEAT_WORDS = {BEAT_WORDS} words")
     elif opcode in ("MAXPOOL_FWD", "MAXPOOL_BWD"):
         _check_range(opcode, "n", f["n"], 1, u32)
         _check_range(opcode, "c", f["c"], 1, limits.max_ch)

@@ -335,6 +335,80 @@ class Accelerator:
         out = self._run_one(lay, {"x": x, "dy": dy}, desc, {"dw": ((j, i), "f32"), "db": ((j,), "f32")})
         return out["dw"], out["db"]
 
+    # ------------------------------------------------------------------ pre-defined sparse junctions
+    def _sparse_fields(self, pattern, n):
+        """Descriptor fields of a sparse junction; refuses a pattern the engine cannot run."""
+        i, j, fan_in = pattern.n_in, pattern.n_out, pattern.fan_in
+        if pattern.lanes != self.limits.pe_lanes:
+            raise ValueError(f"pattern: made clash-free for {pattern.lanes} lanes, this accelerator has "
+                             f"pe_lanes={self.limits.pe_lanes} (build the model with lanes={self.limits.pe_lanes})")
+        self._check_features("pattern inputs", i)
+        self._check_features("pattern outputs", j)
+        if pattern.edges > self.limits.max_edges:
+            raise ValueError(f"pattern: {pattern.edges} stored edges, more than the compiled maximum "
+                             f"{self.limits.max_edges} (max_features^2 / ZSKIP_SPARSE_EDGE_DIVISOR)")
+        return dict(n=n, c=i, k=j, h=1, w=1, r=1, s=1, stride=1, pad=0, fan_in=fan_in)
+
+    def sparse_linear_forward(self, x, w, b, pattern, relu: bool = True):
+        """(y (N, J), mask or None) for x (N, I), compressed w (J, fan_in), b (J,) of ``pattern``."""
+        x, b = self._tensor("x", x, 2), self._tensor("b", b, 1)
+        w = np.ascontiguousarray(pattern.check_values(w), dtype=np.float32)
+        n = x.shape[0]
+        if x.shape[1] != pattern.n_in:
+            raise ValueError(f"x: the junction has {pattern.n_in} inputs, x has {x.shape[1]} features")
+        if b.shape != (pattern.n_out,):
+            raise ValueError(f"b: expected shape ({pattern.n_out},), got {b.shape}")
+        fields = self._sparse_fields(pattern, n)
+        j = pattern.n_out
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), wgt=lay.alloc("wgt", "w", w.size),
+                   pattern=lay.alloc("bits", "pattern", w.size), bias=lay.alloc("wgt", "b", j),
+                   y=lay.alloc("act", "y", n * j), mask_out=lay.alloc("bits", "mask", bit_words(n * j)))
+        desc = encode("SPARSE_FC_FWD", flags=self._flags(relu=relu), limits=self.limits, **fields, **off)
+        outputs = {"y": ((n, j), "f32")}
+        if relu:
+            outputs["mask"] = ((n, j), "bits")
+        out = self._run_one(lay, {"x": x, "w": w, "b": b, "pattern": pattern.idx.astype(np.uint32)}, desc, outputs)
+        return out["y"], out.get("mask")
+
+    def sparse_linear_backward_data(self, dy, w, pattern, out_mask=None):
+        """dx (N, I): each stored edge adds w * dy[:, j] into dx[:, idx]; zero where out_mask (N, I) is False."""
+        dy = self._tensor("dy", dy, 2)
+        w = np.ascontiguousarray(pattern.check_values(w), dtype=np.float32)
+        n = dy.shape[0]
+        if dy.shape[1] != pattern.n_out:
+            raise ValueError(f"dy: the junction has {pattern.n_out} outputs, dy has {dy.shape[1]}")
+        fields = self._sparse_fields(pattern, n)
+        i = pattern.n_in
+        lay = ArenaLayout()
+        off = dict(dy=lay.alloc("grad", "dy", dy.size), wgt=lay.alloc("wgt", "w", w.size),
+                   pattern=lay.alloc("bits", "pattern", w.size), dx=lay.alloc("grad", "dx", n * i),
+                   mask_in=lay.alloc("bits", "mask", bit_words(n * i)))
+        inputs = {"dy": dy, "w": w, "pattern": pattern.idx.astype(np.uint32)}
+        if out_mask is not None:
+            inputs["mask"] = self._mask("out_mask", out_mask, (n, i))
+        desc = encode("SPARSE_FC_BWD_DATA", flags=self._flags(has_mask=out_mask is not None), limits=self.limits,
+                      **fields, **off)
+        return self._run_one(lay, inputs, desc, {"dx": ((n, i), "f32")})["dx"]
+
+    def sparse_linear_backward_weight(self, x, dy, pattern):
+        """(dw (J, fan_in) compressed, db (J,)) from x (N, I) and dy (N, J) over the stored edges of ``pattern``."""
+        x, dy = self._tensor("x", x, 2), self._tensor("dy", dy, 2)
+        if x.shape != (dy.shape[0], pattern.n_in) or dy.shape[1] != pattern.n_out:
+            raise ValueError(f"x/dy: expected (N, {pattern.n_in}) and (N, {pattern.n_out}), got {x.shape} and "
+                             f"{dy.shape}")
+        n = x.shape[0]
+        fields = self._sparse_fields(pattern, n)
+        j, e = pattern.n_out, pattern.edges
+        lay = ArenaLayout()
+        off = dict(x=lay.alloc("act", "x", x.size), dy=lay.alloc("grad", "dy", dy.size),
+                   pattern=lay.alloc("bits", "pattern", e), dw=lay.alloc("grad", "dw", e),
+                   db=lay.alloc("grad", "db", j))
+        desc = encode("SPARSE_FC_BWD_WEIGHT", flags=self._flags(), limits=self.limits, **fields, **off)
+        out = self._run_one(lay, {"x": x, "dy": dy, "pattern": pattern.idx.astype(np.uint32)}, desc,
+                            {"dw": ((j, pattern.fan_in), "f32"), "db": ((j,), "f32")})
+        return out["dw"], out["db"]
+
     # ------------------------------------------------------------------ pooling
     def _pool_shape(self, x_shape, size, stride):
         n, c, h, w = x_shape
