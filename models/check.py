@@ -145,6 +145,8 @@ def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
     first = _step._first_with_params(model)
     names = model.layer_names()
     put = lambda op, node, p: labels[op].append(f"{names[node.index]} {p}")
+    # a pre-defined sparse junction runs the sparse_ form of the linear ops
+    _sparse = lambda node, op: "sparse_" + op if model.pattern(node.index) is not None else op
     forward_op = {Conv: "conv_forward", Linear: "linear_forward", MaxPool: "maxpool_forward",
                   BatchNorm: "batchnorm_forward", GlobalAvgPool: "global_avgpool_forward"}
 
@@ -155,7 +157,7 @@ def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
                 forward(node.shortcut)
                 put("add_forward", node, "add")
             elif type(node.layer) in forward_op:
-                put(forward_op[type(node.layer)], node, "fwd")
+                put(_sparse(node, forward_op[type(node.layer)]), node, "fwd")
 
     def backward(nodes):
         for node in reversed(nodes):
@@ -173,9 +175,9 @@ def op_labels(model: Model, param_keys: Sequence[str]) -> Dict[str, List[str]]:
             elif isinstance(layer, (Conv, Linear)):
                 if i != first:
                     put("prune_grad", node, "prune")
-                put(f"{layer.kind}_backward_weight", node, "bwd_weight")
+                put(_sparse(node, f"{layer.kind}_backward_weight"), node, "bwd_weight")
                 if i != first:
-                    put(f"{layer.kind}_backward_data", node, "bwd_data")
+                    put(_sparse(node, f"{layer.kind}_backward_data"), node, "bwd_data")
             if i == first:
                 return True
         return False

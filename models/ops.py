@@ -17,8 +17,9 @@ Pre-defined sparse junctions (``Linear`` layers with density < 1,
 ``zskip.models.structured``) need three more ops, ``sparse_linear_forward(x,
 w, b, pattern, relu)``, ``sparse_linear_backward_data(dy, w, pattern,
 out_mask)`` and ``sparse_linear_backward_weight(x, dy, pattern)``, with ``w``
-the compressed (J, fan_in) weights; only ``ReferenceOps`` has them so far,
-and the training step refuses a sparse model on Ops without them.
+the compressed (J, fan_in) weights; ``ReferenceOps`` and the accelerator
+backends (the ``sparse_fc`` kernels) have them, and the training step refuses
+a sparse model on Ops without them.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ OP_OUTPUTS = {
     "batchnorm_forward": ("y", "mask", "xhat", "mean", "var"), "batchnorm_inference": ("y", "mask"),
     "batchnorm_backward": ("dx", "dgamma", "dbeta"), "batchnorm_update_stats": ("running_mean", "running_var"),
     "add_forward": ("y", "mask"), "add_backward": ("dx",),
+    "sparse_linear_forward": ("y", "mask"), "sparse_linear_backward_data": ("dx",),
+    "sparse_linear_backward_weight": ("dw", "db"),
     "global_avgpool_forward": ("y",), "global_avgpool_backward": ("dx",),
 }
 

@@ -210,8 +210,8 @@ def _sparse_pattern(ops, model: Model, index: int):
     if pattern is not None and not all(hasattr(ops, op) for op in SPARSE_OPS):
         raise ValueError(f"density: layer {model.layer_names()[index]} of model {model.name!r} is a pre-defined "
                          f"sparse junction "
-                         f"(density {model.flat_layers[index].density:g}), which {type(ops).__name__} cannot run yet "
-                         f"(the HLS engine does not take connection patterns so far); use the reference backend")
+                         f"(density {model.flat_layers[index].density:g}), which {type(ops).__name__} cannot run "
+                         f"(it has no {', '.join(SPARSE_OPS)}); use the reference or emu backend")
     return pattern
 
 

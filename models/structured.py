@@ -205,9 +205,13 @@ def sparse_linear_backward_weight(x, dy, pattern: ConnectionPattern, mul: str = 
 
 
 def sparse_linear_macs(x, dy, pattern: ConnectionPattern, out_mask=None) -> dict:
-    """MAC counts of a sparse junction's passes (as ``reference.linear_macs``, over the stored edges only).
+    """MAC counts of a sparse junction's passes (as ``reference.linear_macs``).
 
-    ``macs_dense``: N * edges; forward skips edges whose input is zero,
+    ``macs_dense``: N * n_out * n_in, the MACs of the dense junction (what a
+    sparsity-agnostic engine runs for the layer; the engine's ``macs_dense``
+    counter has the same definition), so ``macs_dense / macs_nonzero`` is the
+    gain of the pattern and of zero-skipping together. ``macs_nonzero`` runs
+    over the stored edges only: forward skips edges whose input is zero,
     backward-data edges with a zero dy or a masked input, backward-weight
     edges with a zero operand.
     """
@@ -216,7 +220,7 @@ def sparse_linear_macs(x, dy, pattern: ConnectionPattern, out_mask=None) -> dict
     n = nz_x.shape[0]
     live = np.ones_like(nz_x) if out_mask is None else np.asarray(out_mask, bool)
     edge_x = nz_x[:, pattern.idx]                     # (N, n_out, fan_in)
-    d = int(n * pattern.edges)
+    d = int(n * pattern.n_out * pattern.n_in)
     return {"fwd": {"macs_dense": d, "macs_nonzero": int(edge_x.sum())},
             "bwd_data": {"macs_dense": d, "macs_nonzero": int((nz_dy[:, :, None] & live[:, pattern.idx]).sum())},
             "bwd_weight": {"macs_dense": d, "macs_nonzero": int((nz_dy[:, :, None] & edge_x).sum())}}

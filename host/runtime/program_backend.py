@@ -55,6 +55,8 @@ class StepProgram:
     slots: List[Dict[str, object]] = field(default_factory=list)
     #: the learning rate each slot's program buffer holds now (a schedule rewrites it between runs)
     slot_lr: List[float] = field(default_factory=list)
+    #: bits-arena constants (connection patterns): name -> uint32 words, written once per buffer set
+    constants: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def set_lr(self, slot: int, lr: float) -> None:
         """Write ``lr`` into every SGD_UPDATE descriptor of buffer set ``slot`` (no-op when it holds it)."""
@@ -96,7 +98,7 @@ def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, l
         raise ValueError(f"kind must be 'train' or 'predict', got {kind!r}")
     return StepProgram(kind, batch, layout, np.stack(rec.descriptors), rec.calls, "x",
                        "labels" if labels is not None else None, logits,
-                       "prune_seeds" if seeds is not None else None, grad_scale)
+                       "prune_seeds" if seeds is not None else None, grad_scale, constants=rec.constants)
 
 
 class ProgramBackend:
@@ -181,6 +183,10 @@ class ProgramBackend:
                     bufs[arena] = buf
                 bufs["program"][:] = prog.words.reshape(-1)
                 bufs["program"].sync_to_device()          # written once, run many times
+                for name, value in prog.constants.items():
+                    prog.layout.put(bufs, name, value)    # flushed with the bits arena of every batch
+                if prog.constants:
+                    bufs["bits"].sync_to_device()
                 prog.slots.append(bufs)
                 prog.slot_lr.append(float(lr))
             self._programs[key] = prog

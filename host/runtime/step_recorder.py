@@ -72,6 +72,9 @@ class ProgramRecorder:
         self._by_pointer: Dict[int, str] = {}
         self._keep: List[np.ndarray] = []       # placeholders stay alive so no pointer is reused
         self._count = 0
+        #: bits-arena tensors the program reads but never writes (connection patterns): name -> uint32 words
+        self.constants: Dict[str, np.ndarray] = {}
+        self._patterns: Dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ tensors
     def placeholder(self, arena: str, shape, kind: str = "f32", name: Optional[str] = None) -> np.ndarray:
@@ -218,6 +221,56 @@ class ProgramRecorder:
         self._emit("linear_backward_weight", (self._spec(dw), self._spec(db)), "FC_BWD_WEIGHT", self._flags(),
                    **self._fc(n, i, j), x=self._slot("x", x, "act"), dy=self._slot("dy", dy, "grad"),
                    dw=self._slot("dw", dw, "grad"), db=self._slot("db", db, "grad"))
+        return dw, db
+
+    # ------------------------------------------------------------------ pre-defined sparse junctions
+    def _pattern(self, pattern) -> int:
+        """Offset of ``pattern``'s (J, fan_in) uint32 input indices in the bits arena (allocated once per pattern).
+
+        The indices are constants of the program: :attr:`constants` holds them, written into every
+        buffer set when it is allocated (``program_backend``).
+        """
+        if pattern.lanes != self.limits.pe_lanes:
+            raise ValueError(f"pattern: made clash-free for {pattern.lanes} lanes, the accelerator has "
+                             f"pe_lanes={self.limits.pe_lanes} (build the model with lanes={self.limits.pe_lanes})")
+        key = (pattern.n_in, pattern.n_out, pattern.fan_in, pattern.lanes, pattern.seed)
+        name = self._patterns.get(key)
+        if name is None:
+            name = self._patterns[key] = f"pattern{len(self._patterns)}"
+            self.layout.alloc("bits", name, pattern.edges)
+            self.constants[name] = pattern.idx.astype(np.uint32)
+        return self.layout.entries[name][1]
+
+    def _sparse_fc(self, n, pattern):
+        return dict(n=n, c=pattern.n_in, k=pattern.n_out, h=1, w=1, r=1, s=1, stride=1, pad=0,
+                    fan_in=pattern.fan_in, pattern=self._pattern(pattern))
+
+    def sparse_linear_forward(self, x, w, b, pattern, relu=True):
+        n, j = x.shape[0], pattern.n_out
+        y = self.placeholder("act", (n, j))
+        mask = self.placeholder("bits", (n, j), "bits") if relu else None
+        self._emit("sparse_linear_forward", (self._spec(y), self._spec(mask)), "SPARSE_FC_FWD",
+                   self._flags(relu=relu), **self._sparse_fc(n, pattern), x=self._slot("x", x, "act"),
+                   wgt=self._slot("w", w, "wgt"), bias=self._slot("b", b, "wgt"), y=self._slot("y", y, "act"),
+                   **({"mask_out": self._slot("mask", mask, "bits")} if relu else {}))
+        return y, mask
+
+    def sparse_linear_backward_data(self, dy, w, pattern, out_mask=None):
+        n = dy.shape[0]
+        dx = self.placeholder("grad", (n, pattern.n_in))
+        extra = {} if out_mask is None else {"mask_in": self._slot("out_mask", out_mask, "bits")}
+        self._emit("sparse_linear_backward_data", self._spec(dx), "SPARSE_FC_BWD_DATA",
+                   self._flags(has_mask=out_mask is not None), **self._sparse_fc(n, pattern),
+                   dy=self._slot("dy", dy, "grad"), wgt=self._slot("w", w, "wgt"), dx=self._slot("dx", dx, "grad"),
+                   **extra)
+        return dx
+
+    def sparse_linear_backward_weight(self, x, dy, pattern):
+        n = x.shape[0]
+        dw, db = self.placeholder("grad", (pattern.n_out, pattern.fan_in)), self.placeholder("grad", (pattern.n_out,))
+        self._emit("sparse_linear_backward_weight", (self._spec(dw), self._spec(db)), "SPARSE_FC_BWD_WEIGHT",
+                   self._flags(), **self._sparse_fc(n, pattern), x=self._slot("x", x, "act"),
+                   dy=self._slot("dy", dy, "grad"), dw=self._slot("dw", dw, "grad"), db=self._slot("db", db, "grad"))
         return dw, db
 
     def softmax_xent(self, logits, labels, grad_scale=1.0):
