@@ -206,6 +206,8 @@ def _partitions(function: str, header: Path, board: Board) -> Dict[str, int]:
             out[member] = board.pe_lanes
         elif factor == "ACC_LATENCY":
             out[member] = acc_latency()
+        elif _named_factor(factor, text, board):
+            out[member] = _named_factor(factor, text, board)
         else:
             raise ValueError(f"{header}: partition factor {factor!r} of {member} not understood")
     return out
@@ -217,6 +219,25 @@ def acc_latency(hls_dir: Path = HLS_DIR) -> int:
     if not m:
         raise RuntimeError(f"{hls_dir / 'common' / 'schedule.h'}: 'static const unsigned ACC_LATENCY = N;' not found")
     return int(m.group(1))
+def _named_factor(name: str, text: str, board: Board) -> int:
+    """Value of a factor named by ``static const unsigned NAME = a * b;`` in the header, its operands
+    ZSKIP_PE_LANES (the board's) or constants of schedule.h (0 when not of that form)."""
+    m = re.search(r"static\s+const\s+unsigned\s+" + re.escape(name) + r"\s*=\s*([^;]+);", text)
+    if not m:
+        return 0
+    schedule = (HLS_DIR / "common" / "schedule.h").read_text()
+    value = 1
+    for operand in (s.strip() for s in m.group(1).split("*")):
+        if operand == "ZSKIP_PE_LANES":
+            value *= board.pe_lanes
+        elif operand.isdigit():
+            value *= int(operand)
+        else:
+            c = re.search(r"static\s+const\s+unsigned\s+" + re.escape(operand) + r"\s*=\s*(\d+)\s*;", schedule)
+            if not c:
+                return 0
+            value *= int(c.group(1))
+    return value
 
 
 def _probe_source(structs: List[OnchipStruct]) -> str:

@@ -113,7 +113,8 @@ inline void assert_chunk_banks(const uint16_t *idx, unsigned e0, unsigned len, c
     static const unsigned P = CFG::pe_lanes;
     bool used[P];
     for (unsigned l = 0; l < P; ++l) used[l] = false;
-    for (unsigned l = 0; l < len; ++l) {
+    for (unsigned l = 0; l < P; ++l) {
+        if (l >= len) break;
         const unsigned bank = idx[e0 + l] % P;
         ZSKIP_HW_ASSERT(!used[bank], loop,
                         "two lanes touch one input bank in one cycle (the connection pattern clashes)");
@@ -216,9 +217,33 @@ SPFC_CLEAR:
     return ZSKIP_CYCLES(SPFC_CLEAR, iters);
 }
 
+// Levels of a pairwise adder tree over n values: ceil(log2(n)).
+constexpr unsigned tree_levels(unsigned n) { return n <= 1 ? 0 : 1 + tree_levels((n + 1) / 2); }
+
+// s[0] = the sum of s[0, N) by a pairwise tree (level v adds s[l + 2^v] into
+// s[l] for l a multiple of 2^(v+1)): the order the hardware's adders use.
+template <unsigned N>
+inline void tree_sum(acc_t *s) {
+    static const unsigned LEVELS = tree_levels(N);
+// every value of the tree is a register
+#pragma HLS ARRAY_PARTITION variable=s complete
+TREE_LEVEL:
+    for (unsigned v = 0; v < LEVELS; ++v) {
+#pragma HLS UNROLL
+    TREE_PAIR:
+        for (unsigned l = 0; l < N; ++l) {
+#pragma HLS UNROLL
+            const unsigned stride = 1u << v;
+            if (l % (2 * stride) == 0 && l + stride < N) s[l] += s[l + stride];
+        }
+    }
+}
+
 // The sum of index i's ACC_LATENCY copies (a pairwise adder tree), which it clears.
 inline acc_t sparse_sum_parts(acc_t *part, unsigned i) {
     static const unsigned L = ACC_LATENCY;
+// bank (index mod P) * L + copy, as declared in sparse_fc_memory: the L copies are L banks
+#pragma HLS ARRAY_PARTITION variable=part cyclic factor=sparse_fc_part_banks
     acc_t s[L];
 // the copies are L registers of the adder tree
 #pragma HLS ARRAY_PARTITION variable=s complete
@@ -228,15 +253,7 @@ SPFC_SUM_READ:
         s[c] = part[i * L + c];
         part[i * L + c] = 0;
     }
-SPFC_SUM_LEVEL:
-    for (unsigned stride = 1; stride < L; stride *= 2) {
-#pragma HLS UNROLL
-    SPFC_SUM_PAIR:
-        for (unsigned c = 0; c + stride < L; c += 2 * stride) {
-#pragma HLS UNROLL
-            s[c] += s[c + stride];
-        }
-    }
+    tree_sum<L>(s);
     return s[0];
 }
 
@@ -347,15 +364,7 @@ SPFC_FWD_IMAGE:
                     }
                 }
             }
-        SPFC_FWD_TREE:
-            for (unsigned stride = 1; stride < P; stride *= 2) {
-#pragma HLS UNROLL
-            SPFC_FWD_TREE_PAIR:
-                for (unsigned l = 0; l + stride < P; l += 2 * stride) {
-#pragma HLS UNROLL
-                    prod[l] += prod[l + stride];
-                }
-            }
+            tree_sum<P>(prod);
             sp.part[j * L + copy] += prod[0];
             cnt.macs_executed += live;
             copy = copy + 1 == L ? 0 : copy + 1;
