@@ -33,6 +33,12 @@ def test_lenet5_and_vgg_tiny_steps_run_clean_with_assertions(monkeypatch, form, 
     acc = Accelerator.emulated(skip_zeros=skip)
     assert "-DZSKIP_EMU_ASSERTS=1" in emu.compile_flags({})
     assert np.isfinite(_step(acc, "lenet5", 4).loss)
+    # pre-defined sparse fc1/fc2: the sparse_fc kernels' generated patterns never clash
+    model = get_model("lenet5").with_density(0.25, 2)
+    rng = np.random.default_rng(1)
+    x = rng.random((4, *model.input_shape)).astype(np.float32)
+    assert np.isfinite(S.train_step(acc, model, model.init_params(1), model.zero_velocities(), x,
+                                    rng.integers(0, 10, 4), 0.02, 0.9, 1e-4, account=False).loss)
     # vgg_tiny's first fully connected layer has 2048 inputs
     wide = Accelerator.emulated(skip_zeros=skip, limits=replace(Limits.defaults(), max_features=2048))
     assert np.isfinite(_step(wide, "vgg_tiny", 2).loss)

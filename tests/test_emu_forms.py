@@ -121,6 +121,28 @@ def test_bn_model_training_step_equal_in_both_forms(monkeypatch, precision):
     _same(*logs)
 
 
+@pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>"])
+@pytest.mark.parametrize("skip", [True, False], ids=["sparse", "dense"])
+def test_sparse_fc_passes_equal_in_both_forms(monkeypatch, precision, skip):
+    """The sparse_fc kernels have no C-sim path of their own: one source, compiled both ways."""
+    from zskip.models import structured as ST
+    csim, synth = _pair(monkeypatch, precision, skip)
+    logs = []
+    for acc in (csim, synth):
+        ops = _Recorder(acc)
+        rng = np.random.default_rng(2)
+        for i, j, d, n in ((400, 120, 0.25, 3), (37, 23, 0.6, 1), (120, 84, 0.1, 2)):
+            p = ST.connection_pattern(i, j, d, seed=1)
+            x = np.maximum(rng.standard_normal((n, i)), 0).astype(np.float32) * 0.5
+            w = (rng.standard_normal((j, p.fan_in)) * 0.5).astype(np.float32)
+            dy = (rng.standard_normal((n, j)) * (rng.random((n, j)) < 0.5)).astype(np.float32)
+            ops.sparse_linear_forward(x, w, np.zeros(j, np.float32), p)
+            ops.sparse_linear_backward_data(dy, w, p, out_mask=rng.random((n, i)) < 0.7)
+            ops.sparse_linear_backward_weight(x, dy, p)
+        logs.append(ops.log)
+    _same(*logs)
+
+
 @pytest.mark.parametrize("precision", ["float32", "ap_fixed<16,6>", "float32,mul=mitchell", "float32,mul=lut"])
 def test_lenet5_training_step_equal_in_both_forms(monkeypatch, tmp_path, precision):
     if precision.endswith("mul=lut"):
