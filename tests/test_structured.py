@@ -139,7 +139,7 @@ def test_sparse_model_step_equals_the_masked_dense_step(mnist5k):
         np.testing.assert_allclose(sparse.params[key], full.params[key], rtol=1e-4, atol=1e-6)
     info = {l["index"]: l for l in sparse.layers}
     assert info[5]["density"] == 0.25 and info[5]["edges"] == 7680 and info[7]["density"] == 1.0
-    assert info[5]["macs"]["fwd"]["macs_dense"] == 32 * 120 * 400
+    assert info[5]["macs"]["fwd"]["macs_dense"] == 32 * 120 * 256   # the dense junction: 256 inputs
     assert info[5]["macs"]["fwd"]["macs_nonzero"] <= 32 * 7680
 
 
