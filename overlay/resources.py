@@ -20,6 +20,7 @@ partial sums, bias adds, SGD, softmax, prune) are listed with their counts.
 
     python -m zskip.overlay.resources            # prints the table of overlay/README.md
     python -m zskip.overlay.resources --multipliers   # the MAC multipliers' cost per board (README)
+    python -m zskip.overlay.resources --sparse-fc     # DSP if sparse_fc had MAC lanes of its own
 
 Multipliers (:func:`multiplier_resources`): a float32 build may replace the MAC
 lanes' float32 multiplier (3 of its 5 DSP48) by bf16 (1 DSP48), Mitchell's
@@ -358,6 +359,33 @@ def dsp_total(board: Board, precision: str) -> int:
     return sum(n * each for _, n, each in dsp_instances(board, precision))
 
 
+def sparse_fc_own_lanes(board: Board, precision: str) -> List[Tuple[str, int, int]]:
+    """``(operator, instances, DSP48 each)`` that ``sparse_fc`` would add with MAC lanes of its own.
+
+    :func:`dsp_instances` counts none: the estimate assumes the sparse passes use the fc engine's
+    lanes (the two never run together), which the HLS code does not force yet (hls/README.md).
+    """
+    lanes, lat = board.pe_lanes, 5  # ACC_LATENCY copies (hls/common/schedule.h)
+    fixed = precision != "float32"
+    acc_add = 0 if fixed else 2
+    return [(f"sparse_fc MAC lanes ({lanes} multiply-adds)", 3 if fixed else 1, lanes * board.dsp_per_mac(precision)),
+            ("sparse_fc forward lane adder tree", 1, (lanes - 1) * acc_add),
+            ("sparse_fc copy sums (forward and backward-data write-backs)", 2, (lat - 1) * acc_add)]
+
+
+def sparse_fc_table(estimates: List["Estimate"]) -> str:
+    """Markdown: each board's DSP if ``sparse_fc`` had MAC lanes of its own (``--sparse-fc``)."""
+    lines = ["| board | precision | DSP now | + sparse_fc own lanes | total / 80 % of DSP | fits |",
+             "|---|---|---|---|---|---|"]
+    for e in estimates:
+        b = e.limits
+        extra = sum(n * each for _, n, each in sparse_fc_own_lanes(b, b.precision))
+        total = e.dsp + extra
+        lines.append(f"| {e.board} | {b.precision} | {e.dsp} | {extra} | {total} / {MARGIN * b.dsp:.0f} | "
+                     f"{'yes' if total <= MARGIN * b.dsp else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- multipliers
 #: DSP48 of the float32 multiply inside a float32 multiply-add (the rest, 2, is the adder;
 #: dsp_instances' f_mul)
@@ -477,7 +505,9 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     structs = onchip_structs()
     estimates = [estimate(b, structs) for b in load_boards().values()]
-    print((multiplier_table if "--multipliers" in argv else markdown_table)(estimates), end="")
+    table = multiplier_table if "--multipliers" in argv else sparse_fc_table if "--sparse-fc" in argv \
+        else markdown_table
+    print(table(estimates), end="")
 
 
 if __name__ == "__main__":
