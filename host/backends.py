@@ -25,7 +25,7 @@ from ..models.networks import Model
 from ..models.ops import ReferenceOps
 from ..models.step import check_prune_rate
 
-__all__ = ["Backend", "OpsBackend", "make_backend", "BACKENDS"]
+__all__ = ["Backend", "OpsBackend", "make_backend", "pattern_lanes", "BACKENDS"]
 
 
 class Backend(Protocol):
@@ -170,6 +170,16 @@ def _pynq(bitfile: str = "zskip.bit", account: bool = True, mode: str = "program
 
 #: Backend names (``remote:HOST`` takes the board's host name or address).
 BACKENDS = ("reference", "emu", "pynq", "remote:HOST")
+
+
+def pattern_lanes(backend) -> int:
+    """The PE lanes a connection pattern must be clash-free for on ``backend``: its engine's compiled
+    ``pe_lanes``, or 0 (the engine default, ``structured.DEFAULT_LANES``) when that is the default or
+    the backend has no engine."""
+    from ..models.structured import DEFAULT_LANES
+    engine = getattr(backend, "accelerator", None) or getattr(backend, "ops", None)
+    lanes = getattr(getattr(engine, "limits", None), "pe_lanes", None)
+    return 0 if lanes is None or lanes == DEFAULT_LANES else int(lanes)
 
 
 def make_backend(name: str, **opts) -> Backend:

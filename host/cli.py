@@ -98,8 +98,8 @@ def _add_train(sub) -> None:
                         "(SparseTrain; default 0: off)")
     p.add_argument("--density", type=float, default=1.0, metavar="D",
                    help="pre-defined structured sparsity: every fully-connected junction except the last keeps a "
-                        "fraction D in (0, 1] of its edges, fixed fan-in and fan-out (reference and emu backends; the "
-                        "patterns are clash-free for the default 16 PE lanes; default 1)")
+                        "fraction D in (0, 1] of its edges, fixed fan-in and fan-out, the patterns clash-free for the "
+                        "backend's PE lanes (reference and emu backends; default 1)")
     p.add_argument("--density-seed", type=int, default=0, metavar="S", help="seed of the connection patterns")
     p.add_argument("--max-saturations", type=int, default=1000, metavar="N",
                    help="warn, naming the layer, when its fixed-point saturations in an epoch exceed N")
@@ -129,8 +129,9 @@ def _run_train(args) -> int:
                                              trust_pickle=args.trust_pickle)
     else:
         # the ResNets adapt to the data's shape
-        model = get_model(args.model or "lenet5", input_shape=dataset.input_shape).with_density(
-            args.density, args.density_seed)
+        model = get_model(args.model or "lenet5", input_shape=dataset.input_shape)
+        # checks --density before a backend is made; the patterns follow the backend's PE lanes (below)
+        model.with_density(args.density, args.density_seed)
     from .ip.precision import is_float32, multiplier
     opts = dict(args.backend_opt)
     if args.precision is not None:
@@ -147,6 +148,9 @@ def _run_train(args) -> int:
     if args.prune_rate:
         opts["prune_rate"] = args.prune_rate
     backend = make_backend(args.backend, **opts)
+    if args.init_from is None:
+        from .backends import pattern_lanes
+        model = model.with_density(args.density, args.density_seed, lanes=pattern_lanes(backend))
     try:
         result = train(backend, model, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,

@@ -195,3 +195,14 @@ def test_lenet5_density_quarter_trains_on_emu_with_per_op_checks(tmp_path):
         for pass_name in ("fwd", "bwd_data", "bwd_weight"):
             assert k[pass_name]["macs_dense"] == layers[name]["macs"][pass_name]["macs_dense"]
             assert 0 < k[pass_name]["macs_executed"] <= layers[name]["edges"] * 96
+
+
+def test_cli_makes_the_patterns_for_the_backends_lanes(tmp_path):
+    """With pe_lanes=8 the CLI builds 8-lane patterns (a 16-lane pattern would be refused by the accelerator)."""
+    report = tmp_path / "r.json"
+    assert cli.main(["train", "--backend", "emu", "--backend-opt", "pe_lanes=8", "--density", "0.25", "--epochs", "1",
+                     "--limit-train", "32", "--limit-test", "32", "--batch-size", "32", "--check-every", "1",
+                     "--quiet", "--report", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["config"]["sparse_junctions"] == {"fc1": [0.25, 0, 8], "fc2": [0.25, 0, 8]}
+    assert r["check"]["max_rel_error"] < 1e-4
