@@ -16,9 +16,10 @@ from zskip.host.runtime.accelerator import Accelerator
 from zskip.models import reference as R
 from zskip.models import structured as S
 
-#: (inputs, outputs, density, batch, lanes): odd sizes, N = 1, fan_in below and above the lanes
+#: (inputs, outputs, density, batch, lanes): odd sizes, N = 1, fan_in below and above the lanes, rows on and
+#: off a beat (the beat-wide loads and write-backs and their word forms), 2 lanes (no beat-wide loop)
 CASES = [(400, 120, 0.25, 3, 16), (37, 23, 0.6, 1, 16), (33, 7, 0.3, 2, 8), (64, 10, 0.1, 5, 4),
-         (20, 9, 0.5, 1, 16), (120, 84, 0.05, 2, 16)]
+         (20, 9, 0.5, 1, 16), (120, 84, 0.05, 2, 16), (24, 8, 0.5, 2, 2)]
 
 
 def _acc(lanes, skip=True, precision="float32"):

@@ -209,22 +209,30 @@ ZSKIP_SCHEDULE(SPFC_CLEAR, 1, CLEAR_DEPTH)
 ZSKIP_SCHEDULE(SPFC_SCAN, 1, SCAN_DEPTH)
 // x row load: one word per cycle
 ZSKIP_SCHEDULE(SPFC_LOAD_X, 1, LOAD_DEPTH)
+// x row load, beat-wide: 4 inputs per cycle into 4 distinct banks (row on a beat, P >= 4)
+ZSKIP_SCHEDULE(SPFC_LOAD_X_BEAT, 1, LOAD_DEPTH)
 // forward bias load: one word per cycle
 ZSKIP_SCHEDULE(SPFC_FWD_LOAD_B, 1, LOAD_DEPTH)
 // forward: one chunk per cycle (clash-free x banks, rotating y copies: no recurrence)
 ZSKIP_SCHEDULE(SPFC_FWD_MAC, 1, SPFC_FWD_MAC_DEPTH)
 // forward write-back: one y word per cycle, its ACC_LATENCY copies in distinct banks
 ZSKIP_SCHEDULE(SPFC_FWD_WB, 1, WB_SUM_DEPTH)
+// forward write-back, beat-wide: 4 outputs per cycle (J a multiple of 4, P >= 4)
+ZSKIP_SCHEDULE(SPFC_FWD_WB_BEAT, 1, WB_SUM_DEPTH)
 // backward-data mask load: one bit per cycle
 ZSKIP_SCHEDULE(SPFC_BWD_DATA_MASK, 1, LOAD_DEPTH)
 // backward-data: one chunk per cycle (clash-free dx banks, rotating dx copies)
 ZSKIP_SCHEDULE(SPFC_BWD_DATA_MAC, 1, SPFC_MAC_DEPTH)
 // backward-data write-back: one dx word per cycle, its copies in distinct banks
 ZSKIP_SCHEDULE(SPFC_BWD_DATA_WB, 1, WB_SUM_DEPTH)
+// backward-data write-back, beat-wide: 4 inputs per cycle (I a multiple of 4, P >= 4)
+ZSKIP_SCHEDULE(SPFC_BWD_DATA_WB_BEAT, 1, WB_SUM_DEPTH)
 // backward-weight: one chunk per cycle (clash-free x banks, each dw word once per image)
 ZSKIP_SCHEDULE(SPFC_BWD_W_MAC, 1, SPFC_MAC_DEPTH)
 // dw write-back: one word per cycle
 ZSKIP_SCHEDULE(SPFC_BWD_W_WB, 1, WB_DEPTH)
+// dw write-back, beat-wide: 4 edges per cycle from 4 distinct banks (edges a multiple of 4, P >= 4)
+ZSKIP_SCHEDULE(SPFC_BWD_W_WB_BEAT, 1, WB_DEPTH)
 // db write-back: one word per cycle
 ZSKIP_SCHEDULE(SPFC_BWD_W_WB_B, 1, WB_DEPTH)
 #endif

@@ -288,11 +288,36 @@ SPFC_SCAN:
     return n_live;
 }
 
-// x row `xn` (I words) into the engine's plane [i] (cyclic over P), one word per cycle.
+// x row `xn` (I words) into the engine's plane [i] (cyclic over P): one
+// 128-bit beat per cycle when the row starts on a beat and 4 consecutive
+// inputs fall in 4 distinct banks (P >= 4; the last beat's words past the row
+// are read and dropped), else one word per cycle.
 template <class CFG>
 uint64_t sparse_load_x(words<const float> xn, unsigned in_f, acc_t *plane, kernel_counters &cnt) {
+    static const unsigned P = CFG::pe_lanes;
     static const unsigned F_MAX = CFG::max_ch;
-#pragma HLS ARRAY_PARTITION variable=plane cyclic factor=CFG::pe_lanes
+#pragma HLS ARRAY_PARTITION variable=plane cyclic factor=P
+    if (xn.beat_aligned(0) && beat_in_distinct_banks(1, P)) {
+        const unsigned beats = (in_f + BEAT_WORDS - 1) / BEAT_WORDS;
+    SPFC_LOAD_X_BEAT:
+        for (unsigned b = 0; b < beats; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=F_MAX/BEAT_WORDS
+// one 128-bit beat of x per cycle, its 4 words into 4 distinct banks
+#pragma HLS PIPELINE II=1
+            float word[BEAT_WORDS];
+// the 4 lanes of the one beat read below are registers
+#pragma HLS ARRAY_PARTITION variable=word complete
+            split_beat(xn.beat_at((uint64_t)b * BEAT_WORDS), word);
+        SPFC_LOAD_X_LANE:
+            for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+                const unsigned i = b * BEAT_WORDS + j;
+                if (i < in_f) plane[i] = acc_t(from_f32<act_t>(word[j]));
+            }
+        }
+        cnt.load_iters += beats;
+        return ZSKIP_CYCLES(SPFC_LOAD_X_BEAT, beats);
+    }
 SPFC_LOAD_X:
     for (unsigned i = 0; i < in_f; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=F_MAX
@@ -333,6 +358,9 @@ SPFC_FWD_LOAD_B:
     cycles += ZSKIP_CYCLES(SPFC_FWD_LOAD_B, out_f);
     cycles += sparse_clear_parts<CFG>(sp.part, out_f);
     bit_writer mask_out(mask);
+    // y is written a beat per cycle when every row is whole beats (J a multiple
+    // of 4: y and each row start on a beat) and 4 outputs sit in 4 banks
+    const bool wide_wb = out_f % BEAT_WORDS == 0 && y.beat_aligned(0) && beat_in_distinct_banks(1, P);
 SPFC_FWD_IMAGE:
     for (unsigned img = 0; img < n; ++img) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
@@ -380,6 +408,35 @@ SPFC_FWD_IMAGE:
         cnt.mac_iters += chunks;
         cycles += ZSKIP_CYCLES(SPFC_FWD_MAC, chunks);
         words<float> yn = y + (uint64_t)img * out_f;
+        if (wide_wb) {
+        SPFC_FWD_WB_BEAT:
+            for (unsigned b = 0; b < out_f / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=F_MAX/BEAT_WORDS
+// one 128-bit beat of y per cycle: 4 consecutive outputs, their 4 x ACC_LATENCY
+// copies and 4 bias words in distinct banks (P >= 4)
+#pragma HLS PIPELINE II=1
+                float word[BEAT_WORDS];
+// the 4 lanes are registers of the one beat written below
+#pragma HLS ARRAY_PARTITION variable=word complete
+                uint32_t live_bits = 0;
+            SPFC_FWD_WB_LANE:
+                for (unsigned l = 0; l < BEAT_WORDS; ++l) {
+#pragma HLS UNROLL
+                    const unsigned jj = b * BEAT_WORDS + l;
+                    act_t v = act_t(sparse_sum_parts(sp.part, jj) + eng.bias[jj]);
+                    count_nonfinite(v);  // before ReLU, which would turn a NaN into 0
+                    const bool live = v > 0;
+                    if (relu && !live) v = 0;
+                    word[l] = to_f32(v);
+                    live_bits |= (uint32_t)live << l;
+                }
+                yn.beat_at((uint64_t)b * BEAT_WORDS) = make_beat(word);
+                if (relu) mask_out.put4(live_bits);
+            }
+            cnt.wb_iters += out_f / BEAT_WORDS;
+            cycles += ZSKIP_CYCLES(SPFC_FWD_WB_BEAT, out_f / BEAT_WORDS);
+            continue;
+        }
     SPFC_FWD_WB:
         for (unsigned jj = 0; jj < out_f; ++jj) {
 #pragma HLS LOOP_TRIPCOUNT max=F_MAX
@@ -423,6 +480,8 @@ unsigned sparse_fc_bwd_data(unsigned n, unsigned in_f, unsigned out_f, unsigned 
     cycles += load_weights<CFG>(w, out_f, fan_in, 1, true, eng.w, cnt);
     cycles += sparse_clear_parts<CFG>(sp.part, in_f);
     const bool mask_lanes = skip_zeros && has_mask;
+    // dx is written a beat per cycle when every row is whole beats and 4 inputs sit in 4 banks
+    const bool wide_wb = in_f % BEAT_WORDS == 0 && dx.beat_aligned(0) && beat_in_distinct_banks(1, P);
 SPFC_BWD_DATA_IMAGE:
     for (unsigned img = 0; img < n; ++img) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
@@ -484,6 +543,31 @@ SPFC_BWD_DATA_IMAGE:
         cnt.mac_iters += chunks;
         cycles += ZSKIP_CYCLES(SPFC_BWD_DATA_MAC, chunks);
         words<float> dxn = dx + (uint64_t)img * in_f;
+        if (wide_wb) {
+        SPFC_BWD_DATA_WB_BEAT:
+            for (unsigned b = 0; b < in_f / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=F_MAX/BEAT_WORDS
+// one 128-bit beat of dx per cycle: 4 consecutive inputs, their copies and
+// mask bytes in distinct banks (P >= 4)
+#pragma HLS PIPELINE II=1
+                float word[BEAT_WORDS];
+// the 4 lanes are registers of the one beat written below
+#pragma HLS ARRAY_PARTITION variable=word complete
+            SPFC_BWD_DATA_WB_LANE:
+                for (unsigned l = 0; l < BEAT_WORDS; ++l) {
+#pragma HLS UNROLL
+                    const unsigned i = b * BEAT_WORDS + l;
+                    grad_t v = grad_t(sparse_sum_parts(sp.part, i));
+                    if (has_mask && !sp.in_mask[i]) v = 0;
+                    count_nonfinite(v);
+                    word[l] = to_f32(v);
+                }
+                dxn.beat_at((uint64_t)b * BEAT_WORDS) = make_beat(word);
+            }
+            cnt.wb_iters += in_f / BEAT_WORDS;
+            cycles += ZSKIP_CYCLES(SPFC_BWD_DATA_WB_BEAT, in_f / BEAT_WORDS);
+            continue;
+        }
     SPFC_BWD_DATA_WB:
         for (unsigned i = 0; i < in_f; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=F_MAX
@@ -572,14 +656,37 @@ SPFC_BWD_W_IMAGE:
         cnt.mac_iters += chunks;
         cycles += ZSKIP_CYCLES(SPFC_BWD_W_MAC, chunks);
     }
-SPFC_BWD_W_WB:
-    for (unsigned e = 0; e < edges; ++e) {
+    const bool wide_dw = edges % BEAT_WORDS == 0 && dw.beat_aligned(0) && beat_in_distinct_banks(1, P);
+    uint64_t dw_trips = edges;
+    if (wide_dw) {
+        dw_trips = edges / BEAT_WORDS;
+    SPFC_BWD_W_WB_BEAT:
+        for (unsigned b = 0; b < edges / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=E_MAX/BEAT_WORDS
+// one 128-bit beat of dw per cycle: 4 consecutive edges in 4 distinct banks (P >= 4)
+#pragma HLS PIPELINE II=1
+            float word[BEAT_WORDS];
+// the 4 lanes are registers of the one beat written below
+#pragma HLS ARRAY_PARTITION variable=word complete
+        SPFC_BWD_W_WB_LANE:
+            for (unsigned l = 0; l < BEAT_WORDS; ++l) {
+#pragma HLS UNROLL
+                const grad_t v = grad_t(eng.w[b * BEAT_WORDS + l]);
+                count_nonfinite(v);
+                word[l] = to_f32(v);
+            }
+            dw.beat_at((uint64_t)b * BEAT_WORDS) = make_beat(word);
+        }
+    } else {
+    SPFC_BWD_W_WB:
+        for (unsigned e = 0; e < edges; ++e) {
 #pragma HLS LOOP_TRIPCOUNT max=E_MAX
 // one dw word per cycle
 #pragma HLS PIPELINE II=1
-        const grad_t v = grad_t(eng.w[e]);
-        count_nonfinite(v);
-        dw[e] = to_f32(v);
+            const grad_t v = grad_t(eng.w[e]);
+            count_nonfinite(v);
+            dw[e] = to_f32(v);
+        }
     }
 SPFC_BWD_W_WB_B:
     for (unsigned j = 0; j < out_f; ++j) {
@@ -590,8 +697,9 @@ SPFC_BWD_W_WB_B:
         count_nonfinite(v);
         db[j] = to_f32(v);
     }
-    cnt.wb_iters += edges + out_f;
-    cycles += ZSKIP_CYCLES(SPFC_BWD_W_WB, edges) + ZSKIP_CYCLES(SPFC_BWD_W_WB_B, out_f);
+    cnt.wb_iters += dw_trips + out_f;
+    cycles += (wide_dw ? ZSKIP_CYCLES(SPFC_BWD_W_WB_BEAT, dw_trips) : ZSKIP_CYCLES(SPFC_BWD_W_WB, dw_trips)) +
+              ZSKIP_CYCLES(SPFC_BWD_W_WB_B, out_f);
     cnt.macs_dense += (uint64_t)n * out_f * in_f;
     cnt.cycles += cycles;
     return ERR_NONE;
