@@ -222,11 +222,13 @@ def acc_latency(hls_dir: Path = HLS_DIR) -> int:
     return int(m.group(1))
 def _named_factor(name: str, text: str, board: Board) -> int:
     """Value of a factor named by ``static const unsigned NAME = a * b;`` in the header, its operands
-    ZSKIP_PE_LANES (the board's) or constants of schedule.h (0 when not of that form)."""
+    ZSKIP_PE_LANES (the board's), constants of schedule.h or enum values of descriptor.h (0 when not
+    of that form)."""
     m = re.search(r"static\s+const\s+unsigned\s+" + re.escape(name) + r"\s*=\s*([^;]+);", text)
     if not m:
         return 0
     schedule = (HLS_DIR / "common" / "schedule.h").read_text()
+    descriptor = (HLS_DIR / "common" / "descriptor.h").read_text()
     value = 1
     for operand in (s.strip() for s in m.group(1).split("*")):
         if operand == "ZSKIP_PE_LANES":
@@ -234,7 +236,8 @@ def _named_factor(name: str, text: str, board: Board) -> int:
         elif operand.isdigit():
             value *= int(operand)
         else:
-            c = re.search(r"static\s+const\s+unsigned\s+" + re.escape(operand) + r"\s*=\s*(\d+)\s*;", schedule)
+            c = re.search(r"static\s+const\s+unsigned\s+" + re.escape(operand) + r"\s*=\s*(\d+)\s*;", schedule) \
+                or re.search(r"\b" + re.escape(operand) + r"\s*=\s*(\d+)\s*,", descriptor)
             if not c:
                 return 0
             value *= int(c.group(1))

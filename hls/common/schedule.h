@@ -207,6 +207,8 @@ ZSKIP_SCHEDULE(SPFC_LOAD_IDX, 1, LOAD_DEPTH)
 ZSKIP_SCHEDULE(SPFC_CLEAR, 1, CLEAR_DEPTH)
 // dy compaction: one word per cycle into the live list; each db word once per image
 ZSKIP_SCHEDULE(SPFC_SCAN, 1, SCAN_DEPTH)
+// dy compaction, beat-wide: 4 dy words per cycle, up to 4 live entries into 4 list banks (P >= 4)
+ZSKIP_SCHEDULE(SPFC_SCAN_BEAT, 1, SCAN_DEPTH)
 // x row load: one word per cycle
 ZSKIP_SCHEDULE(SPFC_LOAD_X, 1, LOAD_DEPTH)
 // x row load, beat-wide: 4 inputs per cycle into 4 distinct banks (row on a beat, P >= 4)
@@ -221,6 +223,8 @@ ZSKIP_SCHEDULE(SPFC_FWD_WB, 1, WB_SUM_DEPTH)
 ZSKIP_SCHEDULE(SPFC_FWD_WB_BEAT, 1, WB_SUM_DEPTH)
 // backward-data mask load: one bit per cycle
 ZSKIP_SCHEDULE(SPFC_BWD_DATA_MASK, 1, LOAD_DEPTH)
+// backward-data mask load, beat-wide: 4 bits of one word per cycle (I a multiple of 4, P >= 4)
+ZSKIP_SCHEDULE(SPFC_BWD_DATA_MASK_BEAT, 1, LOAD_DEPTH)
 // backward-data: one chunk per cycle (clash-free dx banks, rotating dx copies)
 ZSKIP_SCHEDULE(SPFC_BWD_DATA_MAC, 1, SPFC_MAC_DEPTH)
 // backward-data write-back: one dx word per cycle, its copies in distinct banks

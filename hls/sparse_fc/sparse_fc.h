@@ -62,6 +62,8 @@ namespace zskip {
 // Banks of sparse_fc_onchip::part (its ARRAY_PARTITION factor): pe_lanes x
 // ACC_LATENCY (fc_config's pe_lanes is ZSKIP_PE_LANES).
 static const unsigned sparse_fc_part_banks = ZSKIP_PE_LANES * ACC_LATENCY;
+// Banks of the live-output list: a beat's 4 entries per cycle.
+static const unsigned sparse_fc_live_banks = BEAT_WORDS;
 
 // The sparse passes' own on-chip arrays; the edge weights, x and the bias
 // use the fc engine's memory (scatter_engine_onchip<CFG>: w, plane, bias).
@@ -96,6 +98,10 @@ void sparse_fc_memory(sparse_fc_onchip<CFG> *&mem) {
 #pragma HLS ARRAY_PARTITION variable=buf.part cyclic factor=sparse_fc_part_banks
 // lane l reads the mask of its input: cyclic over P like x
 #pragma HLS ARRAY_PARTITION variable=buf.in_mask cyclic factor=CFG::pe_lanes
+// the beat-wide dy scan appends up to 4 consecutive entries per cycle
+#pragma HLS ARRAY_PARTITION variable=buf.live cyclic factor=sparse_fc_live_banks
+#pragma HLS ARRAY_PARTITION variable=buf.live_pos cyclic factor=sparse_fc_live_banks
+#pragma HLS ARRAY_PARTITION variable=buf.live_dy cyclic factor=sparse_fc_live_banks
     mem = &buf;
 }
 
@@ -267,6 +273,40 @@ unsigned sparse_scan_dy(words<const float> dyn, unsigned in_f, unsigned out_f, u
 // db is the engine's bias memory, cyclic over P: one word per cycle
 #pragma HLS ARRAY_PARTITION variable=db cyclic factor=CFG::pe_lanes
     unsigned n_live = 0, pos = 0;
+    if (dyn.beat_aligned(0) && beat_in_distinct_banks(1, CFG::pe_lanes)) {
+        const unsigned beats = (out_f + BEAT_WORDS - 1) / BEAT_WORDS;
+    SPFC_SCAN_BEAT:
+        for (unsigned b = 0; b < beats; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=F_MAX/BEAT_WORDS
+// one 128-bit beat of dy per cycle: up to 4 live outputs appended to the live
+// list (4 consecutive entries, 4 banks) and 4 db words (4 distinct banks)
+#pragma HLS PIPELINE II=1
+            float word[BEAT_WORDS];
+// the 4 lanes of the one beat read below are registers
+#pragma HLS ARRAY_PARTITION variable=word complete
+            split_beat(dyn.beat_at((uint64_t)b * BEAT_WORDS), word);
+        SPFC_SCAN_LANE:
+            for (unsigned l = 0; l < BEAT_WORDS; ++l) {
+#pragma HLS UNROLL
+                const unsigned j = b * BEAT_WORDS + l;
+                if (j < out_f) {
+                    const grad_t v = from_f32<grad_t>(word[l]);
+                    if (WITH_DB) db[j] += acc_t(v);
+                    if (!skip_zeros || v != 0) {
+                        sp.live[n_live] = (uint16_t)j;
+                        sp.live_pos[n_live] = (uint16_t)pos;
+                        sp.live_dy[n_live] = acc_t(v);
+                        ++n_live;
+                    }
+                    pos += fan_in;
+                    if (pos >= in_f) pos -= in_f;
+                }
+            }
+        }
+        cnt.scan_iters += beats;
+        cycles += ZSKIP_CYCLES(SPFC_SCAN_BEAT, beats);
+        return n_live;
+    }
 SPFC_SCAN:
     for (unsigned j = 0; j < out_f; ++j) {
 #pragma HLS LOOP_TRIPCOUNT max=F_MAX
@@ -482,10 +522,28 @@ unsigned sparse_fc_bwd_data(unsigned n, unsigned in_f, unsigned out_f, unsigned 
     const bool mask_lanes = skip_zeros && has_mask;
     // dx is written a beat per cycle when every row is whole beats and 4 inputs sit in 4 banks
     const bool wide_wb = in_f % BEAT_WORDS == 0 && dx.beat_aligned(0) && beat_in_distinct_banks(1, P);
+    const bool mask_beat = in_f % BEAT_WORDS == 0 && beat_in_distinct_banks(1, P);
 SPFC_BWD_DATA_IMAGE:
     for (unsigned img = 0; img < n; ++img) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
-        if (has_mask) {
+        if (has_mask && mask_beat) {
+        SPFC_BWD_DATA_MASK_BEAT:
+            for (unsigned b = 0; b < in_f / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=F_MAX/BEAT_WORDS
+// 4 mask bits per cycle (one word read: a row of a multiple of 4 bits never
+// splits a nibble) into 4 inputs' distinct banks
+#pragma HLS PIPELINE II=1
+                const uint64_t bit = (uint64_t)img * in_f + b * BEAT_WORDS;
+                const uint32_t nibble = (out_mask[bit >> 5] >> (bit & 31u)) & 0xFu;
+            SPFC_BWD_DATA_MASK_LANE:
+                for (unsigned l = 0; l < BEAT_WORDS; ++l) {
+#pragma HLS UNROLL
+                    sp.in_mask[b * BEAT_WORDS + l] = (nibble >> l) & 1u;
+                }
+            }
+            cnt.load_iters += in_f / BEAT_WORDS;
+            cycles += ZSKIP_CYCLES(SPFC_BWD_DATA_MASK_BEAT, in_f / BEAT_WORDS);
+        } else if (has_mask) {
         SPFC_BWD_DATA_MASK:
             for (unsigned i = 0; i < in_f; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=F_MAX
