@@ -368,7 +368,7 @@ def sparse_fc_own_lanes(board: Board, precision: str) -> List[Tuple[str, int, in
     :func:`dsp_instances` counts none: the estimate assumes the sparse passes use the fc engine's
     lanes (the two never run together), which the HLS code does not force yet (hls/README.md).
     """
-    lanes, lat = board.pe_lanes, 5  # ACC_LATENCY copies (hls/common/schedule.h)
+    lanes, lat = board.pe_lanes, acc_latency()  # ACC_LATENCY accumulator copies
     fixed = precision != "float32"
     acc_add = 0 if fixed else 2
     return [(f"sparse_fc MAC lanes ({lanes} multiply-adds)", 3 if fixed else 1, lanes * board.dsp_per_mac(precision)),
