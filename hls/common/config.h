@@ -26,13 +26,6 @@
 #define ZSKIP_MAX_FEATURES 1024
 #endif
 
-// Stored edges of a pre-defined sparse junction (hls/sparse_fc): the on-chip
-// pattern memory holds max_features^2 / ZSKIP_SPARSE_EDGE_DIVISOR edge
-// indices (the edge weights share the fc engine's weight memory).
-#ifndef ZSKIP_SPARSE_EDGE_DIVISOR
-#define ZSKIP_SPARSE_EDGE_DIVISOR 8
-#endif
-
 #if ZSKIP_PE_LANES < 1 || ZSKIP_MAX_CH < 1 || ZSKIP_MAX_DIM < 1 || ZSKIP_MAX_KSIZE < 1 || ZSKIP_MAX_FEATURES < 1
 #error "zskip: every ZSKIP_* size must be >= 1"
 #endif
@@ -51,6 +44,12 @@ struct conv_config {
     static const unsigned max_ksize = ZSKIP_MAX_KSIZE;
 };
 
+// Stored edges of a pre-defined sparse junction (hls/sparse_fc): the on-chip
+// pattern memory holds max_features^2 / SPARSE_EDGE_DIVISOR edge indices (the
+// edge weights share the fc engine's weight memory). A design constant, not a
+// board size (host/ip/program.py reads it here).
+static const unsigned SPARSE_EDGE_DIVISOR = 8;
+
 // The same engine running a fully-connected layer: a 1x1 convolution on a
 // 1x1 image whose channels are the features.
 struct fc_config {
@@ -59,8 +58,8 @@ struct fc_config {
     static const unsigned max_dim = 1;
     static const unsigned max_ksize = 1;
     // stored edges of a pre-defined sparse junction (sparse_fc)
-    static const unsigned max_edges = ZSKIP_MAX_FEATURES >= ZSKIP_SPARSE_EDGE_DIVISOR
-                                          ? ZSKIP_MAX_FEATURES / ZSKIP_SPARSE_EDGE_DIVISOR * ZSKIP_MAX_FEATURES
+    static const unsigned max_edges = ZSKIP_MAX_FEATURES >= SPARSE_EDGE_DIVISOR
+                                          ? ZSKIP_MAX_FEATURES / SPARSE_EDGE_DIVISOR * ZSKIP_MAX_FEATURES
                                           : ZSKIP_MAX_FEATURES;
 };
 

@@ -114,6 +114,17 @@ if set(FIELDS.values()) and max(FIELDS.values()) >= D_WORDS:
     raise RuntimeError(f"{DESCRIPTOR_H}: a field index is >= D_WORDS ({D_WORDS})")
 
 
+def _parse_constant(path: Path, name: str) -> int:
+    match = re.search(r"static\s+const\s+unsigned\s+" + name + r"\s*=\s*(\d+)\s*;", path.read_text())
+    if not match:
+        raise RuntimeError(f"{path}: static const unsigned {name} = N; not found")
+    return int(match.group(1))
+
+
+#: fc_config::max_edges = max_features^2 / this (hls/common/config.h)
+_SPARSE_EDGE_DIVISOR = _parse_constant(CONFIG_H, "SPARSE_EDGE_DIVISOR")
+
+
 @dataclass(frozen=True)
 class Limits:
     """Compiled maxima of the kernels (the ZSKIP_* macros of hls/common/config.h)."""
@@ -133,7 +144,7 @@ class Limits:
     @property
     def max_edges(self) -> int:
         """Stored edges of a pre-defined sparse junction the kernel holds (fc_config::max_edges, config.h)."""
-        f, div = self.max_features, _parse_define(CONFIG_H, "ZSKIP_SPARSE_EDGE_DIVISOR")
+        f, div = self.max_features, _SPARSE_EDGE_DIVISOR
         return f // div * f if f >= div else f
 
     def defines(self) -> Dict[str, int]:

@@ -346,7 +346,7 @@ class Accelerator:
         self._check_features("pattern outputs", j)
         if pattern.edges > self.limits.max_edges:
             raise ValueError(f"pattern: {pattern.edges} stored edges, more than the compiled maximum "
-                             f"{self.limits.max_edges} (max_features^2 / ZSKIP_SPARSE_EDGE_DIVISOR)")
+                             f"{self.limits.max_edges} (max_features^2 / SPARSE_EDGE_DIVISOR of config.h)")
         return dict(n=n, c=i, k=j, h=1, w=1, r=1, s=1, stride=1, pad=0, fan_in=fan_in)
 
     def sparse_linear_forward(self, x, w, b, pattern, relu: bool = True):
