@@ -27,7 +27,10 @@ errors walk at random, about sqrt(n) 2^-24 M). It matters where the terms
 cancel, e.g. a convolution's bias gradient under a batch normalisation is
 zero up to rounding (BN's dx sums to zero over each channel), so its result
 is all noise while M is not, and for the long sums of a weight gradient (N x
-OH x OW = 50,176 terms for a 28x28 layer at batch 64). A spec with ``mul=NAME``
+OH x OW = 50,176 terms for a 28x28 layer at batch 64). Batch normalisation's
+outputs are measured the same way against the magnitudes its per-channel sums
+carry into them (its mean moves xhat by the rounding of mean|x| times
+1/std, which dominates where |mean| is many standard deviations). A spec with ``mul=NAME``
 (``float32,mul=mitchell``) keeps that tolerance and checks against the reference multiplying
 with NAME (``zskip.models.mul_reference``): the products are the backend's bit for bit, so only
 the summation order is left to the tolerance, as with the exact multiplier. A ReLU mask may differ
@@ -232,6 +235,39 @@ _SUM_TERMS = {
 _SUM_SIGMAS = 8.0
 
 
+def _channel_shape(a: np.ndarray) -> tuple:
+    """The shape that broadcasts a per-channel (C,) vector against ``a`` (N, C[, H, W])."""
+    return (1, -1) + (1,) * (np.ndim(a) - 2)
+
+
+def _bn_forward_magnitudes(x, gamma, beta, eps=1e-5, relu=True):
+    """Batch normalisation forward: mean is a sum of m terms of size mean|x|, so its rounding moves
+    xhat by up to that size times inv_std; y scales it by |gamma|; var sums positive terms."""
+    x = np.asarray(x, np.float64)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    inv_std = 1.0 / np.sqrt(x.var(axis=axes) + eps)
+    x = np.abs(x)
+    mean_abs = x.mean(axis=axes)
+    xhat = np.broadcast_to((mean_abs * inv_std).reshape(_channel_shape(x)), x.shape) + x * inv_std.reshape(
+        _channel_shape(x))
+    y = np.abs(np.asarray(gamma, np.float64)).reshape(_channel_shape(x)) * xhat + \
+        np.abs(np.asarray(beta, np.float64)).reshape(_channel_shape(x))
+    return {"y": y, "xhat": xhat, "mean": mean_abs}, x.size // x.shape[1]
+
+
+def _bn_backward_magnitudes(dy, xhat, var, gamma, eps=1e-5, out_mask=None):
+    """Batch normalisation backward: dbeta and dgamma are sums of m terms (|dy|, |dy xhat|); dx
+    combines m dy with both sums, each scaled by gamma inv_std / m."""
+    dy, xhat = np.abs(np.asarray(dy, np.float64)), np.abs(np.asarray(xhat, np.float64))
+    axes = tuple(i for i in range(dy.ndim) if i != 1)
+    m = dy.size // dy.shape[1]
+    dbeta, dgamma = dy.sum(axis=axes), (dy * xhat).sum(axis=axes)
+    scale = np.abs(np.asarray(gamma, np.float64)) / np.sqrt(np.asarray(var, np.float64) + eps) / m
+    per = lambda v: np.asarray(v).reshape(_channel_shape(dy))
+    dx = per(scale) * (m * dy + per(dbeta) + xhat * per(dgamma))
+    return {"dx": dx, "dgamma": dgamma, "dbeta": dbeta}, m
+
+
 def _float_error(d: np.ndarray, r: np.ndarray, tol: Tolerance, magnitude: Optional[np.ndarray] = None,
                  terms: int = 1):
     """(max abs error, max rel error, worst index, device and reference value there); ``magnitude``
@@ -282,18 +318,23 @@ class _CheckingOps:
         max_abs, max_rel, index, dv, rv = _float_error(d, r, self._tol, magnitude, terms)
         self.report.tensors.append(TensorError(label, name, max_abs, max_rel, index, dv, rv))
 
-    def _magnitudes(self, op, args, kw) -> dict:
-        """Output name -> the sum of |terms| of each element (the op on |float inputs|), for a sum op."""
+    def _magnitudes(self, op, args, kw) -> Tuple[dict, int]:
+        """(output name -> the magnitude its float32 rounding scales with, per element; the terms of the
+        longest sum behind it) for the ops that sum (see the module docstring); ({}, 1) for the others."""
+        if op == "batchnorm_forward":
+            return _bn_forward_magnitudes(*args, **kw)
+        if op == "batchnorm_backward":
+            return _bn_backward_magnitudes(*args, **kw)
         if op not in _SUM_TERMS:
-            return {}
+            return {}, 1
         absolute = lambda a: np.abs(a) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
         out = getattr(self._ref, op)(*map(absolute, args), **{k: absolute(v) for k, v in kw.items()})
-        return dict(zip(OP_OUTPUTS[op], out if isinstance(out, tuple) else (out,)))
+        return dict(zip(OP_OUTPUTS[op], out if isinstance(out, tuple) else (out,))), _SUM_TERMS[op](*args)
 
     def _compare(self, op, label, dev, ref, args, kw):
         dev_t = dev if isinstance(dev, tuple) else (dev,)
         ref_t = ref if isinstance(ref, tuple) else (ref,)
-        magnitudes = self._magnitudes(op, args, kw)
+        magnitudes, terms = self._magnitudes(op, args, kw)
         values = dict(zip(OP_OUTPUTS[op], zip(dev_t, ref_t)))
         for name, (d, r) in values.items():
             if d is None and r is None:
@@ -303,8 +344,7 @@ class _CheckingOps:
             elif name == "argmax":
                 self._argmax(label, d, r, args[0])
             else:
-                self._add(label, name, np.asarray(d), np.asarray(r), magnitudes.get(name),
-                          _SUM_TERMS[op](*args) if magnitudes else 1)
+                self._add(label, name, np.asarray(d), np.asarray(r), magnitudes.get(name), terms)
 
     def _mask(self, label, d, r, y_ref):
         d, r = np.asarray(d, bool), np.asarray(r, bool)

@@ -156,3 +156,31 @@ def test_long_sums_of_a_resnet8_step_at_batch_64_pass_on_emu(mnist5k):
     check = result.report["check"]
     assert check["batches_checked"] == 1
     assert check["max_rel_error"] <= TOLERANCES["float32"].rtol
+
+
+def test_batchnorm_outputs_are_measured_against_what_its_sums_carry():
+    """A convolution whose outputs sit 10^4 standard deviations from zero (a large bias) feeds a batch
+    normalisation: float32 rounding of the channel mean, ~2^-24 of 10^4, moves xhat by ~1e-3 of its size
+    on emu. The check measures xhat against mean|x| / std (1e-5 of it, as every sum: about 0.2 here),
+    so the emulated step passes, while an error of one standard deviation in one xhat element is still
+    caught."""
+    from zskip.models.networks import Model, batchnorm, conv, flatten, linear
+    model = Model("conv_bn", (2, 6, 6), (conv(4, 3, pad=1, relu=False), batchnorm(), flatten(),
+                                         linear(3, relu=False)))
+    rng = np.random.default_rng(5)
+    batch = rng.standard_normal((6, 2, 6, 6)).astype(np.float32), rng.integers(0, 3, 6)
+    capture = CapturingOps(Accelerator.emulated())
+    params, velocities = model.init_params(0), model.zero_velocities()
+    params["layer0.b"][:] = 1e4
+    step.train_step(capture, model, params, velocities, *batch, LR, MOMENTUM, WD)
+    outputs = capture.outputs
+    k = next(i for i, (op, _) in enumerate(outputs) if op == "batchnorm_forward")
+    y, mask, xhat, mean, var = outputs[k][1]
+    report = check_step(model, params, velocities, *batch, LR, MOMENTUM, WD, outputs)
+    assert report.max_rel_error <= TOLERANCES["float32"].rtol
+    wrong = xhat.copy()
+    wrong[1, 2, 3, 4] += 1.0
+    planted = list(outputs)
+    planted[k] = ("batchnorm_forward", (y, mask, wrong, mean, var))
+    with pytest.raises(CheckFailed, match=r"bn1 fwd, tensor xhat: .* at index \(1, 2, 3, 4\)"):
+        check_step(model, params, velocities, *batch, LR, MOMENTUM, WD, planted)
