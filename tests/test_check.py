@@ -145,7 +145,7 @@ def test_a_sum_of_cancelling_terms_is_measured_against_their_magnitude():
 def test_long_sums_of_a_resnet8_step_at_batch_64_pass_on_emu(mnist5k):
     """resnet8's first step at batch 64 on MNIST: a 28x28 layer's weight gradient sums 50,176 products in
     the engine's accumulators, whose float32 rounding (about 2e-5 of the terms' magnitude here) exceeds
-    0.1 x rtol of it; the check allows a sum its rounding over n terms (8 sqrt(n) 2^-24 of the magnitude)."""
+    0.1 x rtol of it; the check allows a sum of n terms the worst-case rounding n 2^-24 of the magnitude."""
     from zskip.models.train import train
     backend = make_backend("emu")
     try:
