@@ -245,17 +245,19 @@ def _channel_shape(a: np.ndarray) -> tuple:
 
 def _bn_forward_magnitudes(x, gamma, beta, eps=1e-5, relu=True):
     """Batch normalisation forward: mean is a sum of m terms of size mean|x|, so its rounding moves
-    xhat by up to that size times inv_std; y scales it by |gamma|; var sums positive terms."""
+    xhat by up to that size times inv_std; y scales it by |gamma|; var sums m positive terms (its
+    magnitude is itself)."""
     x = np.asarray(x, np.float64)
     axes = tuple(i for i in range(x.ndim) if i != 1)
-    inv_std = 1.0 / np.sqrt(x.var(axis=axes) + eps)
+    var = x.var(axis=axes)
+    inv_std = 1.0 / np.sqrt(var + eps)
     x = np.abs(x)
     mean_abs = x.mean(axis=axes)
     xhat = np.broadcast_to((mean_abs * inv_std).reshape(_channel_shape(x)), x.shape) + x * inv_std.reshape(
         _channel_shape(x))
     y = np.abs(np.asarray(gamma, np.float64)).reshape(_channel_shape(x)) * xhat + \
         np.abs(np.asarray(beta, np.float64)).reshape(_channel_shape(x))
-    return {"y": y, "xhat": xhat, "mean": mean_abs}, x.size // x.shape[1]
+    return {"y": y, "xhat": xhat, "mean": mean_abs, "var": var}, x.size // x.shape[1]
 
 
 def _bn_backward_magnitudes(dy, xhat, var, gamma, eps=1e-5, out_mask=None):
