@@ -883,7 +883,8 @@ inline uint64_t region_cycles(const region_trips &r) {
 // P): forward when a beat stays within one k (C * RS a multiple of 4: its
 // words sit K apart) and K allows it (beat_in_distinct_banks); channels_last
 // when RS == 1 (the fully-connected layers: the layout is DDR order, words 1
-// apart). Otherwise one word per cycle. Adds its trips to load_iters; returns
+// apart) and P >= 4 (fewer banks would take two words of a beat). Otherwise
+// one word per cycle. Adds its trips to load_iters; returns
 // the cycles.
 template <class CFG>
 uint64_t load_weights(words<const float> w, unsigned K, unsigned C, unsigned RS, bool channels_last, acc_t *dst,
@@ -893,7 +894,7 @@ uint64_t load_weights(words<const float> w, unsigned K, unsigned C, unsigned RS,
     static const unsigned BEATS_MAX = (W_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     const unsigned n = K * C * RS;
     const bool wide_fwd = !channels_last && (C * RS) % BEAT_WORDS == 0 && beat_in_distinct_banks(K, P);
-    const bool wide_last = channels_last && RS == 1;
+    const bool wide_last = channels_last && RS == 1 && beat_in_distinct_banks(1, P);
 // the weight memory's banks as declared (engine_memory.h): word i in bank i mod P
 #pragma HLS ARRAY_PARTITION variable=dst cyclic factor=P
     if (wide_fwd || wide_last) {
