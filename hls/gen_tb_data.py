@@ -180,6 +180,14 @@ def case_sgd_update() -> Case:
                              dw=cs.tensor("grad", "g", g), lr=lr, momentum=momentum, weight_decay=wd))
     cs.expect("p", p2)
     cs.expect("v", v2)
+    # the same update with Nesterov momentum (FLAG_NESTEROV) on a second parameter
+    pn, gn, vn = (rng.standard_normal(13).astype(np.float32) for _ in range(3))
+    pn2, vn2 = R.sgd_update(pn, gn, vn, lr, momentum, wd, nesterov=True)
+    cs.program.append(encode("SGD_UPDATE", ("NESTEROV",), count=pn.size, wgt=cs.tensor("wgt", "pn", pn),
+                             vel=cs.tensor("vel", "vn", vn), dw=cs.tensor("grad", "gn", gn), lr=lr,
+                             momentum=momentum, weight_decay=wd))
+    cs.expect("pn", pn2)
+    cs.expect("vn", vn2)
     return cs
 
 

@@ -35,12 +35,15 @@ class Backend(Protocol):
 
     def train_step(self, model: Model, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray],
                    x: np.ndarray, y: np.ndarray, lr: float, momentum: float,
-                   weight_decay: float) -> _step.StepResult:
+                   weight_decay: float, nesterov: bool = False) -> _step.StepResult:
         """One SGD step on batch x (N, C, H, W), y (N,); returns new params and velocities."""
 
     def stream(self, model: Model, params, velocities, batches, lr: float, momentum: float,
-               weight_decay: float):
+               weight_decay: float, nesterov: bool = False):
         """Train on an iterable of ``zskip.host.runtime.streaming.Batch``; yields a ``StreamedStep`` per batch, in order.
+
+        ``nesterov``: the SGD updates use Nesterov momentum (``train`` passes it
+        only when True, so a backend without it still runs heavy-ball training).
 
         Each yielded step's params/velocities are the state after it; the
         backend may take the next batch before yielding the current result.
@@ -74,22 +77,23 @@ class OpsBackend:
         if limits is not None and hasattr(limits, "check_model"):
             limits.check_model(model, f"the {self.name} backend")
 
-    def stream(self, model, params, velocities, batches, lr, momentum, weight_decay):
+    def stream(self, model, params, velocities, batches, lr, momentum, weight_decay, nesterov=False):
         """One step after the other (``zskip.host.runtime.streaming.sequential_stream``)."""
         self._check_model(model)
         from .runtime.streaming import sequential_stream
         from .ip.precision import loss_scale
         return sequential_stream(self.ops, model, params, velocities, batches, lr, momentum, weight_decay,
                                  account=self.account, precision=self.precision, prune_rate=self.prune_rate,
-                                 loss_scale=lambda n: loss_scale(self.precision, n))
+                                 loss_scale=lambda n: loss_scale(self.precision, n), nesterov=nesterov)
 
-    def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None):
+    def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None,
+                   nesterov=False):
         """See :meth:`Backend.train_step`; ``prune_seeds`` as in ``zskip.host.runtime.streaming.Batch``."""
         from .ip.precision import loss_scale
         self._check_model(model)
         return _step.train_step(self.ops, model, params, velocities, x, y, lr, momentum, weight_decay,
                                 account=self.account, prune_rate=self.prune_rate, prune_seeds=prune_seeds,
-                                grad_scale=loss_scale(self.precision, len(y)))
+                                grad_scale=loss_scale(self.precision, len(y)), nesterov=nesterov)
 
     def predict(self, model, params, x):
         """See :meth:`Backend.predict`."""

@@ -73,6 +73,8 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--nesterov", action="store_true",
+                   help="Nesterov momentum (PyTorch's form: the step is g + momentum * v') instead of heavy ball")
     p.add_argument("--lr-schedule", default="constant", choices=sorted(SCHEDULES),
                    help="learning rate of each step: " + "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items()) +
                         " (default constant)")
@@ -154,7 +156,7 @@ def _run_train(args) -> int:
     try:
         result = train(backend, model, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
-                       lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+                       lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, nesterov=args.nesterov,
                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
                        quiet=args.quiet, extra_config={"backend_opts": dict(args.backend_opt),
                                                        "precision": args.precision or "float32",

@@ -387,20 +387,21 @@ def check_step(model: Model, params: Dict[str, np.ndarray], velocities: Dict[str
                y: np.ndarray, lr: float, momentum: float, weight_decay: float,
                device_outputs: Sequence[Tuple[str, object]], tolerance: Tolerance = TOLERANCES["float32"],
                raise_on_failure: bool = True, prune_rate: float = 0.0,
-               prune_seeds: Optional[np.ndarray] = None, grad_scale: float = 1.0) -> CheckReport:
+               prune_seeds: Optional[np.ndarray] = None, grad_scale: float = 1.0,
+               nesterov: bool = False) -> CheckReport:
     """Compare a backend's step on batch x (N, C, H, W), y (N,) with the reference, op by op.
 
     ``params`` / ``velocities``: the weights before the step (host arrays);
     ``device_outputs``: the backend's ``(op name, return value)`` of every op
     call of that step, in order (:class:`CapturingOps` collects them on any
-    Ops); ``prune_rate`` / ``prune_seeds`` / ``grad_scale`` as given to that step. Raises :class:`CheckFailed` when a tensor's relative error exceeds
+    Ops); ``prune_rate`` / ``prune_seeds`` / ``grad_scale`` / ``nesterov`` as given to that step. Raises :class:`CheckFailed` when a tensor's relative error exceeds
     ``tolerance.rtol`` (unless ``raise_on_failure`` is False).
     """
     checking = _CheckingOps(op_labels(model, list(params)), device_outputs, tolerance)
     params = {k: np.array(v, dtype=np.float32) for k, v in params.items()}
     velocities = {k: np.array(v, dtype=np.float32) for k, v in velocities.items()}
     _step.train_step(checking, model, params, velocities, x, y, lr, momentum, weight_decay, account=False,
-                     prune_rate=prune_rate, prune_seeds=prune_seeds, grad_scale=grad_scale)
+                     prune_rate=prune_rate, prune_seeds=prune_seeds, grad_scale=grad_scale, nesterov=nesterov)
     if checking._next != len(checking._device):
         raise RuntimeError(f"check: the backend made {len(checking._device)} op calls, the reference step "
                            f"{checking._next}")

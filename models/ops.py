@@ -97,8 +97,9 @@ class Ops(Protocol):
         """(mean loss, dlogits (N, J) * grad_scale); ``grad_scale``: the loss scale, a power of two."""
 
     def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float,
-                   grad_scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
-        """(param', velocity'), PyTorch's rule (see reference.sgd_update) on grad / grad_scale."""
+                   grad_scale: float = 1.0, nesterov: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        """(param', velocity'), PyTorch's rule (see reference.sgd_update) on grad / grad_scale;
+        ``nesterov``: Nesterov momentum (passed only when True)."""
 
     def prune_grad(self, g, rate: float, seed) -> np.ndarray:
         """g' (shape of g): stochastic pruning at target ``rate`` in [0, 1), tau derived from g.
@@ -230,10 +231,10 @@ class ReferenceOps:
         loss, dlogits = R.softmax_cross_entropy(logits, labels)
         return loss, dlogits if grad_scale == 1.0 else (dlogits * np.float32(grad_scale)).astype(dlogits.dtype)
 
-    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, grad_scale=1.0):
+    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, grad_scale=1.0, nesterov=False):
         if grad_scale != 1.0:
             grad = (np.asarray(grad) * np.float32(1.0 / grad_scale)).astype(np.asarray(grad).dtype)
-        return R.sgd_update(param, grad, velocity, lr, momentum, weight_decay)
+        return R.sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov=nesterov)
 
     def batchnorm_forward(self, x, gamma, beta, eps=1e-5, relu=True):
         y, saved = R.batchnorm_forward(x, gamma, beta, eps)

@@ -257,16 +257,22 @@ def softmax_cross_entropy(logits, labels):
     return float(loss), p / n
 
 
-def sgd_update(param, grad, velocity, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
-    """(param', velocity') with PyTorch's SGD rule.
+def sgd_update(param, grad, velocity, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+               nesterov: bool = False):
+    """(param', velocity') with PyTorch's SGD rule; param, grad, velocity of one shape.
 
-    v' = momentum * v + (grad + weight_decay * param);  param' = param - lr * v'.
+    g = grad + weight_decay * param;  v' = momentum * v + g;
+    param' = param - lr * v'                      (heavy ball, the default)
+    param' = param - lr * (g + momentum * v')     (``nesterov``: Sutskever et al.'s
+    Nesterov momentum in PyTorch's form, which looks one velocity step ahead).
     """
     param, grad, velocity = check_array("param", param), check_array("grad", grad), check_array("velocity", velocity)
     if not (param.shape == grad.shape == velocity.shape):
         raise ValueError(f"grad/velocity: expected shape {param.shape}, got {grad.shape} and {velocity.shape}")
-    v = momentum * velocity + (grad + weight_decay * param)
-    return (param - lr * v).astype(param.dtype, copy=False), v.astype(velocity.dtype, copy=False)
+    g = grad + weight_decay * param
+    v = momentum * velocity + g
+    step = g + momentum * v if nesterov else v
+    return (param - lr * step).astype(param.dtype, copy=False), v.astype(velocity.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- batch normalisation

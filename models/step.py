@@ -405,7 +405,8 @@ def check_prune_rate(prune_rate) -> float:
 def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dict[str, np.ndarray],
                x: np.ndarray, y: np.ndarray, lr: float, momentum: float, weight_decay: float,
                account: bool = True, prune_rate: float = 0.0,
-               prune_seeds: Optional[np.ndarray] = None, grad_scale: float = 1.0) -> StepResult:
+               prune_seeds: Optional[np.ndarray] = None, grad_scale: float = 1.0,
+               nesterov: bool = False) -> StepResult:
     """Forward, softmax cross-entropy, backward and SGD on one batch.
 
     x (N, C, H, W) float32, y (N,) integer labels. ``params``: the trained
@@ -419,7 +420,8 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     ``grad_scale``: the loss scale (a power of two): every gradient of the
     backward pass carries it (the ops scale dlogits and unscale in the SGD
     update), so fixed-point gradients keep their resolution; the loss and
-    the updates do not depend on it.
+    the updates do not depend on it. ``nesterov``: the updates use Nesterov
+    momentum (``reference.sgd_update``).
 
     Order of the ops: forward, loss, backward (layers in reverse; in a
     residual block the shortcut before the body), one ``sgd_update`` per
@@ -442,6 +444,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
     logits, records = forward(ops, model, params, x)
     # passed only when used, so Ops written before loss scaling keep working
     scaled = {} if grad_scale == 1.0 else {"grad_scale": grad_scale}
+    update_kw = dict(scaled, nesterov=True) if nesterov else scaled
     loss, grad = _run(ops, "loss", "softmax_xent", logits, y, **scaled)
 
     back = _Backward(ops, model, model.layer_names(), params, records, _first_with_params(model), account,
@@ -455,7 +458,7 @@ def train_step(ops, model: Model, params: Dict[str, np.ndarray], velocities: Dic
         if key in trained:
             new_params[key], new_velocities[key] = _run(
                 ops, f"parameter {key} ({names[int(key[5:].split('.')[0])]})", "sgd_update", params[key],
-                back.grads[key], velocities[key], lr, momentum, weight_decay, **scaled)
+                back.grads[key], velocities[key], lr, momentum, weight_decay, **update_kw)
     for i, layer in enumerate(model.flat_layers):
         if isinstance(layer, BatchNorm):
             rec = records[i]

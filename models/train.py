@@ -47,7 +47,7 @@ class Diverged(ValueError):
 
 # Settings that decide the trajectory: a resumed run must use the same ones.
 _TRAJECTORY_KEYS = ("model", "data", "batch_size", "lr", "momentum", "weight_decay", "seed", "n_train", "prune_rate",
-                    "sparse_junctions", "lr_schedule", "warmup_steps")
+                    "sparse_junctions", "lr_schedule", "warmup_steps", "nesterov")
 
 # tells the augmentation's random stream apart from the others seeded with the run's seed
 _AUGMENT_STREAM = 0xA06
@@ -248,7 +248,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
           checkpoint_every: int = 0, resume: bool = False, max_steps: Optional[int] = None,
           quiet: bool = False, extra_config: Optional[dict] = None, check_every: int = 0,
           max_saturations: int = 1000, init_params: Optional[Dict[str, np.ndarray]] = None,
-          lr_schedule: str = "constant", warmup_steps: int = 0) -> TrainResult:
+          lr_schedule: str = "constant", warmup_steps: int = 0, nesterov: bool = False) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``backend`` for ``epochs`` epochs.
 
     checkpoint: path of the .npz checkpoint, written at the end of every epoch
@@ -282,6 +282,10 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
     over ``epochs`` epochs, after a linear warm-up of ``warmup_steps`` steps);
     each epoch's entry records its first step's ``lr``. A resumed run with a
     schedule other than "constant" must keep ``epochs`` (the schedule spans them).
+
+    nesterov: Nesterov momentum in the SGD updates (``reference.sgd_update``;
+    on the accelerator the SGD kernel's ``FLAG_NESTEROV``); a resumed run must
+    keep it.
     """
     for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
                                  ("checkpoint_every", checkpoint_every, 0), ("seed", seed, 0),
@@ -289,6 +293,8 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
     check_schedule(lr_schedule, warmup_steps)
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise ValueError(f"nesterov: must be True or False, got {nesterov!r}")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps: must be >= 1 or None, got {max_steps!r}")
     if (resume or checkpoint_every) and checkpoint is None:
@@ -299,7 +305,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
               "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "momentum": float(momentum),
               "weight_decay": float(weight_decay), "seed": int(seed), "n_train": n_train,
               "n_test": len(dataset.x_test), "prune_rate": float(getattr(backend, "prune_rate", 0.0)),
-              "lr_schedule": lr_schedule, "warmup_steps": int(warmup_steps)}
+              "lr_schedule": lr_schedule, "warmup_steps": int(warmup_steps), "nesterov": bool(nesterov)}
     # pre-defined sparse layers: two patterns of one shape differ only in their seed, which the
     # checkpoint's shapes cannot tell apart
     config["sparse_junctions"] = {name: [layer.density, layer.seed, layer.lanes]
@@ -366,8 +372,9 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
                             prune_seeds=prune_seeds(seed, global_step, len(model.flat_layers)),
                             lr=lr_at(lr_schedule, lr, global_step, total_steps, warmup_steps))
 
+        # nesterov passed only when used, so a backend written before it keeps working
         stream = backend.stream(model, params, velocities, batches(step), lr=lr, momentum=momentum,
-                                weight_decay=weight_decay)
+                                weight_decay=weight_decay, **({"nesterov": True} if nesterov else {}))
         try:
             t0 = time.perf_counter()
             for out in _stop_on_nonfinite(stream, lambda: (epoch, step), steps_per_epoch, lr):

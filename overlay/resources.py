@@ -340,6 +340,8 @@ def dsp_instances(board: Board, precision: str) -> List[Tuple[str, int, int]]:
              ("conv_bwd_weight dw copy sum tree (per engine)", 2, lat * acc_add),
              ("maxpool_bwd add", 1, acc_add),
              ("sgd_update: 4 float multiplies, 3 float adds", 1, 4 * f_mul + 3 * f_add),
+             # Nesterov's look-ahead, momentum * v' + g': BIND_OP impl=fabric, LUTs
+             ("sgd_update: Nesterov's look-ahead multiply and add (fabric)", 2, 0),
              ("softmax_xent: expf core, 2 float multiplies, 2 float adds", 1, 7 + 2 * f_mul + 2 * f_add),
              ("prune_grad: one float multiply per lane (4 lanes)", 4, f_mul),
              ("residual add forward and backward: one add per beat lane (4 lanes each)", 8, acc_add),

@@ -43,6 +43,8 @@ enum zskip_flag {
     FLAG_SKIP_ZEROS = 1,
     FLAG_RELU = 2,
     FLAG_HAS_OUT_MASK = 4,
+    // SGD_UPDATE: Nesterov momentum (hls/sgd_update)
+    FLAG_NESTEROV = 16,
 };
 
 enum zskip_field {
@@ -119,6 +121,8 @@ enum zskip_field {
 //   two. softmax multiplies dlogits by it, so every gradient of the backward
 //   pass is scaled by it (they are linear in dlogits) and keeps its
 //   resolution in grad_t; sgd divides the gradient by it (exact in float32).
+//   SGD_UPDATE with NESTEROV: the parameter steps by g + MOMENTUM * v'
+//   instead of v' (g the decayed gradient, v' the new velocity).
 //   ADD_FWD: X [act] a, X2 [act] b, Y [act] = a + b, COUNT elements; with
 //   RELU, Y = max(a + b, 0) and MASK_OUT [bits] a + b > 0.
 //   ADD_BWD: DY [grad] da, DY2 [grad] db, DX [grad] = da + db, COUNT

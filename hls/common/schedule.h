@@ -42,8 +42,10 @@ static const unsigned CLEAR_DEPTH = 2;
 // expf / logf / divide units of the softmax (float32 cores)
 static const unsigned EXP_DEPTH = 20;
 static const unsigned DIV_DEPTH = 16;
-// sgd: two float multiply-adds in series
-static const unsigned SGD_DEPTH = 14;
+// sgd: three float multiply-adds in series (the velocity, Nesterov's
+// look-ahead, the parameter step); the unit is built with the Nesterov path,
+// so both forms pay its depth
+static const unsigned SGD_DEPTH = 21;
 // prune: xorshift, compare, select
 static const unsigned PRUNE_DEPTH = 6;
 // residual add and global average pooling (hls/residual, hls/avgpool):

@@ -180,7 +180,7 @@ ALIGN_CHECK_BN:
     case OP_SGD_UPDATE:
         return sgd_update(d[D_COUNT], word_f32(d[D_LR_F32]), word_f32(d[D_MOMENTUM_F32]),
                           word_f32(d[D_WEIGHT_DECAY_F32]), wgt + d[D_WGT], vel + d[D_VEL],
-                          grad + d[D_DW], cnt, 1.0f / grad_scale(d));
+                          grad + d[D_DW], cnt, 1.0f / grad_scale(d), (d[D_FLAGS] & FLAG_NESTEROV) != 0);
     case OP_SOFTMAX_XENT:
         return softmax_xent<softmax_config>(d[D_N], d[D_C], act + d[D_X], bits + d[D_LABELS], grad + d[D_DX],
                                             grad + d[D_LOSS], cnt, grad_scale(d));

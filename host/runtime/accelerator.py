@@ -557,8 +557,11 @@ class Accelerator:
         return float(out["loss"][0]), out["dlogits"]
 
     def sgd_update(self, param, grad, velocity, lr: float, momentum: float, weight_decay: float,
-                   grad_scale: float = 1.0):
-        """(param', velocity') by PyTorch's SGD rule (reference.sgd_update) on grad / grad_scale; any matching shapes."""
+                   grad_scale: float = 1.0, nesterov: bool = False):
+        """(param', velocity') by PyTorch's SGD rule (reference.sgd_update) on grad / grad_scale; any matching shapes.
+
+        ``nesterov``: Nesterov momentum (the kernel's ``FLAG_NESTEROV``).
+        """
         grad_scale = check_grad_scale(grad_scale)
         shape = np.shape(param)
         param = self._tensor("param", param, None)
@@ -572,7 +575,8 @@ class Accelerator:
         count = max(1, param.size)
         off = dict(wgt=lay.alloc("wgt", "param", count), vel=lay.alloc("vel", "velocity", count),
                    dw=lay.alloc("grad", "grad", count))
-        desc = encode("SGD_UPDATE", limits=self.limits, count=param.size, lr=float(lr), momentum=float(momentum),
+        desc = encode("SGD_UPDATE", ("NESTEROV",) if nesterov else (), limits=self.limits, count=param.size,
+                      lr=float(lr), momentum=float(momentum),
                       weight_decay=float(weight_decay), grad_scale=grad_scale, **off)
         out = self._run_one(lay, {"param": param, "velocity": velocity, "grad": grad}, desc,
                             {"param": (shape, "f32"), "velocity": (shape, "f32")})

@@ -75,7 +75,7 @@ class StepProgram:
 
 def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, lr: float = 0.0,
                    momentum: float = 0.0, weight_decay: float = 0.0, prune_rate: float = 0.0,
-                   grad_scale: float = 1.0) -> StepProgram:
+                   grad_scale: float = 1.0, nesterov: bool = False) -> StepProgram:
     """Record ``step.train_step`` (kind "train") or ``step.predict`` ("predict") for ``batch`` samples."""
     model = weights.model
     layout = ArenaLayout()
@@ -91,7 +91,7 @@ def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, l
         # account=False: the MAC accounting would read the placeholders; it is
         # computed on the read-back tensors when the step is replayed
         _step.train_step(rec, model, params, velocities, x, labels, lr, momentum, weight_decay, account=False,
-                         prune_rate=prune_rate, prune_seeds=seeds, grad_scale=grad_scale)
+                         prune_rate=prune_rate, prune_seeds=seeds, grad_scale=grad_scale, nesterov=nesterov)
     elif kind == "predict":
         logits = rec.name_of(_step.predict(rec, model, params, x))
     else:
@@ -165,17 +165,19 @@ class ProgramBackend:
         return {k: a.copy() for k, a in p.items()}, {k: a.copy() for k, a in v.items()}
 
     def program(self, model: Model, kind: str, batch: int, lr: float = 0.0, momentum: float = 0.0,
-                weight_decay: float = 0.0) -> StepProgram:
+                weight_decay: float = 0.0, nesterov: bool = False) -> StepProgram:
         """The recorded program for ``kind`` and ``batch``, with its device buffers (cached)."""
         weights = self._weights_for(model)
-        key = (kind, batch, lr, momentum, weight_decay, self.prune_rate) if kind == "train" else (kind, batch)
+        key = (kind, batch, lr, momentum, weight_decay, nesterov, self.prune_rate) if kind == "train" \
+            else (kind, batch)
         prog = self._programs.get(key)
         if prog is not None:
             self._programs.move_to_end(key)
         if prog is None:
             from ..ip.precision import loss_scale
             prog = record_program(self.accelerator, weights, kind, batch, lr, momentum, weight_decay,
-                                  self.prune_rate if kind == "train" else 0.0, loss_scale(self.precision, batch))
+                                  self.prune_rate if kind == "train" else 0.0, loss_scale(self.precision, batch),
+                                  nesterov=nesterov)
             for _ in range(2 if kind == "train" else 1):
                 bufs = self.accelerator.allocate_arenas(prog.layout, prog.n_desc)
                 for arena, buf in weights.buffers.items():
@@ -240,7 +242,7 @@ class ProgramBackend:
 
     # ------------------------------------------------------------------ backend protocol
     def stream(self, model: Model, params, velocities, batches: Iterable, lr: float, momentum: float,
-               weight_decay: float) -> Iterator:
+               weight_decay: float, nesterov: bool = False) -> Iterator:
         """Ping-pong training: yields a :class:`~zskip.host.runtime.streaming.StreamedStep` per batch, in order.
 
         Batch i+1 is taken from ``batches``, packed and flushed into the other
@@ -257,7 +259,7 @@ class ProgramBackend:
             n = int(np.shape(batch.x)[0]) if np.ndim(batch.x) else 0
             if n < 1:
                 raise ValueError(f"x: a batch needs at least one sample, got shape {np.shape(batch.x)}")
-            prog = self.program(model, "train", n, float(lr), float(momentum), float(weight_decay))
+            prog = self.program(model, "train", n, float(lr), float(momentum), float(weight_decay), bool(nesterov))
             prog.set_lr(slot, batch.step_lr(lr))     # this slot is idle: the IP runs the other one
             return prog, slot, batch, self._stage(prog, slot, batch.x, batch.y, batch.prune_seeds)
 
@@ -291,7 +293,8 @@ class ProgramBackend:
             step_lr = batch.step_lr(lr)
             result = _step.train_step(replay, model, shapes[0], shapes[1], batch.x, batch.y, step_lr, momentum,
                                       weight_decay, account=self.account, prune_rate=self.prune_rate,
-                                      prune_seeds=batch.prune_seeds, grad_scale=prog.grad_scale)
+                                      prune_seeds=batch.prune_seeds, grad_scale=prog.grad_scale,
+                                      nesterov=nesterov)
             result.params, result.velocities = new_params, new_velocities
             timings["unpack"] = time.perf_counter() - t1
             report = None
@@ -299,15 +302,16 @@ class ProgramBackend:
                 outputs = _with_updated_weights(replay.outputs, new_params, new_velocities)
                 report = check_step(model, before[0], before[1], batch.x, batch.y, step_lr, momentum, weight_decay,
                                     outputs, tolerance, prune_rate=self.prune_rate, prune_seeds=batch.prune_seeds,
-                                    grad_scale=prog.grad_scale)
+                                    grad_scale=prog.grad_scale, nesterov=nesterov)
             self.last_timings = dict(timings)
             yield StreamedStep(result, report, timings)
 
-    def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None):
+    def train_step(self, model, params, velocities, x, y, lr, momentum, weight_decay, prune_seeds=None,
+                   nesterov=False):
         """One step as one program run (see :meth:`stream`); returns a StepResult whose params are mirrors."""
         from .streaming import Batch
         (out,) = list(self.stream(model, params, velocities, [Batch(x, y, prune_seeds=prune_seeds)], lr, momentum,
-                                  weight_decay))
+                                  weight_decay, nesterov=nesterov))
         return out.result
 
     def predict(self, model, params, x):

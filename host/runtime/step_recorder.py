@@ -283,8 +283,9 @@ class ProgramRecorder:
                    dx=self._slot("dlogits", dlogits, "grad"), loss=self._slot("loss", loss, "grad"))
         return 0.0, dlogits
 
-    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, grad_scale=1.0):
-        self._emit("sgd_update", ("arg:0", "arg:2"), "SGD_UPDATE", count=int(np.size(param)), lr=float(lr),
+    def sgd_update(self, param, grad, velocity, lr, momentum, weight_decay, grad_scale=1.0, nesterov=False):
+        self._emit("sgd_update", ("arg:0", "arg:2"), "SGD_UPDATE", ("NESTEROV",) if nesterov else (),
+                   count=int(np.size(param)), lr=float(lr),
                    momentum=float(momentum), weight_decay=float(weight_decay), grad_scale=float(grad_scale),
                    wgt=self._slot("param", param, "wgt"), vel=self._slot("velocity", velocity, "vel"),
                    dw=self._slot("grad", grad, "grad"))

@@ -105,11 +105,11 @@ class DeviceRunner:
 
 def sequential_stream(ops, model, params, velocities, batches: Iterable[Batch], base_lr: float, momentum: float,
                       weight_decay: float, account: bool = True, precision: str = "float32",
-                      prune_rate: float = 0.0, loss_scale=None) -> Iterator[StreamedStep]:
+                      prune_rate: float = 0.0, loss_scale=None, nesterov: bool = False) -> Iterator[StreamedStep]:
     """One ``step.train_step`` on ``ops`` per batch, in order; compares with the reference when asked.
 
     ``base_lr``: the learning rate of a batch without its own ``lr``; ``loss_scale``: batch size -> the
-    step's ``grad_scale`` (None: 1).
+    step's ``grad_scale`` (None: 1); ``nesterov``: Nesterov momentum in the updates.
     """
     for batch in batches:
         t0 = time.perf_counter()
@@ -120,13 +120,13 @@ def sequential_stream(ops, model, params, velocities, batches: Iterable[Batch], 
             capture = CapturingOps(ops)
             result = _step.train_step(capture, model, params, velocities, batch.x, batch.y, lr, momentum,
                                       weight_decay, account=account, prune_rate=prune_rate,
-                                      prune_seeds=batch.prune_seeds, grad_scale=scale)
+                                      prune_seeds=batch.prune_seeds, grad_scale=scale, nesterov=nesterov)
             report = check_step(model, params, velocities, batch.x, batch.y, lr, momentum, weight_decay,
                                 capture.outputs, tolerance_for(precision), prune_rate=prune_rate,
-                                prune_seeds=batch.prune_seeds, grad_scale=scale)
+                                prune_seeds=batch.prune_seeds, grad_scale=scale, nesterov=nesterov)
         else:
             result = _step.train_step(ops, model, params, velocities, batch.x, batch.y, lr, momentum,
                                       weight_decay, account=account, prune_rate=prune_rate,
-                                      prune_seeds=batch.prune_seeds, grad_scale=scale)
+                                      prune_seeds=batch.prune_seeds, grad_scale=scale, nesterov=nesterov)
         params, velocities = result.params, result.velocities
         yield StreamedStep(result, report, {"run": time.perf_counter() - t0})
