@@ -85,7 +85,8 @@ def save_checkpoint(path, ckpt: Checkpoint) -> None:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (the writer of a temporary file named after it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,7 +107,7 @@ def remove_stale_partials(directory) -> list:
         pid = os.path.basename(tmp).split("-")[1]
         try:
             # without a process id (an older zskip): stale after an hour
-            stale = not _pid_alive(int(pid)) if pid.isdigit() else now - os.path.getmtime(tmp) > 3600
+            stale = not pid_alive(int(pid)) if pid.isdigit() else now - os.path.getmtime(tmp) > 3600
             if stale:
                 os.unlink(tmp)
                 removed.append(tmp)

@@ -53,6 +53,7 @@ from typing import Mapping, Optional, Tuple
 import numpy as np
 from numpy.ctypeslib import ndpointer
 
+from ...models.checkpoint import pid_alive
 from ...overlay import toolchain
 from ...overlay.toolchain import cache_dir
 from .device import DeviceError
@@ -91,21 +92,11 @@ def _cache_max() -> int:
     return int(raw)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_stale(path: Path, now: float) -> bool:
     """A temporary ``tmp-PID-*`` whose process is gone, or an older ``tmp*`` left by a killed build."""
     parts = path.name.split("-")
     if len(parts) >= 3 and parts[0] == "tmp" and parts[1].isdigit():
-        return not _pid_alive(int(parts[1]))
+        return not pid_alive(int(parts[1]))
     try:
         return now - path.stat().st_mtime > STALE_AGE_S
     except FileNotFoundError:
