@@ -18,13 +18,12 @@ truncating multiplier of m + 1 significand bits, ApproxTrain's AMSim form;
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import List
 
+from study_cli import run_study, training_arguments
 from zskip.host.backends import make_backend
 from zskip.models.datasets import load_dataset
 from zskip.models.multipliers import LUT_MODELS, lut_from_model, write_lut
@@ -142,30 +141,12 @@ def main(argv=None) -> int:
                    help="multipliers (lut: a table of the exact model at --lut-bits; lut:FILE a given table)")
     p.add_argument("--backends", nargs="+", default=["reference", "emu"],
                    help="backends that train every multiplier (reference: numpy; emu: the HLS engine)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lut-bits", type=int, default=7)
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--report", default="approx.json")
-    p.add_argument("--table", default=None, help="also write the markdown table here")
-    p.add_argument("--plot", default=None, help="also write the loss curves here (PNG)")
+    training_arguments(p, "approx.json", "also write the loss curves here (PNG)")
     args = p.parse_args(argv)
-    t0 = time.perf_counter()
-    out = study(args.muls, args.backends, args.epochs, args.batch_size, args.lr, args.seed, args.lut_bits,
-                args.limit_train, args.limit_test, log=lambda s: print(s, file=sys.stderr, flush=True))
-    out["seconds"] = time.perf_counter() - t0
-    with open(args.report, "w") as f:
-        json.dump(out, f, indent=1)
-    table = markdown_table(out["rows"])
-    if args.table:
-        Path(args.table).write_text(table + "\n")
-    if args.plot:
-        plot(out["rows"], args.plot)
-    print(table)
-    return 0
+    return run_study(args, lambda log: study(args.muls, args.backends, args.epochs, args.batch_size, args.lr,
+                                             args.seed, args.lut_bits, args.limit_train, args.limit_test, log=log),
+                     markdown_table, plot)
 
 
 if __name__ == "__main__":

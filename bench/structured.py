@@ -21,12 +21,10 @@ those against the dense run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from pathlib import Path
 from typing import List
 
+from study_cli import run_study, training_arguments
 from zskip.host.backends import make_backend
 from zskip.models.datasets import load_dataset
 from zskip.models.networks import get_model
@@ -154,30 +152,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--densities", nargs="+", type=float, default=[1.0, 0.5, 0.25, 0.1])
     p.add_argument("--backends", nargs="+", default=["reference", "emu"])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--density-seed", type=int, default=0)
-    p.add_argument("--limit-train", type=int, default=None)
-    p.add_argument("--limit-test", type=int, default=None)
-    p.add_argument("--report", default="structured.json")
-    p.add_argument("--table", default=None, help="also write the markdown table here")
-    p.add_argument("--plot", default=None, help="also write the figure here (PNG)")
+    training_arguments(p, "structured.json", "also write the figure here (PNG)")
     args = p.parse_args(argv)
-    t0 = time.perf_counter()
-    out = study(args.densities, args.backends, args.epochs, args.batch_size, args.lr, args.seed, args.density_seed,
-                args.limit_train, args.limit_test, log=lambda s: print(s, file=sys.stderr, flush=True))
-    out["seconds"] = time.perf_counter() - t0
-    with open(args.report, "w") as f:
-        json.dump(out, f, indent=1)
-    table = markdown_table(out["rows"])
-    if args.table:
-        Path(args.table).write_text(table + "\n")
-    if args.plot:
-        plot(out["rows"], args.plot)
-    print(table)
-    return 0
+    return run_study(args, lambda log: study(args.densities, args.backends, args.epochs, args.batch_size, args.lr,
+                                             args.seed, args.density_seed, args.limit_train, args.limit_test,
+                                             log=log),
+                     markdown_table, plot)
 
 
 if __name__ == "__main__":
