@@ -8,6 +8,9 @@ Pixels are in [0, 1], except for CIFAR-10, which is normalised per channel.
   4,000 train / 1,000 test, stratified (400 / 100 per class), fixed;
 - ``digits``: scikit-learn's 1,797 8x8 digits, each pixel repeated 3x3 and
   padded to 28x28 (so MNIST models run on it), split 80 / 20 stratified, fixed;
+- ``mnist5k:augment``, ``digits:augment``: the same with random shifts of
+  the training batches by up to one pixel each way (crops of the image
+  padded by one black pixel; no flips: digits are not mirror-symmetric);
 - ``idx:PATH`` or a directory: MNIST / Fashion-MNIST idx files
   (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, raw or ``.gz``),
@@ -46,7 +49,7 @@ __all__ = ["Dataset", "load_dataset", "KNOWN_DATASETS", "read_idx", "synthetic",
            "CropFlip"]
 
 #: Spec forms accepted by :func:`load_dataset`, for error messages and --help.
-KNOWN_DATASETS = ("mnist5k", "digits", "idx:PATH (or a directory)", "npz:PATH (or FILE.npz)",
+KNOWN_DATASETS = ("mnist5k[:augment]", "digits[:augment]", "idx:PATH (or a directory)", "npz:PATH (or FILE.npz)",
                   "synthetic:CxHxW[:CLASSES]", "cifar10:DIR[:augment]")
 
 # Fixed seed of the train/test splits: the split is part of the dataset's
@@ -57,7 +60,8 @@ _TEST_FRACTION = 0.2
 
 @dataclass(frozen=True)
 class CropFlip:
-    """Training augmentation: a random crop of the image padded by ``pad`` pixels, then a flip with p = 1/2.
+    """Training augmentation: a random crop of the image padded by ``pad`` pixels, then (``flip``) a
+    horizontal flip with p = 1/2.
 
     ``fill``: the padding's value per channel (a black pixel after
     normalisation). The random numbers come from the generator the caller
@@ -66,6 +70,7 @@ class CropFlip:
     """
     pad: int = 4
     fill: Tuple[float, ...] = ()
+    flip: bool = True
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augmented copy of x (N, C, H, W)."""
@@ -75,12 +80,16 @@ class CropFlip:
         padded[...] = np.asarray(self.fill if self.fill else np.zeros(c), dtype=x.dtype)[None, :, None, None]
         padded[:, :, p:p + h, p:p + w] = x
         offsets = rng.integers(0, 2 * p + 1, size=(n, 2))
-        flips = rng.random(n) < 0.5
+        flips = rng.random(n) < 0.5 if self.flip else np.zeros(n, bool)
         out = np.empty_like(x)
         for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
             crop = padded[i, :, dy:dy + h, dx:dx + w]
             out[i] = crop[:, :, ::-1] if flip else crop
         return out
+
+
+#: the augmentation of ``mnist5k:augment`` / ``digits:augment``: shifts by up to one pixel, no flips
+DIGIT_SHIFTS = CropFlip(pad=1, flip=False)
 
 
 @dataclass
@@ -396,6 +405,10 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
         return mnist5k()
     if spec == "digits":
         return digits()
+    if spec in ("mnist5k:augment", "digits:augment"):
+        import dataclasses
+        return dataclasses.replace(mnist5k() if spec.startswith("mnist5k") else digits(), name=spec,
+                                   augment=DIGIT_SHIFTS)
     if spec.startswith("synthetic:"):
         return _parse_synthetic(spec, seed)
     if spec.startswith("cifar10:"):

@@ -199,3 +199,23 @@ def test_crop_flip_augmentation_is_a_seeded_shifted_window(tmp_path, rng):
         found.append(windows[0])
     assert 0 < sum(f for _, _, f in found) < 16                # some flipped, some not
     assert len({(dy, dx) for dy, dx, _ in found}) > 4          # the offsets vary
+
+
+def test_digit_augmentation_shifts_by_one_pixel_without_flips(rng):
+    ds = load_dataset("mnist5k:augment")
+    plain = load_dataset("mnist5k")
+    assert ds.name == "mnist5k:augment" and plain.augment is None and ds.augment is not None
+    assert np.array_equal(ds.x_train, plain.x_train) and np.array_equal(ds.x_test, plain.x_test)
+    x = rng.random((24, 1, 28, 28)).astype(np.float32)
+    a = ds.augment(x, np.random.default_rng([0, 5]))
+    assert np.array_equal(a, ds.augment(x, np.random.default_rng([0, 5])))
+    offsets = []
+    for i in range(len(x)):
+        padded = np.zeros((1, 30, 30), np.float32)
+        padded[:, 1:29, 1:29] = x[i]
+        hits = [(dy, dx) for dy in range(3) for dx in range(3) if np.array_equal(a[i], padded[:, dy:dy + 28, dx:dx + 28])]
+        mirrored = [(dy, dx) for dy in range(3) for dx in range(3)
+                    if np.array_equal(a[i], padded[:, dy:dy + 28, dx:dx + 28][:, :, ::-1])]
+        assert len(hits) == 1 and not mirrored, i       # one window of the 1-pixel padding, never mirrored
+        offsets.append(hits[0])
+    assert len(set(offsets)) > 4                          # the shifts vary
