@@ -43,6 +43,9 @@ enum zskip_flag {
     FLAG_SKIP_ZEROS = 1,
     FLAG_RELU = 2,
     FLAG_HAS_OUT_MASK = 4,
+    // CONV_BWD_DATA: the output-stationary gather form
+    // (hls/conv_bwd_data/conv_bwd_data_gather.h) instead of the scatter form
+    FLAG_GATHER = 8,
     // SGD_UPDATE: Nesterov momentum (hls/sgd_update)
     FLAG_NESTEROV = 16,
 };

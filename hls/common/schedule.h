@@ -65,6 +65,10 @@ static const unsigned SPFC_MAC_DEPTH = MAC_DEPTH + 1;
 // sparse_fc forward MAC: then a pairwise adder tree over the lanes, up to 64
 // lanes (6 levels of float adds) before the add into y's copy
 static const unsigned SPFC_FWD_MAC_DEPTH = SPFC_MAC_DEPTH + 6 * ACC_LATENCY;
+// conv_bwd_data gather form MAC: the list read and the dy / weight address
+// arithmetic add two stages before the operand reads, then a pairwise adder
+// tree over up to 64 lanes (6 levels of float adds) before the accumulator add
+static const unsigned GATHER_MAC_DEPTH = MAC_DEPTH + 2 + 6 * ACC_LATENCY;
 
 }  // namespace zskip
 
@@ -241,4 +245,19 @@ ZSKIP_SCHEDULE(SPFC_BWD_W_WB, 1, WB_DEPTH)
 ZSKIP_SCHEDULE(SPFC_BWD_W_WB_BEAT, 1, WB_DEPTH)
 // db write-back: one word per cycle
 ZSKIP_SCHEDULE(SPFC_BWD_W_WB_B, 1, WB_DEPTH)
+// --- conv_bwd_data gather form (FLAG_GATHER, hls/conv_bwd_data/conv_bwd_data_gather.h) ---
+// dy load: one word per cycle into [opos][k]
+ZSKIP_SCHEDULE(GATHER_LOAD_DY, 1, LOAD_DEPTH)
+// dy load, beat-wide: a beat's 4 words (4 positions of one k) share bank
+// k mod P, written through its two ports: II = 2
+ZSKIP_SCHEDULE(GATHER_LOAD_DY_BEAT, 2, LOAD_DEPTH)
+// one channel's live-output list: one mask bit per cycle, one list append
+ZSKIP_SCHEDULE(GATHER_LIST, 1, LOAD_DEPTH)
+// one list entry per cycle (or one bubble while its accumulator's add is in
+// flight): P lanes on their own banks, an adder tree, one read-modify-write
+ZSKIP_SCHEDULE(GATHER_MAC, 1, GATHER_MAC_DEPTH)
+// one channel's write-back: one dx word per cycle
+ZSKIP_SCHEDULE(GATHER_WB, 1, WB_DEPTH)
+// one channel's write-back, beat-wide: 4 positions from 4 accumulator banks
+ZSKIP_SCHEDULE(GATHER_WB_BEAT, 1, WB_DEPTH)
 #endif

@@ -16,6 +16,7 @@
 #include "../common/version.h"
 #include "../batchnorm/batchnorm.h"
 #include "../conv_bwd_data/conv_bwd_data.h"
+#include "../conv_bwd_data/conv_bwd_data_gather.h"
 #include "../conv_bwd_weight/conv_bwd_weight.h"
 #include "../conv_fwd/conv_fwd.h"
 #include "../avgpool/avgpool.h"
@@ -139,6 +140,10 @@ ALIGN_CHECK_BN:
         return conv_fwd<conv_config>(read_conv_shape(d), skip, relu, act + d[D_X], wgt + d[D_WGT],
                                      wgt + d[D_BIAS], act + d[D_Y], bits + d[D_MASK_OUT], *mem.conv, cnt);
     case OP_CONV_BWD_DATA:
+        if (flags & FLAG_GATHER)
+            return conv_bwd_data_gather<conv_config>(read_conv_shape(d), skip, has_mask, grad + d[D_DY],
+                                                     wgt + d[D_WGT], bits + d[D_MASK_IN], grad + d[D_DX],
+                                                     *mem.conv, cnt);
         return conv_bwd_data<conv_config>(read_conv_shape(d), skip, has_mask, grad + d[D_DY], wgt + d[D_WGT],
                                           bits + d[D_MASK_IN], grad + d[D_DX], *mem.conv, cnt);
     case OP_CONV_BWD_WEIGHT:

@@ -446,6 +446,58 @@ def _conv_out(h, r, stride, pad):
     return (h + 2 * pad - r) // stride + 1 if stride and h + 2 * pad >= r else 0
 
 
+#: how CONV_BWD_DATA runs: "scatter" (the sparse-scatter engine, hls/conv_bwd_data/conv_bwd_data.h),
+#: "gather" (output-stationary, FLAG_GATHER, conv_bwd_data_gather.h) or "auto" (gather where dy comes
+#: from a batch normalisation backward and the layer has an output mask, scatter elsewhere)
+BWD_DATA_FORMS = ("auto", "scatter", "gather")
+
+
+def check_bwd_data_form(form) -> str:
+    """``form`` when it is one of :data:`BWD_DATA_FORMS`; ValueError naming it otherwise."""
+    if form not in BWD_DATA_FORMS:
+        raise ValueError(f"bwd_data_form: must be one of {', '.join(BWD_DATA_FORMS)}, got {form!r}")
+    return form
+
+
+def gather_capacity_error(limits: Limits, x_shape, w_shape, stride: int, pad: int) -> Optional[str]:
+    """Why the gather form cannot hold this convolution on chip, or None when it can.
+
+    Mirrors the kernel's ``gather_fits`` (conv_bwd_data_gather.h): K is padded to a multiple
+    of ``pe_lanes`` (KP); the weights C * R * S * KP must fit the weight memory
+    (max_ch^2 * max_ksize^2 words) and dy OH * OW * KP the plane memory (max_dim^2 * max_ch).
+    """
+    _, c, h, w = (int(v) for v in x_shape)
+    k, _, r, s = (int(v) for v in w_shape)
+    p = limits.pe_lanes
+    kp = -(-k // p) * p
+    oh, ow = _conv_out(h, r, stride, pad), _conv_out(w, s, stride, pad)
+    wsize, xsize = limits.max_ch ** 2 * limits.max_ksize ** 2, limits.max_dim ** 2 * limits.max_ch
+    if c * r * s * kp > wsize:
+        return (f"its weights padded to {kp} output channels ({c * r * s * kp} words) exceed the weight "
+                f"memory ({wsize} words)")
+    if oh * ow * kp > xsize:
+        return f"dy padded to {kp} channels ({oh * ow * kp} words) exceeds the plane memory ({xsize} words)"
+    return None
+
+
+def bwd_data_flags(form: str, has_mask: bool, dy_from_batchnorm: bool, capacity_error: Optional[str]) -> list:
+    """The CONV_BWD_DATA flags of the form chosen: ``["GATHER"]`` or ``[]`` (scatter).
+
+    ``form`` "auto" takes gather where dy comes from a batch normalisation backward (dense: the
+    scatter form's input-type skipping has nothing to skip) and the layer has an output mask
+    (the gather form's output-type skipping), when it fits (``capacity_error`` None); else
+    scatter. "gather" with a ``capacity_error`` raises ValueError naming it.
+    """
+    if form == "scatter":
+        return []
+    if form == "gather":
+        if capacity_error:
+            raise ValueError(f"bwd_data_form: the gather form cannot run this convolution: {capacity_error} "
+                             f"(use bwd_data_form=auto or scatter)")
+        return ["GATHER"]
+    return ["GATHER"] if has_mask and dy_from_batchnorm and capacity_error is None else []
+
+
 def operand_extents(words: Sequence[int]) -> Dict[str, int]:
     """Per arena, one past the last word descriptor ``words`` reads or writes.
 

@@ -21,6 +21,7 @@ stay in device memory (pass ``flush=``/``invalidate=`` to move only some arenas)
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -28,7 +29,8 @@ import numpy as np
 from ...models import reference as R
 from ..devices.device import DeviceError
 from ..ip.program import (ARENA_DTYPES, ARENAS, D_WORDS, OPCODES, S_WORDS, ZSKIP_VERSION, ArenaLayout, Limits,
-                      bit_words, decode_stats, encode, error_message)
+                      bit_words, bwd_data_flags, check_bwd_data_form, decode_stats, encode, error_message,
+                      gather_capacity_error)
 
 _COUNTERS = ("cycles", "macs_executed", "macs_dense", "load_iters", "scan_iters", "enc_iters",
              "mac_iters", "mac_stalls", "wb_iters", "saturations", "nonfinite")
@@ -40,10 +42,15 @@ class Accelerator:
     ``skip_zeros`` selects sparse mode (True) or the dense baseline (False);
     ``limits`` are the compiled maxima (default: the device's ``limits``
     attribute, else config.h defaults). Refuses a device whose version
-    register differs from ZSKIP_VERSION.
+    register differs from ZSKIP_VERSION. ``bwd_data_form`` ("auto", "scatter" or
+    "gather", :data:`~zskip.host.ip.program.BWD_DATA_FORMS`): the form of the convolution
+    backward-data kernel; "auto" runs the gather form where dy is an array this
+    accelerator's ``batchnorm_backward`` returned and an ``out_mask`` is given.
     """
 
-    def __init__(self, device, skip_zeros: bool = True, limits: Optional[Limits] = None):
+    def __init__(self, device, skip_zeros: bool = True, limits: Optional[Limits] = None,
+                 bwd_data_form: str = "auto"):
+        self.bwd_data_form = check_bwd_data_form(bwd_data_form)
         version = device.version()
         if version != ZSKIP_VERSION:
             raise DeviceError(f"{getattr(device, 'name', 'device')}: version register is 0x{version:08x}, "
@@ -59,11 +66,14 @@ class Accelerator:
         #: seconds of each step of the last run: pack, flush, run, invalidate, unpack
         self.last_timings: Dict[str, float] = {}
         self._bufs: Dict[str, object] = {}
+        # the dx arrays batchnorm_backward returned (id -> weak reference): a convolution's dy
+        # that is one of them is dense, which the auto backward-data form asks
+        self._batchnorm_grads: Dict[int, weakref.ref] = {}
 
     # ------------------------------------------------------------------ factories
     @classmethod
     def emulated(cls, precision: str = "float32", skip_zeros: bool = True, board: Optional[str] = None,
-                 limits: Optional[Limits] = None) -> "Accelerator":
+                 limits: Optional[Limits] = None, bwd_data_form: str = "auto") -> "Accelerator":
         """The HLS sources compiled by g++ (C simulation); ``board`` picks PE lanes and maxima.
 
         ``precision``: a spec of :mod:`zskip.host.ip.precision` ("float32", "fixed16",
@@ -73,19 +83,22 @@ class Accelerator:
         if limits is None and board is not None:
             from ..ip.program import board_limits  # the one reading of boards.ini [hls_macros]
             limits = board_limits(board)
-        return cls(EmuDevice(precision=precision, limits=limits), skip_zeros=skip_zeros)
+        check_bwd_data_form(bwd_data_form)     # before compiling
+        return cls(EmuDevice(precision=precision, limits=limits), skip_zeros=skip_zeros, bwd_data_form=bwd_data_form)
 
     @classmethod
-    def pynq(cls, bitfile: str, skip_zeros: bool = True, **kwargs) -> "Accelerator":
+    def pynq(cls, bitfile: str, skip_zeros: bool = True, bwd_data_form: str = "auto", **kwargs) -> "Accelerator":
         """The IP on a PYNQ board (zskip.host.devices.pynq_device)."""
         from ..devices.pynq_device import PynqDevice
-        return cls(PynqDevice(bitfile, **kwargs), skip_zeros=skip_zeros)
+        check_bwd_data_form(bwd_data_form)
+        return cls(PynqDevice(bitfile, **kwargs), skip_zeros=skip_zeros, bwd_data_form=bwd_data_form)
 
     @classmethod
-    def remote(cls, host: str, skip_zeros: bool = True, **kwargs) -> "Accelerator":
+    def remote(cls, host: str, skip_zeros: bool = True, bwd_data_form: str = "auto", **kwargs) -> "Accelerator":
         """The IP on a board reached through PYNQ RemoteDevice (zskip.host.devices.pynq_device)."""
         from ..devices.pynq_device import open_remote_device
-        return cls(open_remote_device(host, **kwargs), skip_zeros=skip_zeros)
+        check_bwd_data_form(bwd_data_form)
+        return cls(open_remote_device(host, **kwargs), skip_zeros=skip_zeros, bwd_data_form=bwd_data_form)
 
     # ------------------------------------------------------------------ programs
     def allocate_arenas(self, layout: ArenaLayout, n_desc: int) -> Dict[str, object]:
@@ -242,8 +255,15 @@ class Accelerator:
         out = self._run_one(lay, {"x": x, "w": w, "b": b}, desc, outputs)
         return out["y"], out.get("mask")
 
-    def conv_backward_data(self, dy, w, x_shape, stride: int = 1, pad: int = 0, out_mask=None):
-        """dx (N, C, H, W) from dy (N, K, OH, OW), w (K, C, R, S); zero where out_mask is False."""
+    def conv_backward_data(self, dy, w, x_shape, stride: int = 1, pad: int = 0, out_mask=None,
+                           form: Optional[str] = None):
+        """dx (N, C, H, W) from dy (N, K, OH, OW), w (K, C, R, S); zero where out_mask is False.
+
+        ``form``: "scatter", "gather" or "auto" (default: the accelerator's ``bwd_data_form``).
+        """
+        form = self.bwd_data_form if form is None else check_bwd_data_form(form)
+        ref = self._batchnorm_grads.get(id(dy))
+        from_batchnorm = ref is not None and ref() is dy
         dy, w = self._tensor("dy", dy, 4), self._tensor("w", w, 4)
         x_shape = tuple(int(v) for v in x_shape)
         y_shape = self._check_conv(x_shape, w.shape, stride, pad)
@@ -256,8 +276,9 @@ class Accelerator:
         inputs = {"dy": dy, "w": w}
         if out_mask is not None:
             inputs["mask"] = self._mask("out_mask", out_mask, x_shape)
-        desc = self._conv_desc("CONV_BWD_DATA", x_shape, w.shape, stride, pad,
-                               self._flags(has_mask=out_mask is not None), **off)
+        flags = self._flags(has_mask=out_mask is not None) + bwd_data_flags(
+            form, out_mask is not None, from_batchnorm, gather_capacity_error(self.limits, x_shape, w.shape, stride, pad))
+        desc = self._conv_desc("CONV_BWD_DATA", x_shape, w.shape, stride, pad, flags, **off)
         return self._run_one(lay, inputs, desc, {"dx": (x_shape, "f32")})["dx"]
 
     def conv_backward_weight(self, x, dy, w_shape, stride: int = 1, pad: int = 0):
@@ -682,7 +703,12 @@ class Accelerator:
                       h=h, w=w, eps=self._eps(eps), **off)
         out = self._run_one(lay, inputs, desc, {"dx": (dy.shape, "f32"), "dgamma": ((c,), "f32"),
                                                 "dbeta": ((c,), "f32")})
+        self._remember_batchnorm_grad(out["dx"])
         return out["dx"], out["dgamma"], out["dbeta"]
+
+    def _remember_batchnorm_grad(self, dx: np.ndarray) -> None:
+        key, table = id(dx), self._batchnorm_grads
+        table[key] = weakref.ref(dx, lambda _ref, key=key, table=table: table.pop(key, None))
 
     def batchnorm_update_stats(self, running_mean, running_var, mean, var, count: int, momentum: float):
         """(running_mean', running_var') (C,) by reference.batchnorm_running_update (PyTorch's rule)."""

@@ -79,7 +79,8 @@ def record_program(accelerator, weights: DeviceWeights, kind: str, batch: int, l
     """Record ``step.train_step`` (kind "train") or ``step.predict`` ("predict") for ``batch`` samples."""
     model = weights.model
     layout = ArenaLayout()
-    rec = ProgramRecorder(layout, weights, accelerator.skip_zeros, accelerator.limits)
+    rec = ProgramRecorder(layout, weights, accelerator.skip_zeros, accelerator.limits,
+                          getattr(accelerator, "bwd_data_form", "auto"))
     params, velocities = weights.placeholders()
     rec.register_weights(params, velocities)
     x = rec.placeholder("act", (batch, *model.input_shape), name="x")

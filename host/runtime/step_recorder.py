@@ -24,7 +24,8 @@ import numpy as np
 
 from ...models import reference as R
 from ...models.ops import OP_OUTPUTS
-from ..ip.program import OPCODES, ArenaLayout, bit_words, encode
+from ..ip.program import (OPCODES, ArenaLayout, bit_words, bwd_data_flags, check_bwd_data_form, encode,
+                          gather_capacity_error)
 
 __all__ = ["Out", "Call", "ProgramRecorder", "ReplayOps", "counters"]
 
@@ -58,10 +59,15 @@ class ProgramRecorder:
 
     ``layout``: the program's :class:`ArenaLayout` (act, grad, bits arenas);
     ``weights``: the :class:`~zskip.host.runtime.device_weights.DeviceWeights` whose ``wgt`` slots hold params
-    and velocities; ``skip_zeros`` and ``limits`` as in the Accelerator.
+    and velocities; ``skip_zeros``, ``limits`` and ``bwd_data_form`` as in the Accelerator
+    (a convolution's dy is "from a batch normalisation backward" when a BN_BWD of this
+    program wrote it).
     """
 
-    def __init__(self, layout: ArenaLayout, weights, skip_zeros: bool, limits):
+    def __init__(self, layout: ArenaLayout, weights, skip_zeros: bool, limits, bwd_data_form: str = "auto"):
+        self.bwd_data_form = check_bwd_data_form(bwd_data_form)
+        #: names of the tensors a batchnorm_backward of this program wrote (its dx)
+        self._batchnorm_grads = set()
         self.layout = layout
         self.weights = weights
         self.skip_zeros = skip_zeros
@@ -156,7 +162,10 @@ class ProgramRecorder:
         k, _, r, s = w.shape
         dx = self.placeholder("grad", x_shape)
         extra = {} if out_mask is None else {"mask_in": self._slot("out_mask", out_mask, "bits")}
-        self._emit("conv_backward_data", self._spec(dx), "CONV_BWD_DATA", self._flags(has_mask=out_mask is not None),
+        flags = self._flags(has_mask=out_mask is not None) + bwd_data_flags(
+            self.bwd_data_form, out_mask is not None, self._by_pointer.get(_pointer(dy)) in self._batchnorm_grads,
+            gather_capacity_error(self.limits, x_shape, w.shape, stride, pad))
+        self._emit("conv_backward_data", self._spec(dx), "CONV_BWD_DATA", flags,
                    n=n, c=c, h=h, w=wd, k=k, r=r, s=s, stride=stride, pad=pad, dy=self._slot("dy", dy, "grad"),
                    wgt=self._slot("w", w, "wgt"), dx=self._slot("dx", dx, "grad"), **extra)
         return dx
@@ -340,6 +349,7 @@ class ProgramRecorder:
     def batchnorm_backward(self, dy, xhat, var, gamma, eps=1e-5, out_mask=None):
         c = dy.shape[1]
         dx = self.placeholder("grad", dy.shape)
+        self._batchnorm_grads.add(self._by_pointer[_pointer(dx)])
         dgamma, dbeta = self.placeholder("grad", (c,)), self.placeholder("grad", (c,))
         extra = {} if out_mask is None else {"mask_in": self._slot("out_mask", out_mask, "bits")}
         self._emit("batchnorm_backward", (self._spec(dx), self._spec(dgamma), self._spec(dbeta)), "BN_BWD",

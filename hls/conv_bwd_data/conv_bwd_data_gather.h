@@ -1,0 +1,381 @@
+// Backward-data convolution, output-stationary "gather" form (FLAG_GATHER):
+// dx[c][h][w] = sum over k and the taps (r, s) that reach (h, w) of
+// dy[k][oh][ow] * w[k][c][r][s], computed only for the dx outputs the
+// previous layer's ReLU kept (Sarma et al.'s output-type skipping).
+//
+// Why a second form: the scatter form (conv_bwd_data.h) streams dy and puts
+// channel c of every tap into accumulator bank c mod P, so a tap's channel
+// set costs its lane cycle unless all P channels of it are masked; with a
+// dense dy (batch normalisation in front of the ReLU) masking ~half of the
+// outputs saves almost no cycles. Here the lanes run over the dy channels k
+// instead and one output is computed per cycle, so a masked output is simply
+// not in the work list.
+//
+// On chip, per image: dy [opos][k] in the engine's plane memory and the
+// weights [c][r][s][k] in its weight memory, both with rows padded to KP = K
+// rounded up to the lanes, so word k of every row sits in bank k mod P: lane
+// l reads k = chunk * P + l of one dy row and one weight row, its own bank of
+// each (checked by the assertion build). The P products go through a
+// pairwise adder tree (adder_tree.h) into one accumulator.
+//
+// Per input channel c: the mask bits of c are compacted into the list of
+// live outputs (GATHER_LIST), grouped by phase (h mod stride, w mod stride),
+// because only the taps r with (h + pad - r) a multiple of the stride reach
+// an output of phase h; a tap whose source (oh, ow) falls in the padding
+// still costs its cycle (its lanes do no multiply). GATHER_MAC then runs tap
+// by tap, chunk by chunk, over the phase's list: acc[(h, w)] += tree(...),
+// one list entry per cycle, so an accumulator recurs once per pass over the
+// list. Where the list is shorter than ACC_LATENCY the next pass would read
+// an accumulator whose add is still in flight: the loop keeps the last
+// ACC_LATENCY addresses it issued (registers) and waits (a bubble, counted in
+// mac_stalls). The channel's write-back follows (masked outputs are written
+// as zeros; dense mode computes every output and masks here).
+//
+// The stages of an image (dy load; per channel list, MAC, write-back) run one
+// after another: no DATAFLOW overlap is claimed. Counters: macs_executed = the
+// lanes that multiplied (live output x tap inside the image x k < K),
+// macs_dense = every in-image tap of every output (the same count as the
+// scatter form's), mac_iters = GATHER_MAC cycles (bubbles included).
+#ifndef ZSKIP_CONV_BWD_DATA_GATHER_H
+#define ZSKIP_CONV_BWD_DATA_GATHER_H
+
+#include <stdint.h>
+
+#include "../common/adder_tree.h"
+#include "../common/bits.h"
+#include "../common/config.h"
+#include "../common/counters.h"
+#include "../common/descriptor.h"
+#include "../common/engine_memory.h"
+#include "../common/hw_assert.h"
+#include "../common/multipliers.h"
+#include "../common/shapes.h"
+#include "../common/sparse_scatter.h"
+#include "../common/types.h"
+#include "../common/wide_port.h"
+
+namespace zskip {
+
+// Words per row of the padded dy and weight layouts: K rounded up to the lanes.
+template <class CFG>
+inline unsigned gather_k_stride(unsigned k) {
+    static const unsigned P = CFG::pe_lanes;
+    return (k + P - 1) / P * P;
+}
+
+// Whether a (valid) shape fits the gather form's padded layouts: the weights
+// C * R * S * KP in the weight memory, dy OH * OW * KP in the plane memory.
+// The kernel refuses a shape that does not (ERR_CHANNELS); the host falls
+// back to the scatter form first (host/runtime/accelerator.py).
+template <class CFG>
+inline bool gather_fits(const conv_shape &sh) {
+    const uint64_t kp = gather_k_stride<CFG>(sh.k);
+    return (uint64_t)sh.c * sh.r * sh.s * kp <= scatter_engine_onchip<CFG>::WSIZE &&
+           (uint64_t)sh.oh * sh.ow * kp <= scatter_engine_onchip<CFG>::XSIZE;
+}
+
+// The kernel offsets along one axis that reach outputs of each phase: r with
+// (ph + pad - r) a multiple of the stride (stride 1: every r, one phase).
+template <class CFG>
+struct phase_taps {
+    uint8_t n[2];
+    uint8_t r[2][CFG::max_ksize];
+};
+
+template <class CFG>
+void build_phase_taps(phase_taps<CFG> &pt, unsigned ksize, unsigned stride, unsigned pad) {
+    static const unsigned KS_MAX = CFG::max_ksize;
+GATHER_PHASE_TAPS:
+    for (unsigned ph = 0; ph < 2; ++ph) {
+// two phases at most (stride <= 2), all offsets compared at once: registers
+#pragma HLS UNROLL
+        unsigned n = 0;
+    GATHER_PHASE_TAP:
+        for (unsigned r = 0; r < KS_MAX; ++r) {
+#pragma HLS UNROLL
+            if (ph < stride && r < ksize && (ph + pad + stride * KS_MAX - r) % stride == 0) {
+                pt.r[ph][n] = (uint8_t)r;
+                ++n;
+            }
+        }
+        pt.n[ph] = (uint8_t)n;
+    }
+}
+
+// dy [N][K][OH][OW], w [K][C][R][S], out_mask bits [N][C][H][W] (read when
+// has_mask) -> dx [N][C][H][W], on the engine memory `buf`. Returns ERR_NONE
+// or the shape error (ERR_CHANNELS when the padded layouts do not fit).
+template <class CFG, class MUL = mul_t>
+unsigned conv_bwd_data_gather(const conv_shape &sh, bool skip_zeros, bool has_mask, words<const float> dy,
+                              words<const float> w, words<const uint32_t> out_mask, words<float> dx,
+                              scatter_engine_onchip<CFG> &buf, kernel_counters &cnt) {
+    static const unsigned P = CFG::pe_lanes;
+    static const unsigned L = ACC_LATENCY;
+    static const unsigned BATCH = TRIP_BATCH;
+    static const unsigned CH_MAX = CFG::max_ch;
+    static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
+    static const unsigned X_MAX = scatter_engine_onchip<CFG>::XSIZE;
+    // one phase's passes: taps x chunks x live outputs (plus its bubbles)
+    static const unsigned MAC_MAX =
+        PLANE_MAX * CFG::max_ksize * CFG::max_ksize * ((CFG::max_ch + CFG::pe_lanes - 1) / CFG::pe_lanes);
+    unsigned err = check_conv_shape<CFG>(sh);
+    if (err) return err;
+    if (!gather_fits<CFG>(sh)) return ERR_CHANNELS;
+    const unsigned K = sh.k, C = sh.c, R = sh.r, S = sh.s, H = sh.h, W = sh.w, ST = sh.stride, PAD = sh.pad;
+    const unsigned PLANE = H * W, OW = sh.ow, OH = sh.oh, OPLANE = OH * OW;
+    const unsigned KP = gather_k_stride<CFG>(K), CHUNKS = KP / P;
+    const bool mask_items = skip_zeros && has_mask;
+
+    // weights [c][r][s][k], rows KP words apart
+    uint64_t cycles = load_weights<CFG>(w, K, C, R * S, false, buf.w, cnt, KP);
+    // per output coordinate, its taps inside the image (macs_dense)
+    cycles += ZSKIP_CYCLES(AXIS_IN, build_axis_from_input<CFG>(buf.rows, H, OH, R, ST, PAD));
+    cycles += ZSKIP_CYCLES(AXIS_IN, build_axis_from_input<CFG>(buf.cols, W, OW, S, ST, PAD));
+    phase_taps<CFG> rtaps, staps;
+// registers: both phases' offsets are written in one cycle and the MAC loop
+// reads one of each per cycle
+#pragma HLS ARRAY_PARTITION variable=rtaps.n complete
+#pragma HLS ARRAY_PARTITION variable=rtaps.r complete dim=0
+#pragma HLS ARRAY_PARTITION variable=staps.n complete
+#pragma HLS ARRAY_PARTITION variable=staps.r complete dim=0
+    build_phase_taps<CFG>(rtaps, R, ST, PAD);
+    build_phase_taps<CFG>(staps, S, ST, PAD);
+    // where each phase's list starts: the phases' sizes, in order
+    unsigned qbase[4];
+// four registers, one per phase
+#pragma HLS ARRAY_PARTITION variable=qbase complete
+    unsigned base = 0;
+GATHER_PHASE_BASE:
+    for (unsigned q = 0; q < 4; ++q) {
+#pragma HLS UNROLL
+        const unsigned ph = q / 2, pw = q % 2;
+        qbase[q] = base;
+        if (ph < ST && pw < ST && ph < H && pw < W) base += ((H - ph + ST - 1) / ST) * ((W - pw + ST - 1) / ST);
+    }
+    // dy is loaded a beat per two cycles when a beat stays in one k (OPLANE a
+    // multiple of 4): its 4 words go to one bank (k mod P) through its 2 ports
+    const bool wide_dy = OPLANE % BEAT_WORDS == 0;
+    // dx is written a beat per cycle when every channel's plane is whole beats
+    const bool wide_wb = PLANE % BEAT_WORDS == 0;
+GATHER_IMAGE:
+    for (unsigned n = 0; n < sh.n; ++n) {
+#pragma HLS LOOP_TRIPCOUNT max=BATCH
+        words<const float> dyn = dy + (uint64_t)n * K * OPLANE;
+        if (wide_dy) {
+            const unsigned beats = K * OPLANE / BEAT_WORDS;
+            unsigned k = 0, op = 0;
+        GATHER_LOAD_DY_BEAT:
+            for (unsigned b = 0; b < beats; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=X_MAX/BEAT_WORDS
+// one 128-bit beat of dy per two cycles: 4 positions of one k, all in bank
+// k mod P, written through that bank's two ports
+#pragma HLS PIPELINE II=2
+                float word[BEAT_WORDS];
+// the 4 lanes of the one beat read below are registers
+#pragma HLS ARRAY_PARTITION variable=word complete
+                split_beat(dyn.beat_at((uint64_t)b * BEAT_WORDS), word);
+            GATHER_LOAD_DY_LANE:
+                for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+                    const unsigned at = (op + j) * KP + k;
+                    ZSKIP_HW_ASSERT(at % P == k % P, "GATHER_LOAD_DY_BEAT", "a dy word outside bank k mod P");
+                    buf.plane[at] = acc_t(from_f32<grad_t>(word[j]));
+                }
+                op += BEAT_WORDS;
+                if (op == OPLANE) {
+                    op = 0;
+                    ++k;
+                }
+            }
+            cnt.load_iters += beats;
+            cycles += ZSKIP_CYCLES(GATHER_LOAD_DY_BEAT, beats);
+        } else {
+            unsigned k = 0, op = 0;
+        GATHER_LOAD_DY:
+            for (unsigned i = 0; i < K * OPLANE; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=X_MAX
+// one dy word per cycle into [opos][k]
+#pragma HLS PIPELINE II=1
+                buf.plane[op * KP + k] = acc_t(from_f32<grad_t>(dyn[i]));
+                if (++op == OPLANE) {
+                    op = 0;
+                    ++k;
+                }
+            }
+            cnt.load_iters += (uint64_t)K * OPLANE;
+            cycles += ZSKIP_CYCLES(GATHER_LOAD_DY, (uint64_t)K * OPLANE);
+        }
+    GATHER_CHANNEL:
+        for (unsigned c = 0; c < C; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max=CH_MAX
+            // the channel's live outputs, grouped by phase
+            unsigned fill[4] = {0, 0, 0, 0};
+// four append pointers, one per phase list
+#pragma HLS ARRAY_PARTITION variable=fill complete
+            const uint64_t mbase = ((uint64_t)n * C + c) * PLANE;
+            uint64_t dense_taps = 0;
+            unsigned h = 0, x = 0;
+        GATHER_LIST:
+            for (unsigned i = 0; i < PLANE; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+// one mask bit per cycle; a live output is appended to its phase's list (one
+// write of the list memory per cycle)
+#pragma HLS PIPELINE II=1
+                const bool keep = !has_mask || get_bit(out_mask, mbase + i);
+                buf.gather_keep[i] = keep;
+                dense_taps += (uint64_t)buf.rows.n[h] * buf.cols.n[x];
+                const unsigned q = (h % ST) * 2 + (x % ST);
+                if (!mask_items || keep) {
+                    buf.gather_list[qbase[q] + fill[q]] = (uint16_t)((h << 8) | x);
+                    ++fill[q];
+                }
+                if (++x == W) {
+                    x = 0;
+                    ++h;
+                }
+            }
+            cnt.macs_dense += dense_taps * K;
+            cnt.scan_iters += PLANE;
+            cycles += ZSKIP_CYCLES(GATHER_LIST, PLANE);
+        GATHER_PHASE:
+            for (unsigned q = 0; q < 4; ++q) {
+#pragma HLS LOOP_TRIPCOUNT max=4
+                const unsigned ph = q / 2, pw = q % 2;
+                const unsigned len = fill[q];
+                const unsigned nr = ph < ST ? rtaps.n[ph] : 0, ns = pw < ST ? staps.n[pw] : 0;
+                const uint64_t work = (uint64_t)nr * ns * CHUNKS * len;
+                if (!work) continue;
+                // the last L accumulator addresses issued and when (registers);
+                // the loop drains before the next invocation, so it starts empty
+                uint32_t hz_addr[L];
+                uint32_t hz_time[L];
+                bool hz_valid[L];
+// every entry is compared in one cycle
+#pragma HLS ARRAY_PARTITION variable=hz_addr complete
+#pragma HLS ARRAY_PARTITION variable=hz_time complete
+#pragma HLS ARRAY_PARTITION variable=hz_valid complete
+            GATHER_HZ_CLEAR:
+                for (unsigned s = 0; s < L; ++s) {
+#pragma HLS UNROLL
+                    hz_valid[s] = false;
+                }
+                unsigned head = 0, i = 0, kc = 0, ri = 0, si = 0;
+                uint32_t now = 0;
+                uint64_t issued = 0, trips = 0;
+            GATHER_MAC:
+                while (issued < work) {
+#pragma HLS LOOP_TRIPCOUNT max=MAC_MAX
+// one list entry per cycle: P lanes read their own dy and weight banks, an
+// adder tree sums the products, one accumulator read-modify-write (the two
+// ports of its bank); an address recurs one pass later, or after a bubble
+#pragma HLS PIPELINE II=1
+                    ++trips;
+                    const uint16_t e = buf.gather_list[qbase[q] + i];
+                    const unsigned oh_h = e >> 8, ow_w = e & 0xFFu;
+                    const uint32_t pos = oh_h * W + ow_w;
+                    bool wait = false;
+                GATHER_HZ_MATCH:
+                    for (unsigned s = 0; s < L; ++s) {
+#pragma HLS UNROLL
+                        wait = wait || (hz_valid[s] && hz_addr[s] == pos && hz_time[s] + L > now);
+                    }
+                    if (wait) {
+                        ++now;
+                        ++cnt.mac_stalls;
+                        continue;
+                    }
+                    const unsigned r = rtaps.r[ph][ri], s = staps.r[pw][si];
+                    const int nh = (int)(oh_h + PAD) - (int)r, nw = (int)(ow_w + PAD) - (int)s;
+                    // divisions by the stride (1 or 2): a shift
+                    const bool valid = nh >= 0 && nw >= 0 && (unsigned)nh / ST < OH && (unsigned)nw / ST < OW;
+                    const unsigned obase = valid ? (((unsigned)nh / ST) * OW + (unsigned)nw / ST) * KP + kc * P : 0;
+                    const unsigned wbase = ((c * R + r) * S + s) * KP + kc * P;
+                    acc_t prod[P];
+// the lanes' products are registers of the adder tree
+#pragma HLS ARRAY_PARTITION variable=prod complete
+                    unsigned live = 0;
+                GATHER_LANE:
+                    for (unsigned l = 0; l < P; ++l) {
+#pragma HLS UNROLL
+                        prod[l] = 0;
+                        if (valid && kc * P + l < K) {
+                            ZSKIP_HW_ASSERT((obase + l) % P == l && (wbase + l) % P == l, "GATHER_MAC",
+                                            "a lane reads outside its own dy or weight bank");
+                            mac_multiply<MUL>::add(prod[l], typename exact_narrow<wgt_t>::type(buf.w[wbase + l]),
+                                                   typename exact_narrow<grad_t>::type(buf.plane[obase + l]));
+                            ++live;
+                        }
+                    }
+                    tree_sum<P>(prod);
+                    buf.gather_acc[pos] += prod[0];
+                    hz_addr[head] = pos;
+                    hz_time[head] = now;
+                    hz_valid[head] = true;
+                    head = head + 1 == L ? 0 : head + 1;
+                    ++now;
+                    cnt.macs_executed += live;
+                    ++issued;
+                    if (++i == len) {
+                        i = 0;
+                        if (++kc == CHUNKS) {
+                            kc = 0;
+                            if (++si == ns) {
+                                si = 0;
+                                ++ri;
+                            }
+                        }
+                    }
+                }
+                cnt.mac_iters += trips;
+                cycles += ZSKIP_CYCLES(GATHER_MAC, trips);
+            }
+            // the channel's dx, masked, clearing the accumulators for the next
+            words<float> dxc = dx + ((uint64_t)n * C + c) * PLANE;
+            if (wide_wb) {
+            GATHER_WB_BEAT:
+                for (unsigned b = 0; b < PLANE / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX/BEAT_WORDS
+// one 128-bit beat of dx per cycle: 4 consecutive positions, 4 banks of the
+// accumulators and of the mask bits (cyclic factor 4)
+#pragma HLS PIPELINE II=1
+                    float word[BEAT_WORDS];
+// the 4 lanes are registers of the one beat written below
+#pragma HLS ARRAY_PARTITION variable=word complete
+                GATHER_WB_LANE:
+                    for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+                        const unsigned p = b * BEAT_WORDS + j;
+                        grad_t v = grad_t(buf.gather_acc[p]);
+                        buf.gather_acc[p] = 0;
+                        if (!buf.gather_keep[p]) v = 0;
+                        count_nonfinite(v);
+                        word[j] = to_f32(v);
+                    }
+                    dxc.beat_at((uint64_t)b * BEAT_WORDS) = make_beat(word);
+                }
+                cnt.wb_iters += PLANE / BEAT_WORDS;
+                cycles += ZSKIP_CYCLES(GATHER_WB_BEAT, PLANE / BEAT_WORDS);
+            } else {
+            GATHER_WB:
+                for (unsigned p = 0; p < PLANE; ++p) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
+// one dx word per cycle: mask, quantise, store, clear
+#pragma HLS PIPELINE II=1
+                    grad_t v = grad_t(buf.gather_acc[p]);
+                    buf.gather_acc[p] = 0;
+                    if (!buf.gather_keep[p]) v = 0;
+                    count_nonfinite(v);
+                    dxc[p] = to_f32(v);
+                }
+                cnt.wb_iters += PLANE;
+                cycles += ZSKIP_CYCLES(GATHER_WB, PLANE);
+            }
+        }
+    }
+    cnt.cycles += cycles;
+    return ERR_NONE;
+}
+
+}  // namespace zskip
+
+#endif
