@@ -1,0 +1,232 @@
+"""The gather form of the convolution backward-data kernel (FLAG_GATHER, hls/conv_bwd_data/conv_bwd_data_gather.h).
+
+Emulated results against the numpy reference (float32 to 1e-5 of the output's magnitude, ap_fixed<16,6>
+within the quantisation bound of test_kernels_conv), sparse and dense mode bit-identical, the MAC counters
+against an independent count (live outputs x the taps that reach them from inside the image x K), the
+accumulator bubbles of short lists counted, and the host choosing the form (batch normalisation's dx in,
+an output mask present) or falling back to scatter where the padded layouts do not fit.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from zskip.host.ip.program import FLAGS, Limits, bwd_data_flags, decode, gather_capacity_error
+from zskip.host.runtime.accelerator import Accelerator
+from zskip.models import reference as R
+from zskip.overlay.resources import acc_latency
+
+from test_kernels_conv import Q16_6, _close
+
+# (n, c, h, w, k, r, stride, pad): N = 1, odd sizes, stride 2, a 1x1 stride-2 projection, K not a
+# multiple of the lanes, K > 16 (two chunks at 16 lanes), a 5x5 kernel, planes not whole beats
+GRID = [
+    (1, 3, 5, 5, 4, 3, 1, 1),
+    (2, 5, 7, 9, 6, 3, 1, 1),
+    (3, 4, 9, 7, 5, 3, 2, 1),
+    (2, 6, 8, 8, 10, 1, 2, 0),
+    (1, 16, 8, 8, 20, 3, 2, 1),
+    (2, 3, 11, 10, 18, 5, 1, 2),
+    (1, 33, 4, 4, 35, 3, 1, 1),
+    (2, 2, 6, 6, 3, 2, 2, 0),
+]
+
+
+def _case(params, seed=0, density=0.5):
+    n, c, h, w, k, r, stride, pad = params
+    rng = np.random.default_rng(seed)
+    wt = (rng.standard_normal((k, c, r, r)) * 0.5).astype(np.float32)
+    y_shape = R.conv_output_shape((n, c, h, w), wt.shape, stride, pad)
+    dy = rng.standard_normal(y_shape).astype(np.float32)
+    mask = rng.random((n, c, h, w)) < density
+    return (n, c, h, w), wt, dy, mask, stride, pad
+
+
+def independent_macs(x_shape, w_shape, stride, pad, mask):
+    """Live outputs x taps reaching them from inside the image x K, by plain loops (not the kernel's phases)."""
+    n, c, h, w = x_shape
+    k, _, r, s = w_shape
+    oh, ow = R.conv_output_shape(x_shape, w_shape, stride, pad)[2:]
+
+    def taps(u, ksize, out_len):
+        return sum(1 for t in range(ksize) if (u + pad - t) >= 0 and (u + pad - t) % stride == 0
+                   and (u + pad - t) // stride < out_len)
+    per_pos = np.array([[taps(i, r, oh) * taps(j, s, ow) for j in range(w)] for i in range(h)])
+    live = np.ones(x_shape, bool) if mask is None else mask
+    return int((live * per_pos).sum()) * k, int(n * c * per_pos.sum()) * k
+
+
+def _limits(lanes):
+    return dataclasses.replace(Limits.defaults(), pe_lanes=lanes)
+
+
+@pytest.fixture(scope="module", params=[16, 4, 2], ids=lambda p: f"{p}lanes")
+def pair(request):
+    """(sparse, dense) accelerators with ``request.param`` PE lanes."""
+    lim = _limits(request.param)
+    return (Accelerator.emulated(skip_zeros=True, limits=lim, bwd_data_form="gather"),
+            Accelerator.emulated(skip_zeros=False, limits=lim, bwd_data_form="gather"))
+
+
+@pytest.mark.parametrize("params", GRID, ids=[str(g) for g in GRID])
+def test_gather_matches_reference_and_counts_the_macs_it_issues(pair, params):
+    x_shape, wt, dy, mask, stride, pad = _case(params)
+    want = R.relu_backward(R.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), x_shape, stride,
+                                                  pad), mask)
+    executed, dense = independent_macs(x_shape, wt.shape, stride, pad, mask)
+    sparse_acc, dense_acc = pair
+    got = {}
+    for acc in pair:
+        dx = acc.conv_backward_data(dy, wt, x_shape, stride, pad, out_mask=mask)
+        _close(dx, want)
+        assert not dx[~mask].any(), "a masked gradient is not zero"
+        st = acc.last_stats
+        assert st["enc_iters"] == 0, "the scatter engine's encoder ran: not the gather form"
+        assert st["macs_dense"] == dense == R.conv_macs(np.ones(x_shape), dy, wt.shape, stride, pad)["bwd_data"][
+            "macs_dense"]
+        assert st["macs_executed"] == (executed if acc is sparse_acc else dense)
+        got[acc.skip_zeros] = dx
+    # the same sums in the same order for every live output: bit-identical
+    assert np.array_equal(got[True].view(np.uint32), got[False].view(np.uint32))
+
+    # without a mask every output is live, in both modes
+    dx = sparse_acc.conv_backward_data(dy, wt, x_shape, stride, pad, form="gather")
+    _close(dx, R.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), x_shape, stride, pad))
+    assert sparse_acc.last_stats["macs_executed"] == dense
+
+
+def test_sparse_gather_skips_cycles_of_masked_outputs(pair):
+    """At about half the outputs masked the sparse mode's MAC loop runs about half the dense mode's iterations
+    (a check that skipping happens in the counted loop, not a timing)."""
+    x_shape, wt, dy, mask, stride, pad = _case((2, 16, 16, 16, 16, 3, 1, 1), seed=1)
+    stats = {}
+    for acc in pair:
+        acc.conv_backward_data(dy, wt, x_shape, stride, pad, out_mask=mask)
+        stats[acc.skip_zeros] = dict(acc.last_stats)
+    live = mask.mean()
+    assert 0.4 < live < 0.6
+    assert stats[True]["cycles"] < stats[False]["cycles"]
+    ratio = stats[True]["mac_iters"] / stats[False]["mac_iters"]
+    assert abs(ratio - live) < 0.02, (ratio, live)
+
+
+def test_short_lists_wait_for_the_accumulator_and_count_it():
+    """One live output per channel (list length 1 < ACC_LATENCY): each pass over it after the first waits
+    ACC_LATENCY - 1 bubbles (stride 1, pad 1, 3x3, K <= lanes: 9 passes per channel)."""
+    acc = Accelerator.emulated(skip_zeros=True, bwd_data_form="gather")
+    x_shape, wt, dy, _, stride, pad = _case((2, 3, 6, 6, 8, 3, 1, 1), seed=2)
+    mask = np.zeros(x_shape, bool)
+    mask[:, :, 2, 3] = True
+    dx = acc.conv_backward_data(dy, wt, x_shape, stride, pad, out_mask=mask)
+    _close(dx, R.relu_backward(R.conv2d_backward_data(dy, wt, x_shape, stride, pad), mask))
+    lat = acc_latency()
+    channels = x_shape[0] * x_shape[1]
+    assert acc.last_stats["mac_stalls"] == channels * 8 * (lat - 1)
+    assert acc.last_stats["mac_iters"] == channels * (9 + 8 * (lat - 1))
+
+
+@pytest.mark.parametrize("params", [GRID[1], GRID[2], GRID[5]], ids=str)
+def test_fixed16_within_quantisation_bound(params):
+    acc = Accelerator.emulated(precision="ap_fixed<16,6>", skip_zeros=True, bwd_data_form="gather")
+    x_shape, wt, dy, mask, stride, pad = _case(params, seed=3)
+    wt, dy = wt * 0.5, dy * 0.5
+    dx = acc.conv_backward_data(dy, wt, x_shape, stride, pad, out_mask=mask)
+    assert acc.last_stats["enc_iters"] == 0
+    dx_ref = R.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), x_shape, stride, pad) * mask
+    # each product rounded once into the accumulator type, the tree's and the accumulator's adds exact:
+    # the scatter form's bound (test_kernels_conv.test_fixed16_within_quantisation_bound)
+    ones_dy = np.ones_like(dy, dtype=np.float64)
+    taps = R.conv2d_backward_data(ones_dy, np.ones(wt.shape), x_shape, stride, pad)
+    bound = (R.conv2d_backward_data(np.abs(dy).astype(np.float64), np.ones(wt.shape), x_shape, stride, pad)
+             + R.conv2d_backward_data(ones_dy, np.abs(wt).astype(np.float64), x_shape, stride, pad)) * Q16_6 / 2 \
+        + taps * (Q16_6 ** 2 / 4 + 2.0 ** -21) + Q16_6 / 2
+    assert np.all(np.abs(dx - dx_ref) <= bound * mask)
+    assert np.abs(dx - dx_ref).max() > 0     # the bound is tested against a real quantisation error
+
+
+def test_auto_form_takes_gather_only_for_batchnorm_gradients_with_a_mask(rng):
+    acc = Accelerator.emulated(skip_zeros=True)
+    assert acc.bwd_data_form == "auto"
+    x_shape, wt, dy, mask, stride, pad = _case((2, 4, 6, 6, 4, 3, 1, 1))
+    xhat = rng.standard_normal(dy.shape).astype(np.float32)
+    var, gamma = np.ones(dy.shape[1], np.float32), np.ones(dy.shape[1], np.float32)
+    bn_dx, _, _ = acc.batchnorm_backward(dy, xhat, var, gamma)
+    want = R.conv2d_backward_data(bn_dx, wt, x_shape, stride, pad) * mask
+    for grad, out_mask, gather in ((bn_dx, mask, True), (bn_dx, None, False), (bn_dx.copy(), mask, False),
+                                   (dy, mask, False)):
+        dx = acc.conv_backward_data(grad, wt, x_shape, stride, pad, out_mask=out_mask)
+        assert (acc.last_stats["enc_iters"] == 0) == gather
+        if grad is bn_dx and out_mask is not None:
+            _close(dx, want)
+
+
+def test_forms_and_their_limits_are_checked():
+    acc = Accelerator.emulated()
+    x_shape, wt, dy, mask, stride, pad = _case(GRID[0])
+    with pytest.raises(ValueError, match="^bwd_data_form: must be one of auto, scatter, gather, got 'fast'"):
+        acc.conv_backward_data(dy, wt, x_shape, stride, pad, out_mask=mask, form="fast")
+    with pytest.raises(ValueError, match="^bwd_data_form: must be one of"):
+        Accelerator.emulated(bwd_data_form="Gather")
+    # 64 lanes on a 16-channel build: K pads to 64, dy of a 32x32 layer no longer fits the plane memory
+    lim = dataclasses.replace(Limits.defaults(), pe_lanes=64, max_ch=16)
+    err = gather_capacity_error(lim, (1, 16, 32, 32), (16, 16, 3, 3), 1, 1)
+    assert err and "plane memory" in err
+    assert gather_capacity_error(Limits.defaults(), (1, 16, 32, 32), (16, 16, 3, 3), 1, 1) is None
+    assert bwd_data_flags("auto", True, True, err) == []           # auto falls back to scatter
+    assert bwd_data_flags("auto", True, True, None) == ["GATHER"]
+    assert bwd_data_flags("scatter", True, True, None) == []
+    with pytest.raises(ValueError, match="^bwd_data_form: the gather form cannot run this convolution: dy padded"):
+        bwd_data_flags("gather", True, True, err)
+    assert FLAGS["GATHER"] == 8
+
+
+def test_resnet8_step_runs_gather_and_passes_the_check(rng):
+    """resnet8 trains a checked step on emu in both modes; in program mode every backward-data convolution fed
+    by a batch normalisation runs the gather form (its descriptors carry FLAG_GATHER)."""
+    from zskip.host.backends import make_backend
+    from zskip.host.runtime.streaming import Batch
+    from zskip.models.check import TOLERANCES
+    from zskip.models.networks import get_model
+    model = get_model("resnet8", (1, 28, 28))
+    x = rng.random((2, 1, 28, 28)).astype(np.float32)
+    params = model.init_params(0)
+    for mode in ("program", "ops"):
+        backend = make_backend("emu", mode=mode)
+        try:
+            (out,) = list(backend.stream(model, params, model.zero_velocities(), [Batch(x, np.array([0, 1]), check=True)],
+                                         0.01, 0.9, 0.0))
+            assert out.check.max_rel_error <= TOLERANCES["float32"].rtol
+            bwd_data = [info["kernel"]["bwd_data"] for info in out.result.layers
+                        if info["kind"] == "conv" and "bwd_data" in info["kernel"]]
+            assert bwd_data and all(k["enc_iters"] == 0 for k in bwd_data), "a conv backward-data ran scatter"
+            if mode == "program":
+                (program,) = backend._programs.values()
+                descs = [decode(w) for w in program.words]
+                conv_bwd = [d for d in descs if d["opcode"] == "CONV_BWD_DATA"]
+                assert conv_bwd and all("GATHER" in d["flags"] for d in conv_bwd)
+        finally:
+            backend.close()
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["sparse", "dense"])
+def test_synthesis_form_and_assertion_build_agree_bit_for_bit(monkeypatch, skip):
+    """The gather form has no C-simulation speed path: ``ZSKIP_EMU_FORM=synthesis`` (the synthesis branch) and
+    ``ZSKIP_EMU_ASSERTS=1`` (its lane-bank assertions armed) give the default build's results and counters."""
+    builds = []
+    for form, asserts in ((None, None), ("synthesis", None), (None, "1"), ("synthesis", "1")):
+        for name, value in (("ZSKIP_EMU_FORM", form), ("ZSKIP_EMU_ASSERTS", asserts)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        builds.append(Accelerator.emulated(skip_zeros=skip, bwd_data_form="gather"))
+    assert len({b.device.library_path for b in builds}) == 4
+    for params in GRID:
+        x_shape, wt, dy, mask, stride, pad = _case(params, seed=5)
+        runs = []
+        for acc in builds:
+            dx = acc.conv_backward_data(dy, wt, x_shape, stride, pad, out_mask=mask)
+            runs.append((dx.view(np.uint32).copy(), dict(acc.last_stats)))
+        for dx, stats in runs[1:]:
+            assert np.array_equal(dx, runs[0][0]), params
+            assert stats == runs[0][1], params
