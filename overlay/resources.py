@@ -338,6 +338,10 @@ def dsp_instances(board: Board, precision: str) -> List[Tuple[str, int, int]]:
     rows += [("bias-gradient partial sums + plane-end tree (scan, per engine)", 2, (lat + 1) * acc_add),
              ("conv_fwd write-back bias add (per engine)", 2, acc_add),
              ("conv_bwd_weight dw copy sum tree (per engine)", 2, lat * acc_add),
+             # conv_bwd_data's gather form (FLAG_GATHER): its P multiplies and the accumulator add are counted as
+             # the conv engine's MAC lanes (one pass runs at a time, the sharing the three passes already assume);
+             # the pairwise adder tree between them is its own
+             (f"conv_bwd_data gather form: lane adder tree ({lanes} - 1 adds)", 1, (lanes - 1) * acc_add),
              ("maxpool_bwd add", 1, acc_add),
              ("sgd_update: 4 float multiplies, 3 float adds", 1, 4 * f_mul + 3 * f_add),
              # Nesterov's look-ahead, momentum * v' + g': BIND_OP impl=fabric, LUTs

@@ -39,11 +39,10 @@ struct scatter_engine_onchip {
     uint32_t ones[WORDS];
     tap_axis<CFG> rows, cols;
     // conv_bwd_data's gather form (conv_bwd_data_gather.h), one input channel
-    // at a time: its dx accumulators [h][w], its ReLU mask bits [h][w] and its
-    // live outputs (h << 8 | w) grouped by phase (dy, padded [opos][k], sits in
-    // plane; the weights, padded [c][r][s][k], in w)
+    // at a time: its dx accumulators [h][w] and its live outputs (h << 8 | w)
+    // grouped by phase (dy, padded [opos][k], sits in plane; the weights,
+    // padded [c][r][s][k], in w; the channel's mask bits in sets)
     acc_t gather_acc[PLANE];
-    uint8_t gather_keep[PLANE];
     uint16_t gather_list[PLANE];
     // the MAC stage's arbiter and per-lane hazard history (registers)
     mac_arbiter<CFG> arb;
@@ -95,7 +94,6 @@ void scatter_engine_memory(scatter_engine_onchip<CFG> *&mem) {
 // the gather form's write-back reads 4 consecutive positions of one channel
 // per cycle (one 128-bit beat of dx): 4 banks, word i in bank i mod 4
 #pragma HLS ARRAY_PARTITION variable=buf.gather_acc cyclic factor=4
-#pragma HLS ARRAY_PARTITION variable=buf.gather_keep cyclic factor=4
     mem = &buf;
 }
 

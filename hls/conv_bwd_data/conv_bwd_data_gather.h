@@ -218,11 +218,13 @@ GATHER_IMAGE:
         GATHER_LIST:
             for (unsigned i = 0; i < PLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
-// one mask bit per cycle; a live output is appended to its phase's list (one
-// write of the list memory per cycle)
+// one mask bit per cycle, kept in bit c of the position's channel set (a
+// register word) for the write-back; a live output is appended to its phase's
+// list (one write of the list memory per cycle)
 #pragma HLS PIPELINE II=1
                 const bool keep = !has_mask || get_bit(out_mask, mbase + i);
-                buf.gather_keep[i] = keep;
+                uint32_t &set = buf.sets[i][c >> 5];
+                set = (set & ~(1u << (c & 31))) | ((uint32_t)keep << (c & 31));
                 dense_taps += (uint64_t)buf.rows.n[h] * buf.cols.n[x];
                 const unsigned q = (h % ST) * 2 + (x % ST);
                 if (!mask_items || keep) {
@@ -336,7 +338,7 @@ GATHER_IMAGE:
                 for (unsigned b = 0; b < PLANE / BEAT_WORDS; ++b) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX/BEAT_WORDS
 // one 128-bit beat of dx per cycle: 4 consecutive positions, 4 banks of the
-// accumulators and of the mask bits (cyclic factor 4)
+// accumulators (cyclic factor 4) and 4 register words of the channel sets
 #pragma HLS PIPELINE II=1
                     float word[BEAT_WORDS];
 // the 4 lanes are registers of the one beat written below
@@ -347,7 +349,7 @@ GATHER_IMAGE:
                         const unsigned p = b * BEAT_WORDS + j;
                         grad_t v = grad_t(buf.gather_acc[p]);
                         buf.gather_acc[p] = 0;
-                        if (!buf.gather_keep[p]) v = 0;
+                        if (!((buf.sets[p][c >> 5] >> (c & 31)) & 1u)) v = 0;
                         count_nonfinite(v);
                         word[j] = to_f32(v);
                     }
@@ -363,7 +365,7 @@ GATHER_IMAGE:
 #pragma HLS PIPELINE II=1
                     grad_t v = grad_t(buf.gather_acc[p]);
                     buf.gather_acc[p] = 0;
-                    if (!buf.gather_keep[p]) v = 0;
+                    if (!((buf.sets[p][c >> 5] >> (c & 31)) & 1u)) v = 0;
                     count_nonfinite(v);
                     dxc[p] = to_f32(v);
                 }
