@@ -94,6 +94,10 @@ void scatter_engine_memory(scatter_engine_onchip<CFG> *&mem) {
 // the gather form's write-back reads 4 consecutive positions of one channel
 // per cycle (one 128-bit beat of dx): 4 banks, word i in bank i mod 4
 #pragma HLS ARRAY_PARTITION variable=buf.gather_acc cyclic factor=4
+// its mask compaction appends up to 4 consecutive list entries per cycle and
+// reads the taps of 4 positions of a row
+#pragma HLS ARRAY_PARTITION variable=buf.gather_list cyclic factor=4
+#pragma HLS ARRAY_PARTITION variable=buf.cols.n complete
     mem = &buf;
 }
 

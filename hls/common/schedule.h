@@ -253,6 +253,9 @@ ZSKIP_SCHEDULE(GATHER_LOAD_DY, 1, LOAD_DEPTH)
 ZSKIP_SCHEDULE(GATHER_LOAD_DY_BEAT, 2, LOAD_DEPTH)
 // one channel's live-output list: one mask bit per cycle, one list append
 ZSKIP_SCHEDULE(GATHER_LIST, 1, LOAD_DEPTH)
+// the same, beat-wide: 4 mask bits of one row per cycle, up to 4 appends into
+// distinct banks of the 4-bank list (at most two per bank: its two ports)
+ZSKIP_SCHEDULE(GATHER_LIST_BEAT, 1, LOAD_DEPTH)
 // one list entry per cycle (or one bubble while its accumulator's add is in
 // flight): P lanes on their own banks, an adder tree, one read-modify-write
 ZSKIP_SCHEDULE(GATHER_MAC, 1, GATHER_MAC_DEPTH)

@@ -19,7 +19,7 @@
 // pairwise adder tree (adder_tree.h) into one accumulator.
 //
 // Per input channel c: the mask bits of c are compacted into the list of
-// live outputs (GATHER_LIST), grouped by phase (h mod stride, w mod stride),
+// live outputs (GATHER_LIST, 4 bits a cycle where W allows), grouped by phase (h mod stride, w mod stride),
 // because only the taps r with (h + pad - r) a multiple of the stride reach
 // an output of phase h; a tap whose source (oh, ow) falls in the padding
 // still costs its cycle (its lanes do no multiply). GATHER_MAC then runs tap
@@ -157,6 +157,9 @@ GATHER_PHASE_BASE:
     const bool wide_dy = OPLANE % BEAT_WORDS == 0;
     // dx is written a beat per cycle when every channel's plane is whole beats
     const bool wide_wb = PLANE % BEAT_WORDS == 0;
+    // the mask is compacted 4 bits per cycle when 4 positions stay in one row
+    // (and in one word of the mask: every channel's plane starts on a multiple of 4)
+    const bool wide_list = W % BEAT_WORDS == 0;
 GATHER_IMAGE:
     for (unsigned n = 0; n < sh.n; ++n) {
 #pragma HLS LOOP_TRIPCOUNT max=BATCH
@@ -215,30 +218,74 @@ GATHER_IMAGE:
             const uint64_t mbase = ((uint64_t)n * C + c) * PLANE;
             uint64_t dense_taps = 0;
             unsigned h = 0, x = 0;
-        GATHER_LIST:
-            for (unsigned i = 0; i < PLANE; ++i) {
+            if (wide_list) {
+            GATHER_LIST_BEAT:
+                for (unsigned b = 0; b < PLANE / BEAT_WORDS; ++b) {
+#pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX/BEAT_WORDS
+// 4 mask bits of one word per cycle: 4 positions of one row (W a multiple of
+// 4); a phase list gets at most 4 (stride 1) or 2 (stride 2) consecutive
+// entries, in distinct banks of the 4-bank list, so no bank takes more than
+// the two writes of its two ports
+#pragma HLS PIPELINE II=1
+                    const uint64_t at0 = mbase + (uint64_t)b * BEAT_WORDS;
+                    const uint32_t nibble = has_mask ? (out_mask[at0 >> 5] >> (at0 & 31u)) & 0xFu : 0xFu;
+                    unsigned row_taps = 0;
+                    unsigned bank_writes[BEAT_WORDS] = {0, 0, 0, 0};
+// one counter per list bank (assertion build)
+#pragma HLS ARRAY_PARTITION variable=bank_writes complete
+                GATHER_LIST_LANE:
+                    for (unsigned j = 0; j < BEAT_WORDS; ++j) {
+#pragma HLS UNROLL
+                        const unsigned p = b * BEAT_WORDS + j, xj = x + j;
+                        const bool keep = (nibble >> j) & 1u;
+                        uint32_t &set = buf.sets[p][c >> 5];
+                        set = (set & ~(1u << (c & 31))) | ((uint32_t)keep << (c & 31));
+                        row_taps += buf.cols.n[xj];
+                        const unsigned q = (h % ST) * 2 + (xj % ST);
+                        if (!mask_items || keep) {
+                            const unsigned at = qbase[q] + fill[q];
+                            ZSKIP_HW_ASSERT(++bank_writes[at % BEAT_WORDS] <= 2, "GATHER_LIST_BEAT",
+                                            "more writes to a list bank in one cycle than its two ports");
+                            buf.gather_list[at] = (uint16_t)((h << 8) | xj);
+                            ++fill[q];
+                        }
+                    }
+                    (void)bank_writes;
+                    dense_taps += (uint64_t)buf.rows.n[h] * row_taps;
+                    x += BEAT_WORDS;
+                    if (x == W) {
+                        x = 0;
+                        ++h;
+                    }
+                }
+                cnt.scan_iters += PLANE / BEAT_WORDS;
+                cycles += ZSKIP_CYCLES(GATHER_LIST_BEAT, PLANE / BEAT_WORDS);
+            } else {
+            GATHER_LIST:
+                for (unsigned i = 0; i < PLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=PLANE_MAX
 // one mask bit per cycle, kept in bit c of the position's channel set (a
 // register word) for the write-back; a live output is appended to its phase's
 // list (one write of the list memory per cycle)
 #pragma HLS PIPELINE II=1
-                const bool keep = !has_mask || get_bit(out_mask, mbase + i);
-                uint32_t &set = buf.sets[i][c >> 5];
-                set = (set & ~(1u << (c & 31))) | ((uint32_t)keep << (c & 31));
-                dense_taps += (uint64_t)buf.rows.n[h] * buf.cols.n[x];
-                const unsigned q = (h % ST) * 2 + (x % ST);
-                if (!mask_items || keep) {
-                    buf.gather_list[qbase[q] + fill[q]] = (uint16_t)((h << 8) | x);
-                    ++fill[q];
+                    const bool keep = !has_mask || get_bit(out_mask, mbase + i);
+                    uint32_t &set = buf.sets[i][c >> 5];
+                    set = (set & ~(1u << (c & 31))) | ((uint32_t)keep << (c & 31));
+                    dense_taps += (uint64_t)buf.rows.n[h] * buf.cols.n[x];
+                    const unsigned q = (h % ST) * 2 + (x % ST);
+                    if (!mask_items || keep) {
+                        buf.gather_list[qbase[q] + fill[q]] = (uint16_t)((h << 8) | x);
+                        ++fill[q];
+                    }
+                    if (++x == W) {
+                        x = 0;
+                        ++h;
+                    }
                 }
-                if (++x == W) {
-                    x = 0;
-                    ++h;
-                }
+                cnt.scan_iters += PLANE;
+                cycles += ZSKIP_CYCLES(GATHER_LIST, PLANE);
             }
             cnt.macs_dense += dense_taps * K;
-            cnt.scan_iters += PLANE;
-            cycles += ZSKIP_CYCLES(GATHER_LIST, PLANE);
         GATHER_PHASE:
             for (unsigned q = 0; q < 4; ++q) {
 #pragma HLS LOOP_TRIPCOUNT max=4
