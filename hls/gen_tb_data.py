@@ -98,6 +98,18 @@ def case_conv_bwd_data() -> Case:
     cs.program.append(encode("CONV_BWD_DATA", flags=("SKIP_ZEROS", "HAS_OUT_MASK"),
                              **_conv_shape(x, w, stride, pad), **off))
     cs.expect("dx", dx)
+    # the gather form (FLAG_GATHER) on a dense dy, stride 2, K not a multiple of the lanes
+    xg = _sparse(rng, (2, 4, 8, 8), 0.5)
+    wg = _sparse(rng, (6, 4, 3, 3), 0)
+    dyg = _sparse(rng, R.conv_output_shape(xg.shape, wg.shape, 2, 1), 0)
+    maskg = xg > 0
+    dxg = R.relu_backward(R.conv2d_backward_data(dyg, wg, xg.shape, 2, 1), maskg)
+    offg = dict(dy=cs.tensor("grad", "dy_gather", dyg), wgt=cs.tensor("wgt", "w_gather", wg),
+                dx=cs.tensor("grad", "dx_gather", words=xg.size),
+                mask_in=cs.tensor("bits", "mask_gather", pack_bits(maskg)))
+    cs.program.append(encode("CONV_BWD_DATA", flags=("SKIP_ZEROS", "HAS_OUT_MASK", "GATHER"),
+                             **_conv_shape(xg, wg, 2, 1), **offg))
+    cs.expect("dx_gather", dxg)
     return cs
 
 

@@ -230,3 +230,14 @@ def test_synthesis_form_and_assertion_build_agree_bit_for_bit(monkeypatch, skip)
         for dx, stats in runs[1:]:
             assert np.array_equal(dx, runs[0][0]), params
             assert stats == runs[0][1], params
+
+
+def test_backend_option_sets_the_form_and_is_checked_before_compiling():
+    from zskip.host.backends import make_backend
+    backend = make_backend("emu", bwd_data_form="gather")
+    try:
+        assert backend.accelerator.bwd_data_form == "gather"
+    finally:
+        backend.close()
+    with pytest.raises(ValueError, match="^bwd_data_form: must be one of auto, scatter, gather, got 'dense'"):
+        make_backend("emu", bwd_data_form="dense")
