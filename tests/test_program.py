@@ -17,7 +17,7 @@ def test_fields_come_from_the_header():
     assert set(P.OPCODES) >= {"CONV_FWD", "CONV_BWD_DATA", "CONV_BWD_WEIGHT", "MAXPOOL_FWD", "MAXPOOL_BWD",
                               "FC_FWD", "FC_BWD_DATA", "FC_BWD_WEIGHT", "SGD_UPDATE", "SOFTMAX_XENT"}
     flags = {k: int(v) for k, v in re.findall(r"^\s*FLAG_(\w+)\s*=\s*(\d+),", text, re.M)}
-    assert P.FLAGS == flags and {"SKIP_ZEROS", "RELU", "HAS_OUT_MASK", "NESTEROV"} <= set(flags)
+    assert P.FLAGS == flags and {"SKIP_ZEROS", "RELU", "HAS_OUT_MASK", "NESTEROV", "GATHER"} <= set(flags)
     assert all(v & (v - 1) == 0 for v in flags.values()) and len(set(flags.values())) == len(flags), \
         "flags are distinct bits"
     version = re.search(r"#define ZSKIP_VERSION (0x[0-9A-Fa-f]+)", P.VERSION_H.read_text()).group(1)
