@@ -5,6 +5,6 @@
 #ifndef ZSKIP_VERSION_H
 #define ZSKIP_VERSION_H
 
-#define ZSKIP_VERSION 0x5A530002u
+#define ZSKIP_VERSION 0x5A530003u
 
 #endif
