@@ -241,3 +241,35 @@ def test_backend_option_sets_the_form_and_is_checked_before_compiling():
         backend.close()
     with pytest.raises(ValueError, match="^bwd_data_form: must be one of auto, scatter, gather, got 'dense'"):
         make_backend("emu", bwd_data_form="dense")
+
+
+def test_a_shape_beyond_the_padded_layouts_is_refused_by_the_kernel_and_avoided_by_the_host(rng):
+    """4 lanes on a 6-channel build: K = 6 pads to 8, so dy of a 32x32 layer (32 * 32 * 8 words) exceeds the plane
+    memory (32 * 32 * 6). The kernel refuses the descriptor (ERR_CHANNELS), a forced gather is a ValueError
+    naming the memory, and the auto form runs scatter on a batch normalisation's dx."""
+    from zskip.host.devices.device import DeviceError
+    from zskip.host.ip.program import ArenaLayout, bit_words, encode
+    lim = dataclasses.replace(Limits.defaults(), pe_lanes=4, max_ch=6)
+    acc = Accelerator.emulated(limits=lim)
+    x_shape, wt = (1, 2, 32, 32), (rng.standard_normal((6, 2, 3, 3)) * 0.5).astype(np.float32)
+    dy = rng.standard_normal((1, 6, 32, 32)).astype(np.float32)
+    mask = rng.random(x_shape) < 0.5
+    assert "plane memory" in gather_capacity_error(lim, x_shape, wt.shape, 1, 1)
+    lay = ArenaLayout()
+    off = dict(dy=lay.alloc("grad", "dy", dy.size), wgt=lay.alloc("wgt", "w", wt.size),
+               dx=lay.alloc("grad", "dx", int(np.prod(x_shape))),
+               mask_in=lay.alloc("bits", "mask", bit_words(int(np.prod(x_shape)))))
+    bufs = acc.allocate_arenas(lay, 1)
+    lay.put(bufs, "dy", dy)
+    lay.put(bufs, "w", wt)
+    desc = encode("CONV_BWD_DATA", flags=("SKIP_ZEROS", "HAS_OUT_MASK", "GATHER"), limits=lim, n=1, c=2, h=32, w=32,
+                  k=6, r=3, s=3, stride=1, pad=1, **off)
+    with pytest.raises(DeviceError, match="ERR_CHANNELS"):
+        acc.run_program([desc], bufs)
+    with pytest.raises(ValueError, match="^bwd_data_form: the gather form cannot run this convolution: dy padded"):
+        acc.conv_backward_data(dy, wt, x_shape, 1, 1, out_mask=mask, form="gather")
+    xhat = rng.standard_normal(dy.shape).astype(np.float32)
+    bn_dx, _, _ = acc.batchnorm_backward(dy, xhat, np.ones(6, np.float32), np.ones(6, np.float32))
+    dx = acc.conv_backward_data(bn_dx, wt, x_shape, 1, 1, out_mask=mask)
+    assert acc.last_stats["enc_iters"] > 0, "not the scatter form"
+    _close(dx, R.conv2d_backward_data(bn_dx, wt, x_shape, 1, 1) * mask)
