@@ -112,7 +112,7 @@ def test_sparse_gather_skips_cycles_of_masked_outputs(pair):
 
 def test_short_lists_wait_for_the_accumulator_and_count_it():
     """One live output per channel (list length 1 < ACC_LATENCY): each pass over it after the first waits
-    ACC_LATENCY - 1 bubbles (stride 1, pad 1, 3x3, K <= lanes: 9 passes per channel)."""
+    ACC_LATENCY - 1 bubbles (stride 1, pad 1, 3x3; K = 8 on 16 lanes: two taps per pass, 5 passes per channel)."""
     acc = Accelerator.emulated(skip_zeros=True, bwd_data_form="gather")
     x_shape, wt, dy, _, stride, pad = _case((2, 3, 6, 6, 8, 3, 1, 1), seed=2)
     mask = np.zeros(x_shape, bool)
@@ -121,8 +121,9 @@ def test_short_lists_wait_for_the_accumulator_and_count_it():
     _close(dx, R.relu_backward(R.conv2d_backward_data(dy, wt, x_shape, stride, pad), mask))
     lat = acc_latency()
     channels = x_shape[0] * x_shape[1]
-    assert acc.last_stats["mac_stalls"] == channels * 8 * (lat - 1)
-    assert acc.last_stats["mac_iters"] == channels * (9 + 8 * (lat - 1))
+    passes = 5      # ceil(9 taps / (16 lanes // 8 channels))
+    assert acc.last_stats["mac_stalls"] == channels * (passes - 1) * (lat - 1)
+    assert acc.last_stats["mac_iters"] == channels * (passes + (passes - 1) * (lat - 1))
 
 
 @pytest.mark.parametrize("params", [GRID[1], GRID[2], GRID[5]], ids=str)
@@ -167,7 +168,7 @@ def test_forms_and_their_limits_are_checked():
         acc.conv_backward_data(dy, wt, x_shape, stride, pad, out_mask=mask, form="fast")
     with pytest.raises(ValueError, match="^bwd_data_form: must be one of"):
         Accelerator.emulated(bwd_data_form="Gather")
-    # 64 lanes on a 16-channel build: K pads to 64, dy of a 32x32 layer no longer fits the plane memory
+    # 64 lanes on a 16-channel build: dy of a 32x32 layer in 4 copies no longer fits the plane memory
     lim = dataclasses.replace(Limits.defaults(), pe_lanes=64, max_ch=16)
     err = gather_capacity_error(lim, (1, 16, 32, 32), (16, 16, 3, 3), 1, 1)
     assert err and "plane memory" in err
@@ -175,7 +176,7 @@ def test_forms_and_their_limits_are_checked():
     assert bwd_data_flags("auto", True, True, err) == []           # auto falls back to scatter
     assert bwd_data_flags("auto", True, True, None) == ["GATHER"]
     assert bwd_data_flags("scatter", True, True, None) == []
-    with pytest.raises(ValueError, match="^bwd_data_form: the gather form cannot run this convolution: dy padded"):
+    with pytest.raises(ValueError, match="^bwd_data_form: the gather form cannot run this convolution: dy in rows of"):
         bwd_data_flags("gather", True, True, err)
     assert FLAGS["GATHER"] == 8
 
@@ -244,8 +245,8 @@ def test_backend_option_sets_the_form_and_is_checked_before_compiling():
 
 
 def test_a_shape_beyond_the_padded_layouts_is_refused_by_the_kernel_and_avoided_by_the_host(rng):
-    """4 lanes on a 6-channel build: K = 6 pads to 8, so dy of a 32x32 layer (32 * 32 * 8 words) exceeds the plane
-    memory (32 * 32 * 6). The kernel refuses the descriptor (ERR_CHANNELS), a forced gather is a ValueError
+    """4 lanes on a 6-channel build: K = 6 pads to 8 (two chunks of 4), so dy of a 32x32 layer (32 * 32 * 8 words)
+    exceeds the plane memory (32 * 32 * 6). The kernel refuses the descriptor (ERR_CHANNELS), a forced gather is a ValueError
     naming the memory, and the auto form runs scatter on a batch normalisation's dx."""
     from zskip.host.devices.device import DeviceError
     from zskip.host.ip.program import ArenaLayout, bit_words, encode
@@ -266,7 +267,7 @@ def test_a_shape_beyond_the_padded_layouts_is_refused_by_the_kernel_and_avoided_
                   k=6, r=3, s=3, stride=1, pad=1, **off)
     with pytest.raises(DeviceError, match="ERR_CHANNELS"):
         acc.run_program([desc], bufs)
-    with pytest.raises(ValueError, match="^bwd_data_form: the gather form cannot run this convolution: dy padded"):
+    with pytest.raises(ValueError, match="^bwd_data_form: the gather form cannot run this convolution: dy in rows of"):
         acc.conv_backward_data(dy, wt, x_shape, 1, 1, out_mask=mask, form="gather")
     xhat = rng.standard_normal(dy.shape).astype(np.float32)
     bn_dx, _, _ = acc.batchnorm_backward(dy, xhat, np.ones(6, np.float32), np.ones(6, np.float32))

@@ -246,10 +246,13 @@ ZSKIP_SCHEDULE(SPFC_BWD_W_WB_BEAT, 1, WB_DEPTH)
 // db write-back: one word per cycle
 ZSKIP_SCHEDULE(SPFC_BWD_W_WB_B, 1, WB_DEPTH)
 // --- conv_bwd_data gather form (FLAG_GATHER, hls/conv_bwd_data/conv_bwd_data_gather.h) ---
-// dy load: one word per cycle into [opos][k]
+// weight load into [c][slot][k]: one word per cycle (the rows of one k share
+// a bank, so a beat would need four writes to it)
+ZSKIP_SCHEDULE(GATHER_LOAD_W, 1, LOAD_DEPTH)
+// dy load: one word per cycle into [opos][g][k], its G copies in G banks
 ZSKIP_SCHEDULE(GATHER_LOAD_DY, 1, LOAD_DEPTH)
-// dy load, beat-wide: a beat's 4 words (4 positions of one k) share bank
-// k mod P, written through its two ports: II = 2
+// dy load, beat-wide: a beat's 4 words (4 positions of one k) share a bank per
+// copy, written through its two ports: II = 2
 ZSKIP_SCHEDULE(GATHER_LOAD_DY_BEAT, 2, LOAD_DEPTH)
 // one channel's live-output list: one mask bit per cycle, one list append
 ZSKIP_SCHEDULE(GATHER_LIST, 1, LOAD_DEPTH)

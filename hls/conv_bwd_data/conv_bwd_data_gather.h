@@ -11,19 +11,23 @@
 // instead and one output is computed per cycle, so a masked output is simply
 // not in the work list.
 //
-// On chip, per image: dy [opos][k] in the engine's plane memory and the
-// weights [c][r][s][k] in its weight memory, both with rows padded to KP = K
-// rounded up to the lanes, so word k of every row sits in bank k mod P: lane
-// l reads k = chunk * P + l of one dy row and one weight row, its own bank of
-// each (checked by the assertion build). The P products go through a
-// pairwise adder tree (adder_tree.h) into one accumulator.
+// On chip, rows of KG words (one word per dy channel k): KG = K rounded up to
+// a multiple of the lanes P when K >= P (ceil(K / P) chunks of P channels),
+// else to the smallest divisor of P at least K, and then the lanes form
+// G = P / KG groups that take G taps of the same output at once (so a
+// 16-channel layer keeps 64 lanes busy). Weights [c][slot][KG], the taps
+// ordered by phase (below) in slots padded to a multiple of G; dy
+// [opos][g][KG] in the engine's plane memory, one copy per group. Lane
+// l = g * KG + j reads word j (+ chunk * P) of group g's rows: bank l of both
+// memories, its own (checked by the assertion build). The P products go
+// through a pairwise adder tree (adder_tree.h) into one accumulator.
 //
 // Per input channel c: the mask bits of c are compacted into the list of
 // live outputs (GATHER_LIST, 4 bits a cycle where W allows), grouped by phase (h mod stride, w mod stride),
 // because only the taps r with (h + pad - r) a multiple of the stride reach
 // an output of phase h; a tap whose source (oh, ow) falls in the padding
 // still costs its cycle (its lanes do no multiply). GATHER_MAC then runs tap
-// by tap, chunk by chunk, over the phase's list: acc[(h, w)] += tree(...),
+// group by tap group, chunk by chunk, over the phase's list: acc[(h, w)] += tree(...),
 // one list entry per cycle, so an accumulator recurs once per pass over the
 // list. Where the list is shorter than ACC_LATENCY the next pass would read
 // an accumulator whose add is still in flight: the loop keeps the last
@@ -56,22 +60,42 @@
 
 namespace zskip {
 
-// Words per row of the padded dy and weight layouts: K rounded up to the lanes.
+// Words of a tap row (one per dy channel): K rounded up to a multiple of the
+// lanes when K >= P, else the smallest divisor of P at least K (the lanes then
+// form P / row groups, one tap each).
 template <class CFG>
-inline unsigned gather_k_stride(unsigned k) {
+inline unsigned gather_row_words(unsigned k) {
     static const unsigned P = CFG::pe_lanes;
-    return (k + P - 1) / P * P;
+    if (k >= P) return (k + P - 1) / P * P;
+    unsigned best = P;
+GATHER_ROW_WORDS:
+    for (unsigned d = P; d >= 1; --d) {
+// the divisors of the compile-time P compared at once: a small table
+#pragma HLS UNROLL
+        if (P % d == 0 && d >= k) best = d;
+    }
+    return best;
 }
 
-// Whether a (valid) shape fits the gather form's padded layouts: the weights
-// C * R * S * KP in the weight memory, dy OH * OW * KP in the plane memory.
-// The kernel refuses a shape that does not (ERR_CHANNELS); the host falls
-// back to the scatter form first (host/runtime/accelerator.py).
+// Taps of each phase q = (h mod 2) * 2 + (w mod 2) of the stride (0 for
+// phases a stride of 1 does not have), and the slots of the weight rows:
+// phase q's taps take slots [off[q], off[q] + ceil(taps / G) * G).
+struct gather_phases {
+    unsigned taps[4];
+    unsigned off[4];
+    unsigned slots;  // all phases' slots: rows of one input channel
+};
+
+// Whether a (valid) shape fits the gather form's layouts: the weights
+// C * slots * KG words in the weight memory, dy OH * OW * G * KG words in the
+// plane memory. The kernel refuses a shape that does not (ERR_CHANNELS); the
+// host falls back to the scatter form first (host/ip/program.py mirrors it).
 template <class CFG>
-inline bool gather_fits(const conv_shape &sh) {
-    const uint64_t kp = gather_k_stride<CFG>(sh.k);
-    return (uint64_t)sh.c * sh.r * sh.s * kp <= scatter_engine_onchip<CFG>::WSIZE &&
-           (uint64_t)sh.oh * sh.ow * kp <= scatter_engine_onchip<CFG>::XSIZE;
+inline bool gather_fits(const conv_shape &sh, unsigned slots) {
+    const uint64_t kg = gather_row_words<CFG>(sh.k);
+    const uint64_t g = sh.k < CFG::pe_lanes ? CFG::pe_lanes / kg : 1;
+    return (uint64_t)sh.c * slots * kg <= scatter_engine_onchip<CFG>::WSIZE &&
+           (uint64_t)sh.oh * sh.ow * g * kg <= scatter_engine_onchip<CFG>::XSIZE;
 }
 
 // The kernel offsets along one axis that reach outputs of each phase: r with
@@ -115,22 +139,19 @@ unsigned conv_bwd_data_gather(const conv_shape &sh, bool skip_zeros, bool has_ma
     static const unsigned CH_MAX = CFG::max_ch;
     static const unsigned PLANE_MAX = CFG::max_dim * CFG::max_dim;
     static const unsigned X_MAX = scatter_engine_onchip<CFG>::XSIZE;
-    // one phase's passes: taps x chunks x live outputs (plus its bubbles)
+    // one phase's passes: tap groups x chunks x live outputs (plus its bubbles)
     static const unsigned MAC_MAX =
         PLANE_MAX * CFG::max_ksize * CFG::max_ksize * ((CFG::max_ch + CFG::pe_lanes - 1) / CFG::pe_lanes);
+    static const unsigned KS_MAX = CFG::max_ksize;
+    static const unsigned W_MAX = scatter_engine_onchip<CFG>::WSIZE;
     unsigned err = check_conv_shape<CFG>(sh);
     if (err) return err;
-    if (!gather_fits<CFG>(sh)) return ERR_CHANNELS;
     const unsigned K = sh.k, C = sh.c, R = sh.r, S = sh.s, H = sh.h, W = sh.w, ST = sh.stride, PAD = sh.pad;
     const unsigned PLANE = H * W, OW = sh.ow, OH = sh.oh, OPLANE = OH * OW;
-    const unsigned KP = gather_k_stride<CFG>(K), CHUNKS = KP / P;
+    // KG words a row; G tap groups of KG lanes (K < P) or CHUNKS chunks of P channels
+    const unsigned KG = gather_row_words<CFG>(K);
+    const unsigned G = K < P ? P / KG : 1, CHUNKS = K < P ? 1 : KG / P;
     const bool mask_items = skip_zeros && has_mask;
-
-    // weights [c][r][s][k], rows KP words apart
-    uint64_t cycles = load_weights<CFG>(w, K, C, R * S, false, buf.w, cnt, KP);
-    // per output coordinate, its taps inside the image (macs_dense)
-    cycles += ZSKIP_CYCLES(AXIS_IN, build_axis_from_input<CFG>(buf.rows, H, OH, R, ST, PAD));
-    cycles += ZSKIP_CYCLES(AXIS_IN, build_axis_from_input<CFG>(buf.cols, W, OW, S, ST, PAD));
     phase_taps<CFG> rtaps, staps;
 // registers: both phases' offsets are written in one cycle and the MAC loop
 // reads one of each per cycle
@@ -140,6 +161,54 @@ unsigned conv_bwd_data_gather(const conv_shape &sh, bool skip_zeros, bool has_ma
 #pragma HLS ARRAY_PARTITION variable=staps.r complete dim=0
     build_phase_taps<CFG>(rtaps, R, ST, PAD);
     build_phase_taps<CFG>(staps, S, ST, PAD);
+    gather_phases ph_slots;
+// four registers each, one per phase
+#pragma HLS ARRAY_PARTITION variable=ph_slots.taps complete
+#pragma HLS ARRAY_PARTITION variable=ph_slots.off complete
+    unsigned slot = 0;
+GATHER_PHASE_SLOTS:
+    for (unsigned q = 0; q < 4; ++q) {
+#pragma HLS UNROLL
+        const unsigned ph = q / 2, pw = q % 2;
+        const unsigned taps = ph < ST && pw < ST ? (unsigned)rtaps.n[ph] * staps.n[pw] : 0;
+        ph_slots.taps[q] = taps;
+        ph_slots.off[q] = slot;
+        slot += (taps + G - 1) / G * G;
+    }
+    ph_slots.slots = slot;
+    if (!gather_fits<CFG>(sh, ph_slots.slots)) return ERR_CHANNELS;
+    const unsigned SLOTS = ph_slots.slots;
+
+    // weights [c][slot][k]: tap (r, s) of phase q sits in slot off[q] + (r / ST) * taps_s(q) + s / ST
+    // (rtaps lists a phase's offsets in increasing order, ST apart)
+    {
+        unsigned k = 0, c = 0, r = 0, s = 0;
+    GATHER_LOAD_W:
+        for (unsigned i = 0; i < K * C * R * S; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max=W_MAX
+// one weight word per cycle (the rows of one k are KG words apart: one bank)
+#pragma HLS PIPELINE II=1
+            const unsigned ph = (r + ST * KS_MAX - PAD) % ST, pw = (s + ST * KS_MAX - PAD) % ST;
+            const unsigned q = ph * 2 + pw;
+            const unsigned at = (c * SLOTS + ph_slots.off[q] + (r / ST) * staps.n[pw] + s / ST) * KG + k;
+            buf.w[at] = acc_t(from_f32<wgt_t>(w[i]));
+            if (++s == S) {
+                s = 0;
+                if (++r == R) {
+                    r = 0;
+                    if (++c == C) {
+                        c = 0;
+                        ++k;
+                    }
+                }
+            }
+        }
+    }
+    cnt.load_iters += (uint64_t)K * C * R * S;
+    uint64_t cycles = ZSKIP_CYCLES(GATHER_LOAD_W, (uint64_t)K * C * R * S);
+    // per output coordinate, its taps inside the image (macs_dense)
+    cycles += ZSKIP_CYCLES(AXIS_IN, build_axis_from_input<CFG>(buf.rows, H, OH, R, ST, PAD));
+    cycles += ZSKIP_CYCLES(AXIS_IN, build_axis_from_input<CFG>(buf.cols, W, OW, S, ST, PAD));
     // where each phase's list starts: the phases' sizes, in order
     unsigned qbase[4];
 // four registers, one per phase
@@ -170,8 +239,9 @@ GATHER_IMAGE:
         GATHER_LOAD_DY_BEAT:
             for (unsigned b = 0; b < beats; ++b) {
 #pragma HLS LOOP_TRIPCOUNT max=X_MAX/BEAT_WORDS
-// one 128-bit beat of dy per two cycles: 4 positions of one k, all in bank
-// k mod P, written through that bank's two ports
+// one 128-bit beat of dy per two cycles: 4 positions of one k; copy g of
+// them goes to bank (g * KG + k) mod P (G distinct banks), 4 words through
+// that bank's two ports
 #pragma HLS PIPELINE II=2
                 float word[BEAT_WORDS];
 // the 4 lanes of the one beat read below are registers
@@ -180,9 +250,17 @@ GATHER_IMAGE:
             GATHER_LOAD_DY_LANE:
                 for (unsigned j = 0; j < BEAT_WORDS; ++j) {
 #pragma HLS UNROLL
-                    const unsigned at = (op + j) * KP + k;
-                    ZSKIP_HW_ASSERT(at % P == k % P, "GATHER_LOAD_DY_BEAT", "a dy word outside bank k mod P");
-                    buf.plane[at] = acc_t(from_f32<grad_t>(word[j]));
+                    const acc_t v = acc_t(from_f32<grad_t>(word[j]));
+                GATHER_LOAD_DY_COPY:
+                    for (unsigned g = 0; g < P; ++g) {
+#pragma HLS UNROLL
+                        if (g < G) {
+                            const unsigned at = ((op + j) * G + g) * KG + k;
+                            ZSKIP_HW_ASSERT(at % P == (g * KG + k) % P, "GATHER_LOAD_DY_BEAT",
+                                            "a dy word outside its copy's bank");
+                            buf.plane[at] = v;
+                        }
+                    }
                 }
                 op += BEAT_WORDS;
                 if (op == OPLANE) {
@@ -197,9 +275,14 @@ GATHER_IMAGE:
         GATHER_LOAD_DY:
             for (unsigned i = 0; i < K * OPLANE; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=X_MAX
-// one dy word per cycle into [opos][k]
+// one dy word per cycle into [opos][g][k], its G copies in G distinct banks
 #pragma HLS PIPELINE II=1
-                buf.plane[op * KP + k] = acc_t(from_f32<grad_t>(dyn[i]));
+                const acc_t v = acc_t(from_f32<grad_t>(dyn[i]));
+            GATHER_LOAD_DY_WORD_COPY:
+                for (unsigned g = 0; g < P; ++g) {
+#pragma HLS UNROLL
+                    if (g < G) buf.plane[(op * G + g) * KG + k] = v;
+                }
                 if (++op == OPLANE) {
                     op = 0;
                     ++k;
@@ -291,8 +374,9 @@ GATHER_IMAGE:
 #pragma HLS LOOP_TRIPCOUNT max=4
                 const unsigned ph = q / 2, pw = q % 2;
                 const unsigned len = fill[q];
-                const unsigned nr = ph < ST ? rtaps.n[ph] : 0, ns = pw < ST ? staps.n[pw] : 0;
-                const uint64_t work = (uint64_t)nr * ns * CHUNKS * len;
+                const unsigned ntaps = ph_slots.taps[q], ns = pw < ST ? staps.n[pw] : 0;
+                const unsigned groups = (ntaps + G - 1) / G;
+                const uint64_t work = (uint64_t)groups * CHUNKS * len;
                 if (!work) continue;
                 // the last L accumulator addresses issued and when (registers);
                 // the loop drains before the next invocation, so it starts empty
@@ -308,13 +392,14 @@ GATHER_IMAGE:
 #pragma HLS UNROLL
                     hz_valid[s] = false;
                 }
-                unsigned head = 0, i = 0, kc = 0, ri = 0, si = 0;
+                unsigned head = 0, i = 0, kc = 0, tg = 0;
                 uint32_t now = 0;
                 uint64_t issued = 0, trips = 0;
             GATHER_MAC:
                 while (issued < work) {
 #pragma HLS LOOP_TRIPCOUNT max=MAC_MAX
-// one list entry per cycle: P lanes read their own dy and weight banks, an
+// one list entry per cycle: the G lane groups take G taps of it (or the P
+// lanes a chunk of one tap), each lane reads its own dy and weight banks, an
 // adder tree sums the products, one accumulator read-modify-write (the two
 // ports of its bank); an address recurs one pass later, or after a bubble
 #pragma HLS PIPELINE II=1
@@ -333,12 +418,27 @@ GATHER_IMAGE:
                         ++cnt.mac_stalls;
                         continue;
                     }
-                    const unsigned r = rtaps.r[ph][ri], s = staps.r[pw][si];
-                    const int nh = (int)(oh_h + PAD) - (int)r, nw = (int)(ow_w + PAD) - (int)s;
-                    // divisions by the stride (1 or 2): a shift
-                    const bool valid = nh >= 0 && nw >= 0 && (unsigned)nh / ST < OH && (unsigned)nw / ST < OW;
-                    const unsigned obase = valid ? (((unsigned)nh / ST) * OW + (unsigned)nw / ST) * KP + kc * P : 0;
-                    const unsigned wbase = ((c * R + r) * S + s) * KP + kc * P;
+                    // per lane group: its tap, whether it reaches the output from
+                    // inside dy, and the bases of its dy and weight rows
+                    bool valid[P];
+                    unsigned obase[P], wbase[P];
+// registers, one entry per lane group
+#pragma HLS ARRAY_PARTITION variable=valid complete
+#pragma HLS ARRAY_PARTITION variable=obase complete
+#pragma HLS ARRAY_PARTITION variable=wbase complete
+                GATHER_GROUP:
+                    for (unsigned g = 0; g < P; ++g) {
+#pragma HLS UNROLL
+                        const unsigned ti = tg * G + g;
+                        // divisions by descriptor constants (ns <= max_ksize, ST <= 2): a table
+                        const unsigned r = rtaps.r[ph][ti / (ns ? ns : 1)], s = staps.r[pw][ti % (ns ? ns : 1)];
+                        const int nh = (int)(oh_h + PAD) - (int)r, nw = (int)(ow_w + PAD) - (int)s;
+                        valid[g] = g < G && ti < ntaps && nh >= 0 && nw >= 0 && (unsigned)nh / ST < OH &&
+                                   (unsigned)nw / ST < OW;
+                        const unsigned opos = valid[g] ? ((unsigned)nh / ST) * OW + (unsigned)nw / ST : 0;
+                        obase[g] = (opos * G + g) * KG;
+                        wbase[g] = (c * SLOTS + ph_slots.off[q] + ti) * KG;
+                    }
                     acc_t prod[P];
 // the lanes' products are registers of the adder tree
 #pragma HLS ARRAY_PARTITION variable=prod complete
@@ -346,12 +446,16 @@ GATHER_IMAGE:
                 GATHER_LANE:
                     for (unsigned l = 0; l < P; ++l) {
 #pragma HLS UNROLL
+                        // lane l: group l / KG, channel l mod KG (G > 1); or chunk kc's channel l
+                        const unsigned g = G > 1 ? l / KG : 0;
+                        const unsigned off = G > 1 ? l % KG : kc * P + l;
                         prod[l] = 0;
-                        if (valid && kc * P + l < K) {
-                            ZSKIP_HW_ASSERT((obase + l) % P == l && (wbase + l) % P == l, "GATHER_MAC",
+                        if (valid[g] && off < K) {
+                            ZSKIP_HW_ASSERT((obase[g] + off) % P == l && (wbase[g] + off) % P == l, "GATHER_MAC",
                                             "a lane reads outside its own dy or weight bank");
-                            mac_multiply<MUL>::add(prod[l], typename exact_narrow<wgt_t>::type(buf.w[wbase + l]),
-                                                   typename exact_narrow<grad_t>::type(buf.plane[obase + l]));
+                            mac_multiply<MUL>::add(prod[l],
+                                                   typename exact_narrow<wgt_t>::type(buf.w[wbase[g] + off]),
+                                                   typename exact_narrow<grad_t>::type(buf.plane[obase[g] + off]));
                             ++live;
                         }
                     }
@@ -368,10 +472,7 @@ GATHER_IMAGE:
                         i = 0;
                         if (++kc == CHUNKS) {
                             kc = 0;
-                            if (++si == ns) {
-                                si = 0;
-                                ++ri;
-                            }
+                            ++tg;
                         }
                     }
                 }

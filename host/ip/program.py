@@ -459,24 +459,40 @@ def check_bwd_data_form(form) -> str:
     return form
 
 
+def gather_row_words(k: int, lanes: int) -> int:
+    """Words of a tap row of the gather form (``gather_row_words`` of conv_bwd_data_gather.h): K rounded up to a
+    multiple of the lanes when K >= lanes, else the smallest divisor of the lanes at least K."""
+    if k >= lanes:
+        return -(-k // lanes) * lanes
+    return min(d for d in range(k, lanes + 1) if lanes % d == 0)
+
+
 def gather_capacity_error(limits: Limits, x_shape, w_shape, stride: int, pad: int) -> Optional[str]:
     """Why the gather form cannot hold this convolution on chip, or None when it can.
 
-    Mirrors the kernel's ``gather_fits`` (conv_bwd_data_gather.h): K is padded to a multiple
-    of ``pe_lanes`` (KP); the weights C * R * S * KP must fit the weight memory
-    (max_ch^2 * max_ksize^2 words) and dy OH * OW * KP the plane memory (max_dim^2 * max_ch).
+    Mirrors the kernel's ``gather_fits`` (conv_bwd_data_gather.h): rows of KG words
+    (:func:`gather_row_words`), G = lanes / KG tap groups when K < lanes (else 1); the weights,
+    C x slots x KG words (each phase's taps padded to a multiple of G), must fit the weight
+    memory (max_ch^2 * max_ksize^2 words) and dy, OH x OW x G x KG words, the plane memory
+    (max_dim^2 * max_ch).
     """
     _, c, h, w = (int(v) for v in x_shape)
     k, _, r, s = (int(v) for v in w_shape)
     p = limits.pe_lanes
-    kp = -(-k // p) * p
+    kg = gather_row_words(k, p)
+    g = p // kg if k < p else 1
     oh, ow = _conv_out(h, r, stride, pad), _conv_out(w, s, stride, pad)
+
+    def phase_taps(ksize, phase):
+        return sum(1 for t in range(ksize) if (phase + pad - t) % stride == 0)
+    slots = sum(-(-phase_taps(r, ph) * phase_taps(s, pw) // g) * g for ph in range(stride) for pw in range(stride))
     wsize, xsize = limits.max_ch ** 2 * limits.max_ksize ** 2, limits.max_dim ** 2 * limits.max_ch
-    if c * r * s * kp > wsize:
-        return (f"its weights padded to {kp} output channels ({c * r * s * kp} words) exceed the weight "
-                f"memory ({wsize} words)")
-    if oh * ow * kp > xsize:
-        return f"dy padded to {kp} channels ({oh * ow * kp} words) exceeds the plane memory ({xsize} words)"
+    if c * slots * kg > wsize:
+        return (f"its weights in rows of {kg} words ({c * slots * kg} words) exceed the weight memory "
+                f"({wsize} words)")
+    if oh * ow * g * kg > xsize:
+        return (f"dy in rows of {kg} words, {g} cop{'ies' if g > 1 else 'y'} ({oh * ow * g * kg} words), exceeds "
+                f"the plane memory ({xsize} words)")
     return None
 
 
