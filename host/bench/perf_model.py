@@ -22,6 +22,11 @@ per-element counts:
   measured counters (tests/test_perf_model.py states how closely).
 
 Accumulator-hazard waits are not modelled.
+
+Backward-data's gather form (``ConvPass.gather``, hls/conv_bwd_data/conv_bwd_data_gather.h) has no
+region: per image the dy load, then per input channel the mask compaction, one MAC invocation per
+stride phase (tap groups x chunks x the phase's live outputs, the live fraction taken uniform over
+the outputs, plus the waits of lists shorter than ACC_LATENCY) and the write-back.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 from ... import HLS_DIR
 from ...models import reference as R
-from ..ip.program import BEAT_WORDS as BEAT
+from ..ip.program import BEAT_WORDS as BEAT, gather_row_words
 
 __all__ = ["ConvPass", "PASSES", "kernel_constants", "schedule", "predict_cycles", "ideal_cycles",
            "choose_pe_lanes"]
@@ -106,6 +111,8 @@ class ConvPass:
     stride: int = 1
     pad: int = 0
     has_mask: bool = False
+    #: backward-data runs the gather form (FLAG_GATHER)
+    gather: bool = False
 
     @classmethod
     def linear(cls, n: int, in_features: int, out_features: int, has_mask: bool = False) -> "ConvPass":
@@ -186,6 +193,8 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
     # x / dx move a beat per cycle when a beat stays in one channel and its 4
     # positions, c words apart on chip, fall in 4 distinct banks
     wide_x = plane % BEAT == 0 and _beat_in_distinct_banks(c, lanes)
+    if pass_name == "bwd_data" and p.gather:
+        return desc + _gather_bwd_data(p, macs_nonzero / macs_dense if macs_dense else 1.0, lanes, skip_zeros)
     if pass_name == "bwd_data":
         load = (_load_weights(k, c, rs, lanes, True) + _loop("CLEAR_ACC", math.ceil(plane * c / lanes))
                 + _loop("AXIS_OUT", oh) + _loop("AXIS_OUT", ow))
@@ -200,6 +209,38 @@ def predict_cycles(pass_name: str, p: ConvPass, scanned_nonzero: int, macs_nonze
                                                        shared=copies == 1 and oplane > 1, **per)
     wb = _loop("BWD_W_WB_SUM" if copies > 1 else "BWD_W_WB", k * c * rs) + _loop("BWD_W_WB_B", k)
     return desc + load + n * image + wb
+
+
+def _gather_bwd_data(p: ConvPass, live: float, lanes: int, skip_zeros: bool) -> float:
+    """The gather form's cycles over the batch; ``live``: the fraction of outputs computed (1 in dense mode)."""
+    lat = kernel_constants()["ACC_LATENCY"]
+    n, c, k, h, w = p.n, p.c, p.k, p.h, p.w
+    oh, ow = p.out_hw
+    plane, oplane = h * w, oh * ow
+    kg = gather_row_words(k, lanes)
+    groups = lanes // kg if k < lanes else 1
+    chunks = 1 if k < lanes else kg // lanes
+    live = live if skip_zeros else 1.0
+    st, pad = p.stride, p.pad
+
+    def phase_taps(ksize, ph):
+        return sum(1 for t in range(ksize) if (ph + pad - t) % st == 0)
+    mac = 0.0
+    for ph in range(st):
+        for pw in range(st):
+            size = (-(-(h - ph) // st)) * (-(-(w - pw) // st)) if ph < h and pw < w else 0
+            taps = phase_taps(p.r, ph) * phase_taps(p.s, pw)
+            entries = size * live
+            passes = -(-taps // groups) * chunks
+            if not taps or entries <= 0:
+                continue
+            waits = (passes - 1) * max(0.0, lat - entries)
+            mac += _loop("GATHER_MAC", passes * entries + waits)
+    load = _loop("GATHER_LOAD_W", k * c * p.r * p.s) + _loop("AXIS_IN", h) + _loop("AXIS_IN", w)
+    dy = _loop("GATHER_LOAD_DY_BEAT", k * oplane // BEAT) if oplane % BEAT == 0 else _loop("GATHER_LOAD_DY", k * oplane)
+    lst = _loop("GATHER_LIST_BEAT", plane // BEAT) if w % BEAT == 0 else _loop("GATHER_LIST", plane)
+    wb = _loop("GATHER_WB_BEAT", plane // BEAT) if plane % BEAT == 0 else _loop("GATHER_WB", plane)
+    return load + n * (dy + c * (lst + mac + wb))
 
 
 def _load_weights(k: int, c: int, rs: int, lanes: int, channels_last: bool) -> float:

@@ -24,7 +24,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from ...models import step as _step
-from ...models.networks import Conv, Linear, Model
+from ...models.networks import BatchNorm, Conv, Linear, Model
 from .perf_model import PASSES
 
 __all__ = ["RecordingOps", "op_bytes", "measure_steps", "compare_modes", "board_estimates", "goals",
@@ -327,12 +327,16 @@ def goals(totals: dict, speed: Optional[dict]) -> Dict[str, dict]:
     return result
 
 
-def _pass_shape(model: Model, index: int, batch: int, has_mask: bool):
+def _pass_shape(model: Model, index: int, batch: int, has_mask: bool, pruned: bool = False):
     from .perf_model import ConvPass
     layer, (src, _) = model.flat_layers[index], model.shapes()[index]
     if isinstance(layer, Conv):
+        # the host's "auto" rule: backward-data runs the gather form where dy is a batch normalisation's dx
+        # (the layer's next one is a BatchNorm and no pruning rewrites dy) and there is an output mask
+        following = model.flat_layers[index + 1] if index + 1 < len(model.flat_layers) else None
+        gather = has_mask and not pruned and isinstance(following, BatchNorm)
         return ConvPass(batch, src[0], src[1], src[2], layer.out, layer.kernel, layer.kernel, layer.stride,
-                        layer.pad, has_mask=has_mask)
+                        layer.pad, has_mask=has_mask, gather=gather)
     return ConvPass.linear(batch, src[0], layer.out, has_mask=has_mask)
 
 
@@ -348,7 +352,8 @@ def perf_model_workload(model: Model, comparison: dict, batch: int, dense: bool 
     for row in comparison["layers"]:
         i = row["layer"]
         (src, out) = model.shapes()[i]
-        shape = _pass_shape(model, i, batch, has_mask=i > first)
+        shape = _pass_shape(model, i, batch, has_mask=i > first,
+                            pruned=bool(comparison["totals"].get("prune_rate")))
         elems = batch * int(np.prod(src if row["pass"] == "fwd" else out))
         zeros = row["input_sparsity"] if row["pass"] == "fwd" else row["grad_sparsity"]
         work.append({"layer": i, "pass": row["pass"], "shape": shape,
