@@ -19,7 +19,8 @@ from zskip.overlay.resources import acc_latency
 from test_kernels_conv import Q16_6, _close
 
 # (n, c, h, w, k, r, stride, pad): N = 1, odd sizes, stride 2, a 1x1 stride-2 projection, K not a
-# multiple of the lanes, K > 16 (two chunks at 16 lanes), a 5x5 kernel, planes not whole beats
+# multiple of the lanes, K > 16 (two chunks at 16 lanes), K below the lanes (tap groups), a 5x5 kernel,
+# planes not whole beats
 GRID = [
     (1, 3, 5, 5, 4, 3, 1, 1),
     (2, 5, 7, 9, 6, 3, 1, 1),
@@ -29,6 +30,8 @@ GRID = [
     (2, 3, 11, 10, 18, 5, 1, 2),
     (1, 33, 4, 4, 35, 3, 1, 1),
     (2, 2, 6, 6, 3, 2, 2, 0),
+    (2, 3, 6, 6, 1, 1, 1, 0),      # K = 1: as many tap groups as lanes, one tap to fill them
+    (1, 4, 7, 8, 2, 3, 2, 1),      # K = 2, stride 2: tap groups larger than a phase's taps
 ]
 
 

@@ -430,8 +430,10 @@ GATHER_IMAGE:
                     for (unsigned g = 0; g < P; ++g) {
 #pragma HLS UNROLL
                         const unsigned ti = tg * G + g;
-                        // divisions by descriptor constants (ns <= max_ksize, ST <= 2): a table
-                        const unsigned r = rtaps.r[ph][ti / (ns ? ns : 1)], s = staps.r[pw][ti % (ns ? ns : 1)];
+                        // divisions by descriptor constants (ns <= max_ksize, ST <= 2): a table;
+                        // a padding slot (ti >= ntaps) reads tap 0 and is not valid
+                        const unsigned tt = ti < ntaps ? ti : 0;
+                        const unsigned r = rtaps.r[ph][tt / (ns ? ns : 1)], s = staps.r[pw][tt % (ns ? ns : 1)];
                         const int nh = (int)(oh_h + PAD) - (int)r, nw = (int)(ow_w + PAD) - (int)s;
                         valid[g] = g < G && ti < ntaps && nh >= 0 && nw >= 0 && (unsigned)nh / ST < OH &&
                                    (unsigned)nw / ST < OW;
