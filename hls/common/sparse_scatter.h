@@ -884,19 +884,16 @@ inline uint64_t region_cycles(const region_trips &r) {
 // words sit K apart) and K allows it (beat_in_distinct_banks); channels_last
 // when RS == 1 (the fully-connected layers: the layout is DDR order, words 1
 // apart) and P >= 4 (fewer banks would take two words of a beat). Otherwise
-// one word per cycle. k_stride (forward layout only; 0: K) spaces the rows
-// [c][t] k_stride words apart: conv_bwd_data's gather form pads K to a
-// multiple of the lanes so that word k of every row sits in bank k mod P.
-// Adds its trips to load_iters; returns the cycles.
+// one word per cycle. Adds its trips to load_iters; returns
+// the cycles.
 template <class CFG>
 uint64_t load_weights(words<const float> w, unsigned K, unsigned C, unsigned RS, bool channels_last, acc_t *dst,
-                      kernel_counters &cnt, unsigned k_stride = 0) {
+                      kernel_counters &cnt) {
     static const unsigned P = CFG::pe_lanes;
     static const unsigned W_MAX = CFG::max_ch * CFG::max_ch * CFG::max_ksize * CFG::max_ksize;
     static const unsigned BEATS_MAX = (W_MAX + BEAT_WORDS - 1) / BEAT_WORDS;
     const unsigned n = K * C * RS;
-    const unsigned KS = k_stride ? k_stride : K;
-    const bool wide_fwd = !channels_last && (C * RS) % BEAT_WORDS == 0 && beat_in_distinct_banks(KS, P);
+    const bool wide_fwd = !channels_last && (C * RS) % BEAT_WORDS == 0 && beat_in_distinct_banks(K, P);
     const bool wide_last = channels_last && RS == 1 && beat_in_distinct_banks(1, P);
 // the weight memory's banks as declared (engine_memory.h): word i in bank i mod P
 #pragma HLS ARRAY_PARTITION variable=dst cyclic factor=P
@@ -917,8 +914,8 @@ uint64_t load_weights(words<const float> w, unsigned K, unsigned C, unsigned RS,
             for (unsigned j = 0; j < BEAT_WORDS; ++j) {
 #pragma HLS UNROLL
                 const unsigned i = b * BEAT_WORDS + j;
-                const unsigned at = wide_last ? i : (r + j) * KS + k;
-                ZSKIP_HW_ASSERT(j == 0 || at % P != (wide_last ? i - j : r * KS + k) % P, "LOAD_W_BEAT",
+                const unsigned at = wide_last ? i : (r + j) * K + k;
+                ZSKIP_HW_ASSERT(j == 0 || at % P != (wide_last ? i - j : r * K + k) % P, "LOAD_W_BEAT",
                                 "two words of a beat in one weight bank");
                 if (i < n) dst[at] = acc_t(from_f32<wgt_t>(word[j]));
             }
@@ -936,7 +933,7 @@ LOAD_W:
     for (unsigned i = 0; i < n; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max=W_MAX
 #pragma HLS PIPELINE II=1
-        const unsigned at = channels_last ? (k * RS + t) * C + c : (c * RS + t) * KS + k;
+        const unsigned at = channels_last ? (k * RS + t) * C + c : (c * RS + t) * K + k;
         dst[at] = acc_t(from_f32<wgt_t>(w[i]));
         if (++t == RS) {
             t = 0;
