@@ -254,7 +254,9 @@ def test_checkpoint_carries_running_statistics(tmp_path):
 def test_accelerator_backends_run_a_resnet_step_with_the_per_op_check(rng):
     """Batch normalisation, residual adds and global average pooling all have kernels: resnet8 trains a step on
     both accelerator backends, every op within the float32 tolerance of the reference, and predicts with the
-    running statistics as the reference does."""
+    running statistics as the reference does. Every backward-data convolution fed by a batch normalisation runs
+    the gather form (no encoder windows; in program mode its descriptors carry FLAG_GATHER)."""
+    from zskip.host.ip.program import decode
     from zskip.host.backends import make_backend
     from zskip.host.runtime.streaming import Batch
     from zskip.models.check import TOLERANCES
@@ -268,6 +270,13 @@ def test_accelerator_backends_run_a_resnet_step_with_the_per_op_check(rng):
                                          0.01, 0.9, 0.0))
             assert out.check.max_rel_error <= TOLERANCES["float32"].rtol
             assert {"bn1 fwd", "block1 add", "avgpool1 fwd", "avgpool1 bwd"} <= {t.layer for t in out.check.tensors}
+            bwd_data = [info["kernel"]["bwd_data"] for info in out.result.layers
+                        if info["kind"] == "conv" and "bwd_data" in info["kernel"]]
+            assert bwd_data and all(k["enc_iters"] == 0 for k in bwd_data), "a conv backward-data ran scatter"
+            if mode == "program":
+                (program,) = backend._programs.values()
+                conv_bwd = [d for d in map(decode, program.words) if d["opcode"] == "CONV_BWD_DATA"]
+                assert conv_bwd and all("GATHER" in d["flags"] for d in conv_bwd)
             logits = backend.predict(model, out.result.params, x)
             ref = predict(ReferenceOps(), model, out.result.params, x)
             np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
