@@ -114,6 +114,44 @@ inline unsigned sparse_chunk_len(unsigned lanes, unsigned left_in_output, unsign
 
 // Assertion build: the chunk's lanes read (or read-modify-write) distinct
 // input banks, which only the pattern's clash-freedom guarantees.
+// The backward passes' walk over the stored edges of the live outputs, a
+// chunk per cycle: live output k's edges [e, end), pos the input position of
+// edge e within its bank round (sparse_chunk_len) and the output's dy. Scalars
+// only: registers of the MAC loop that advances it.
+struct live_edge_walk {
+    unsigned k, e, end, pos;
+    acc_t dy;
+};
+
+template <class CFG>
+inline live_edge_walk start_live_walk(const sparse_fc_onchip<CFG> &sp, unsigned n_live, unsigned fan_in) {
+    live_edge_walk w;
+    w.k = 0;
+    w.e = n_live ? sp.live[0] * fan_in : 0;
+    w.end = w.e + fan_in;
+    w.pos = n_live ? sp.live_pos[0] : 0;
+    w.dy = n_live ? sp.live_dy[0] : acc_t(0);
+    return w;
+}
+
+// Past a chunk of len edges; after an output's last edge, on to the next live output.
+template <class CFG>
+inline void advance_live_walk(live_edge_walk &w, unsigned len, unsigned in_f, unsigned fan_in, unsigned n_live,
+                              const sparse_fc_onchip<CFG> &sp) {
+    w.e += len;
+    w.pos += len;
+    if (w.pos == in_f) w.pos = 0;
+    if (w.e == w.end) {
+        ++w.k;
+        if (w.k < n_live) {
+            w.e = sp.live[w.k] * fan_in;
+            w.end = w.e + fan_in;
+            w.pos = sp.live_pos[w.k];
+            w.dy = sp.live_dy[w.k];
+        }
+    }
+}
+
 template <class CFG>
 inline void assert_chunk_banks(const uint16_t *idx, unsigned e0, unsigned len, const char *loop) {
 #ifdef ZSKIP_EMU_ASSERTS
@@ -535,19 +573,19 @@ SPFC_BWD_DATA_IMAGE:
         }
         const unsigned n_live = sparse_scan_dy<CFG, false>(dy + (uint64_t)img * out_f, in_f, out_f, fan_in,
                                                            skip_zeros, sp, eng.bias, cycles, cnt);
-        unsigned k = 0, copy = 0;
-        unsigned e = n_live ? sp.live[0] * fan_in : 0, end = e + fan_in, pos = n_live ? sp.live_pos[0] : 0;
-        acc_t dyv = n_live ? sp.live_dy[0] : acc_t(0);
+        live_edge_walk w = start_live_walk(sp, n_live, fan_in);
+        unsigned copy = 0;
         uint64_t chunks = 0;
     SPFC_BWD_DATA_MAC:
-        while (k < n_live) {
+        while (w.k < n_live) {
 #pragma HLS LOOP_TRIPCOUNT max=E_MAX
 // one chunk per cycle: P lanes read-modify-write P distinct dx banks (the
 // pattern) in copy `copy`, written again only ACC_LATENCY chunks later: II = 1
 #pragma HLS PIPELINE II=1
-            const unsigned len = sparse_chunk_len(P, end - e, in_f - pos);
+            const unsigned e = w.e;
+            const unsigned len = sparse_chunk_len(P, w.end - e, in_f - w.pos);
             assert_chunk_banks<CFG>(sp.idx, e, len, "SPFC_BWD_DATA_MAC");
-            const grad_t g = typename exact_narrow<grad_t>::type(dyv);
+            const grad_t g = typename exact_narrow<grad_t>::type(w.dy);
             unsigned live = 0;
         SPFC_BWD_DATA_LANE:
             for (unsigned l = 0; l < P; ++l) {
@@ -563,18 +601,7 @@ SPFC_BWD_DATA_IMAGE:
             }
             cnt.macs_executed += live;
             copy = copy + 1 == L ? 0 : copy + 1;
-            e += len;
-            pos += len;
-            if (pos == in_f) pos = 0;
-            if (e == end) {
-                ++k;
-                if (k < n_live) {
-                    e = sp.live[k] * fan_in;
-                    end = e + fan_in;
-                    pos = sp.live_pos[k];
-                    dyv = sp.live_dy[k];
-                }
-            }
+            advance_live_walk(w, len, in_f, fan_in, n_live, sp);
             ++chunks;
         }
         cnt.mac_iters += chunks;
@@ -650,19 +677,18 @@ SPFC_BWD_W_IMAGE:
         cycles += sparse_load_x<CFG>(x + (uint64_t)img * in_f, in_f, eng.plane, cnt);
         const unsigned n_live = sparse_scan_dy<CFG, true>(dy + (uint64_t)img * out_f, in_f, out_f, fan_in,
                                                           skip_zeros, sp, eng.bias, cycles, cnt);
-        unsigned k = 0;
-        unsigned e = n_live ? sp.live[0] * fan_in : 0, end = e + fan_in, pos = n_live ? sp.live_pos[0] : 0;
-        acc_t dyv = n_live ? sp.live_dy[0] : acc_t(0);
+        live_edge_walk w = start_live_walk(sp, n_live, fan_in);
         uint64_t chunks = 0;
     SPFC_BWD_W_MAC:
-        while (k < n_live) {
+        while (w.k < n_live) {
 #pragma HLS LOOP_TRIPCOUNT max=E_MAX
 // one chunk per cycle: P lanes read P distinct x banks (the pattern) and
 // update P consecutive dw words (distinct banks), each once per image: II = 1
 #pragma HLS PIPELINE II=1
-            const unsigned len = sparse_chunk_len(P, end - e, in_f - pos);
+            const unsigned e = w.e;
+            const unsigned len = sparse_chunk_len(P, w.end - e, in_f - w.pos);
             assert_chunk_banks<CFG>(sp.idx, e, len, "SPFC_BWD_W_MAC");
-            const grad_t g = typename exact_narrow<grad_t>::type(dyv);
+            const grad_t g = typename exact_narrow<grad_t>::type(w.dy);
             unsigned live = 0;
         SPFC_BWD_W_LANE:
             for (unsigned l = 0; l < P; ++l) {
@@ -676,18 +702,7 @@ SPFC_BWD_W_IMAGE:
                 }
             }
             cnt.macs_executed += live;
-            e += len;
-            pos += len;
-            if (pos == in_f) pos = 0;
-            if (e == end) {
-                ++k;
-                if (k < n_live) {
-                    e = sp.live[k] * fan_in;
-                    end = e + fan_in;
-                    pos = sp.live_pos[k];
-                    dyv = sp.live_dy[k];
-                }
-            }
+            advance_live_walk(w, len, in_f, fan_in, n_live, sp);
             ++chunks;
         }
         cnt.mac_iters += chunks;
