@@ -29,7 +29,7 @@ import numpy as np
 from zskip.models.datasets import load_dataset
 from zskip.models.lr_schedule import lr_at
 from zskip.models.networks import get_model
-from zskip.models.train import _AUGMENT_STREAM, epoch_permutation
+from zskip.models.train import epoch_permutation, training_batch
 
 #: name -> (data spec, lr, nesterov); all with the cosine schedule, momentum 0.9, weight decay 1e-4
 RECIPES = {
@@ -86,9 +86,7 @@ def run(data: str, lr: float, nesterov: bool, seed: int, epochs: int = 3, batch_
         for s in range(steps):
             t = epoch * steps + s
             idx = perm[s * batch_size:(s + 1) * batch_size]
-            x = ds.x_train[idx]
-            if ds.augment is not None:
-                x = ds.augment(x, np.random.default_rng([seed, t, _AUGMENT_STREAM]))
+            x = training_batch(ds, idx, seed, t)
             for group in opt.param_groups:
                 group["lr"] = lr_at("cosine", lr, t, epochs * steps)
             logits, _ = _forward(F, params, model.layers, torch.tensor(x), 0, True)

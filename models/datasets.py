@@ -39,7 +39,7 @@ import gzip
 import os
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -406,8 +406,7 @@ def load_dataset(spec: str, seed: int = 0) -> Dataset:
     if spec == "digits":
         return digits()
     if spec in ("mnist5k:augment", "digits:augment"):
-        import dataclasses
-        return dataclasses.replace(mnist5k() if spec.startswith("mnist5k") else digits(), name=spec,
+        return replace(mnist5k() if spec.startswith("mnist5k") else digits(), name=spec,
                                    augment=DIGIT_SHIFTS)
     if spec.startswith("synthetic:"):
         return _parse_synthetic(spec, seed)

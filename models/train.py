@@ -39,7 +39,7 @@ from .lr_schedule import check_schedule, lr_at
 from .networks import Model, model_to_dict
 from .step import Batch, NonFinite, prune_seeds
 
-__all__ = ["train", "evaluate", "epoch_permutation", "TrainResult", "Diverged"]
+__all__ = ["train", "evaluate", "epoch_permutation", "training_batch", "TrainResult", "Diverged"]
 
 
 class Diverged(ValueError):
@@ -59,6 +59,15 @@ class TrainResult:
     report: dict
     params: Dict[str, np.ndarray]
     velocities: Dict[str, np.ndarray]
+
+
+def training_batch(dataset: Dataset, idx: np.ndarray, seed: int, global_step: int) -> np.ndarray:
+    """x (len(idx), C, H, W) of training step ``global_step``: the samples ``idx``, augmented when the
+    dataset augments, with draws from (seed, step) alone, so a resumed run augments its batches identically."""
+    x = dataset.x_train[idx]
+    if dataset.augment is not None:
+        x = dataset.augment(x, np.random.default_rng([seed, global_step, _AUGMENT_STREAM]))
+    return x
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -364,10 +373,7 @@ def train(backend, model: Model, dataset: Dataset, *, epochs: int, batch_size: i
                 idx = perm[s * batch_size:(s + 1) * batch_size]
                 global_step = epoch * steps_per_epoch + s
                 checked = bool(check_every) and global_step % check_every == 0
-                x = dataset.x_train[idx]
-                if dataset.augment is not None:
-                    # drawn from (seed, step) alone: a resumed run augments its batches identically
-                    x = dataset.augment(x, np.random.default_rng([seed, global_step, _AUGMENT_STREAM]))
+                x = training_batch(dataset, idx, seed, global_step)
                 yield Batch(x, dataset.y_train[idx], check=checked,
                             prune_seeds=prune_seeds(seed, global_step, len(model.flat_layers)),
                             lr=lr_at(lr_schedule, lr, global_step, total_steps, warmup_steps))
